@@ -1,0 +1,34 @@
+"""nasreg: plugin-based, declarative neural architecture search for PyTorch.
+
+The public API for plugin authors::
+
+    from nasreg import hookimpl            # the marker for hook implementations
+    from nasreg import Range, Ref          # annotations that make factory params checked spec keys
+    from nasreg import SearchSpace, Supernet, MixedOp, SearchStrategy, Selector, StageResult
+    from nasreg import Genotype, DatasetBundle, NasregError
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("nasreg")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from .data import DatasetBundle
+from .errors import (DataError, GenotypeError, NasregError, PluginError, RegistryError, RunDirError,
+                     SpecError)
+from .genotype import CellGenotype, Genotype, GenotypeEdge, derive_topk
+from .hookspecs import hookimpl
+from .params import Component, Range, Ref
+from .registry import Entry, Registry
+from .selector import Selector, StageResult
+from .strategy import SearchStrategy
+from .supernet import Candidates, MixedOp, SearchSpace, Supernet
+
+__all__ = [
+    "__version__", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
+    "SearchSpace", "Supernet", "MixedOp", "Candidates", "SearchStrategy", "Selector", "StageResult",
+    "Genotype", "CellGenotype", "GenotypeEdge", "derive_topk", "DatasetBundle",
+    "NasregError", "SpecError", "RegistryError", "PluginError", "GenotypeError", "RunDirError", "DataError",
+]

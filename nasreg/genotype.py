@@ -1,0 +1,198 @@
+"""Genotypes: the discrete architecture a search finds, as typed, versioned JSON.
+
+A genotype is a set of cells; each cell lists its kept edges (output node, input node, op name)
+and the nodes it concatenates. It is saved as JSON with the space name and provenance (spec hash,
+nasreg version, seed) and loaded back with schema checks and registry validation: never ``eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import GenotypeError, RegistryError
+
+FORMAT = "nasreg.genotype"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class GenotypeEdge:
+    node: int
+    input: int
+    op: str
+
+
+@dataclass
+class CellGenotype:
+    edges: list[GenotypeEdge]
+    concat: list[int]
+    #: How a node combines its inputs, where a space offers a choice (NASNet: "add" or "concat").
+    combine: dict[int, str] = field(default_factory=dict)
+
+    def by_node(self) -> dict[int, list[GenotypeEdge]]:
+        out: dict[int, list[GenotypeEdge]] = {}
+        for e in self.edges:
+            out.setdefault(e.node, []).append(e)
+        return out
+
+
+@dataclass
+class Genotype:
+    space: str
+    cells: dict[str, CellGenotype]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    version: int = VERSION
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "space": self.space,
+            "cells": {
+                name: {
+                    "edges": [{"node": e.node, "input": e.input, "op": e.op} for e in cell.edges],
+                    "concat": list(cell.concat),
+                    **({"combine": {str(k): v for k, v in cell.combine.items()}} if cell.combine else {}),
+                }
+                for name, cell in self.cells.items()
+            },
+            "provenance": self.provenance,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "genotype") -> "Genotype":
+        def bad(msg: str) -> GenotypeError:
+            return GenotypeError(f"{source}: {msg}")
+
+        if not isinstance(data, dict):
+            raise bad("expected a JSON object")
+        if data.get("format") != FORMAT:
+            raise bad(f"not a nasreg genotype (format is {data.get('format')!r}, expected {FORMAT!r})")
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise bad(f"version: expected a positive integer, got {version!r}")
+        if version > VERSION:
+            raise bad(f"version {version} is newer than this nasreg understands ({VERSION}); upgrade nasreg")
+        space = data.get("space")
+        if not isinstance(space, str) or not space:
+            raise bad(f"space: expected a search space name, got {space!r}")
+        cells_raw = data.get("cells")
+        if not isinstance(cells_raw, dict) or not cells_raw:
+            raise bad("cells: expected a non-empty object of cell types")
+        cells: dict[str, CellGenotype] = {}
+        for name, cell in cells_raw.items():
+            where = f"cells.{name}"
+            if not isinstance(cell, dict):
+                raise bad(f"{where}: expected an object")
+            unknown = set(cell) - {"edges", "concat", "combine"}
+            if unknown:
+                raise bad(f"{where}: unknown key {sorted(unknown)[0]!r}")
+            edges_raw = cell.get("edges")
+            if not isinstance(edges_raw, list) or not edges_raw:
+                raise bad(f"{where}.edges: expected a non-empty list")
+            edges = []
+            for i, e in enumerate(edges_raw):
+                if (not isinstance(e, dict) or set(e) != {"node", "input", "op"}
+                        or not _is_int(e["node"]) or not _is_int(e["input"]) or not isinstance(e["op"], str)):
+                    raise bad(f"{where}.edges[{i}]: expected {{\"node\": int, \"input\": int, \"op\": str}}, got {e!r}")
+                if not 0 <= e["input"] < e["node"]:
+                    raise bad(f"{where}.edges[{i}]: input {e['input']} must be >= 0 and before node {e['node']}")
+                edges.append(GenotypeEdge(e["node"], e["input"], e["op"]))
+            concat = cell.get("concat")
+            if not isinstance(concat, list) or not concat or not all(_is_int(c) for c in concat):
+                raise bad(f"{where}.concat: expected a non-empty list of node numbers, got {concat!r}")
+            combine_raw = cell.get("combine", {})
+            if not isinstance(combine_raw, dict) or not all(isinstance(v, str) for v in combine_raw.values()):
+                raise bad(f"{where}.combine: expected an object of node -> method")
+            try:
+                combine = {int(k): v for k, v in combine_raw.items()}
+            except ValueError:
+                raise bad(f"{where}.combine: keys must be node numbers") from None
+            cells[name] = CellGenotype(edges=edges, concat=list(concat), combine=combine)
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise bad("provenance: expected an object")
+        return cls(space=space, cells=cells, provenance=provenance, version=version)
+
+    @classmethod
+    def load(cls, path: str | Path, registries: Any = None) -> "Genotype":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GenotypeError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GenotypeError(f"{path}: cannot read: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise GenotypeError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
+        genotype = cls.from_dict(data, source=str(path))
+        if registries is not None:
+            genotype.validate(registries, source=str(path))
+        return genotype
+
+    def validate(self, registries: Any, source: str = "genotype") -> None:
+        """Check that every op and the space are registered."""
+        try:
+            registries.search_spaces.get(self.space)
+        except RegistryError as exc:
+            raise GenotypeError(f"{source}: space: {exc}") from None
+        for name, cell in self.cells.items():
+            for i, e in enumerate(cell.edges):
+                try:
+                    registries.operations.get(e.op)
+                except RegistryError as exc:
+                    raise GenotypeError(f"{source}: cells.{name}.edges[{i}]: {exc}") from None
+
+    def describe(self) -> str:
+        lines = []
+        for name, cell in self.cells.items():
+            parts = [f"n{e.node}<-{e.input}:{e.op}" for e in cell.edges]
+            lines.append(f"{name}: " + "  ".join(parts) + f"  concat={cell.concat}")
+        return "\n".join(lines)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def derive_topk(alphas: dict[str, list[list[float]]], candidates: dict[str, list[list[str]]],
+                edges: dict[str, list[tuple[int, int]]], zero_ops: set[str], k: int = 2
+                ) -> dict[str, list[GenotypeEdge]]:
+    """The DARTS derivation: for every node keep the ``k`` incoming edges whose strongest non-zero
+    op weighs most, and on each the strongest non-zero op. Ties go to the earlier edge/op."""
+    out: dict[str, list[GenotypeEdge]] = {}
+    for ct, cell_edges in edges.items():
+        by_node: dict[int, list[tuple[float, int, GenotypeEdge]]] = {}
+        for idx, (src, dst) in enumerate(cell_edges):
+            best = None
+            for w, op in zip(alphas[ct][idx], candidates[ct][idx]):
+                if op in zero_ops:
+                    continue
+                if best is None or w > best[0]:
+                    best = (w, op)
+            if best is None:
+                continue  # an edge with only zero ops can never be kept
+            by_node.setdefault(dst, []).append((best[0], idx, GenotypeEdge(dst, src, best[1])))
+        kept: list[GenotypeEdge] = []
+        for dst in sorted(by_node):
+            ranked = sorted(by_node[dst], key=lambda t: (-t[0], t[1]))[:k]
+            kept.extend(e for _, _, e in sorted(ranked, key=lambda t: t[1]))
+        out[ct] = kept
+    return out

@@ -1,0 +1,107 @@
+"""Every hook nasreg calls, one docstring each.
+
+Registration hooks receive ``register``, a callable bound to the plugin being asked:
+``register(name, factory, **metadata)``. ``description=`` is optional (the factory's docstring's
+first line serves otherwise); any other keyword is kept as metadata on the entry. The core calls
+each plugin's registration hooks separately, so every entry knows its plugin.
+
+Lifecycle hooks let a plugin observe a run (log, plot, notify) without any core change. Like any
+pluggy hook, an implementation may accept any subset of the arguments, so arguments can be added
+later without breaking a plugin.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "nasreg"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- registration -------------------------------------------------------------------------------
+
+@hookspec
+def register_operations(register):
+    """Register candidate operations.
+
+    ``factory(C: int, stride: int, affine: bool) -> torch.nn.Module`` maps (N, C, H, W) to
+    (N, C, H/stride, W/stride). Metadata the core reads: ``is_zero`` (True for the op that outputs
+    zeros: the supernet skips its compute and selectors ignore it), ``parameter_free`` (True when
+    the op has no trainable weights).
+    """
+
+
+@hookspec
+def register_search_spaces(register):
+    """Register search spaces.
+
+    ``factory(operations: list[str], **keys)`` receives ``[search_space] operations`` and the
+    other keys of ``[search_space]`` and returns a :class:`nasreg.space.SearchSpace`.
+    """
+
+
+@hookspec
+def register_strategies(register):
+    """Register search strategies (how weights and architecture are optimized).
+
+    ``factory(**keys)`` receives the keys of ``[strategy]`` (all but ``name``) and returns a
+    :class:`nasreg.strategy.SearchStrategy`.
+    """
+
+
+@hookspec
+def register_selectors(register):
+    """Register selection strategies (how the architecture is derived, in one or more stages).
+
+    ``factory(**keys)`` receives the keys of ``[selector]`` (all but ``name``; a sub-table such as
+    ``[selector.clusterer]`` is passed as a dict) and returns a :class:`nasreg.selector.Selector`.
+    """
+
+
+@hookspec
+def register_clusterers(register):
+    """Register clusterers.
+
+    ``factory(**keys)`` receives the keys of the spec table that names it (all but ``name``) and
+    returns an object with scikit-learn's ``fit_predict(X) -> labels``, so scikit-learn estimators
+    register directly.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets.
+
+    ``factory(**keys)`` receives the keys of ``[data]`` that the core does not own (``root``,
+    ``download``, ...) and returns a :class:`nasreg.data.DatasetBundle`.
+    """
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+@hookspec
+def on_run_start(run):
+    """Called once a run's spec is validated and its run directory exists, before any training.
+
+    ``run`` is the :class:`nasreg.run.Run` (spec, run directory, registries, device).
+    """
+
+
+@hookspec
+def on_epoch_end(run, stage, epoch, metrics):
+    """Called after every search epoch with that epoch's metrics (the dict written to
+    ``metrics.jsonl``). ``stage`` and ``epoch`` count from 0."""
+
+
+@hookspec
+def on_stage_end(run, stage, result):
+    """Called when a search stage ends; ``result`` is the :class:`nasreg.selector.StageResult`
+    (candidate sets, final alphas, recorded gradient and alpha trajectories)."""
+
+
+@hookspec
+def on_run_end(run, genotype, summary):
+    """Called when a run ends with its :class:`nasreg.genotype.Genotype` and the summary dict
+    written to ``summary.json``."""

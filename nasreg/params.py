@@ -1,0 +1,304 @@
+"""Typed parameters: how spec values are checked against annotations.
+
+The same checker validates the core's own spec sections and every plugin factory's keyword
+arguments. A factory's signature *is* its schema: annotate a parameter and nasreg checks the spec
+value before anything runs; give it a default and the resolved spec records it::
+
+    def my_clusterer(n_clusters: Annotated[int, Range(ge=1)] = 3, seed: int | None = None): ...
+
+Parameters without annotations accept any TOML value (so scikit-learn estimators register as is).
+``Ref("operations")`` marks a string that must name a registry entry, or, on a ``dict``/table
+parameter, a table whose ``name`` picks the entry and whose other keys are that entry's params;
+such a table reaches the factory as a :class:`Component`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Literal, Union
+
+from .errors import RegistryError, SpecError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number: ``Range(ge=1)``, ``Range(gt=0, lt=1)``, ``Range(ge=0, le=10_000)``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.ge is not None:
+            parts.append(f">= {self.ge:g}")
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.le is not None:
+            parts.append(f"<= {self.le:g}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt:g}")
+        return " and ".join(parts)
+
+    def ok(self, v: float) -> bool:
+        return not ((self.ge is not None and v < self.ge) or (self.gt is not None and v <= self.gt)
+                    or (self.le is not None and v > self.le) or (self.lt is not None and v >= self.lt))
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value naming an entry of the registry ``kind`` (``"operations"``, ``"clusterers"``, ...)."""
+
+    kind: str
+
+
+@dataclass
+class Component:
+    """A registry entry chosen by a spec table, with its validated keyword arguments."""
+
+    kind: str
+    name: str
+    entry: Any
+    params: dict[str, Any] = field(default_factory=dict)
+    where: str = ""
+
+    def build(self, **extra: Any) -> Any:
+        """Call the factory with the spec's params; ``extra`` fills params the spec left unset and
+        the factory accepts (e.g. a seed)."""
+        kwargs = dict(self.params)
+        accepted = signature_params(self.entry.factory)
+        for k, v in extra.items():
+            if k not in kwargs and (accepted is None or k in accepted[0] or accepted[1]):
+                kwargs[k] = v
+        try:
+            return self.entry.factory(**kwargs)
+        except SpecError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{self.where}: {self.kind[:-1] if self.kind.endswith('s') else self.kind} "
+                            f"{self.name!r} rejected its parameters: {exc}") from exc
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: to_spec_value(v) for k, v in self.params.items()}}
+
+
+def to_spec_value(value: Any) -> Any:
+    if isinstance(value, Component):
+        return value.to_spec()
+    if isinstance(value, (list, tuple)):
+        return [to_spec_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_spec_value(v) for k, v in value.items()}
+    return value
+
+
+_NAMES = {int: "an integer", float: "a number", bool: "a boolean (true or false)", str: "a string",
+          dict: "a table", list: "a list"}
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    extras: list[Any] = []
+    while typing.get_origin(annotation) is Annotated:
+        args = typing.get_args(annotation)
+        annotation, extras = args[0], extras + list(args[1:])
+    return annotation, extras
+
+
+def describe(annotation: Any) -> str:
+    base, extras = _unwrap(annotation)
+    origin = typing.get_origin(base)
+    if origin in (Union, types.UnionType):
+        parts = [describe(a) for a in typing.get_args(base) if a is not type(None)]
+        text = " or ".join(parts)
+    elif origin is Literal:
+        text = "one of " + ", ".join(repr(a) for a in typing.get_args(base))
+    elif origin in (list, tuple):
+        args = typing.get_args(base)
+        text = f"a list of {_plural(describe(args[0]))}" if args else "a list"
+    elif origin is dict:
+        text = "a table"
+    else:
+        text = _NAMES.get(base, getattr(base, "__name__", str(base)))
+    for extra in extras:
+        if isinstance(extra, Range):
+            text += " " + extra.describe()
+        if isinstance(extra, Ref):
+            text += f" naming a registered {extra.kind.rstrip('s').replace('_', ' ')}"
+    return text
+
+
+def _plural(text: str) -> str:
+    for art in ("an ", "a "):
+        if text.startswith(art):
+            word, _, rest = text[len(art):].partition(" ")
+            return word + "s" + (" " + rest if rest else "")
+    return text
+
+
+def check(value: Any, annotation: Any, where: str, registries: Any = None) -> Any:
+    """Return ``value`` checked (and, for ints given where numbers are expected, converted)
+    against ``annotation``; raise :class:`SpecError` naming ``where`` otherwise."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return value
+    base, extras = _unwrap(annotation)
+
+    def fail(expected: str | None = None) -> SpecError:
+        return SpecError(f"{where}: expected {expected or describe(annotation)}, got {value!r}")
+
+    origin = typing.get_origin(base)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(base)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                out = check(value, Annotated[opt, *extras] if extras else opt, where, registries)
+                return out
+            except SpecError as exc:
+                errors.append(exc)
+        # A single non-None option gives its own, more precise message.
+        if len(errors) == 1:
+            raise errors[0]
+        raise fail()
+    if origin is Literal:
+        if value not in typing.get_args(base) or isinstance(value, bool) != any(
+                isinstance(a, bool) for a in typing.get_args(base) if a == value):
+            raise fail()
+        out = value
+    elif origin in (list, tuple) or base in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        args = typing.get_args(base)
+        item_ann = args[0] if args else Any
+        out = [check(v, item_ann, f"{where}[{i}]", registries) for i, v in enumerate(value)]
+    elif base is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise fail()
+        out = value
+    elif base is bool:
+        if not isinstance(value, bool):
+            raise fail()
+        out = value
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail()
+        out = value
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        out = float(value)
+        if out != out or out in (float("inf"), float("-inf")):
+            raise fail("a finite number")
+    elif base is str:
+        if not isinstance(value, str):
+            raise fail()
+        out = value
+    else:
+        out = value
+    for extra in extras:
+        if isinstance(extra, Range) and isinstance(out, (int, float)) and not extra.ok(out):
+            raise fail()
+        if isinstance(extra, Ref) and registries is not None:
+            out = resolve_ref(out, extra.kind, where, registries)
+    return out
+
+
+def resolve_ref(value: Any, kind: str, where: str, registries: Any) -> Any:
+    """Check a registry reference: a name (kept as a string) or a table (made a Component)."""
+    registry = registries[kind]
+    if isinstance(value, str):
+        try:
+            registry.get(value)
+        except RegistryError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+        return value
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise SpecError(f"{where}: missing key 'name' (which {registry.noun} to use)")
+        return component(kind, value, where, registries)
+    raise SpecError(f"{where}: expected a {registry.noun} name or a table with 'name', got {value!r}")
+
+
+def signature_params(factory: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool] | None:
+    """A factory's keyword parameters (annotations resolved) and whether it takes ``**kwargs``."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: accept values unchecked
+        hints = {}
+    params: dict[str, inspect.Parameter] = {}
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            params[p.name] = p.replace(annotation=hints.get(p.name, p.annotation))
+    return params, var_kw
+
+
+def bind(factory: Callable[..., Any], keys: dict[str, Any], where: str, registries: Any = None,
+         *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check ``keys`` against ``factory``'s signature; return them with defaults filled in.
+
+    ``where`` names the table in messages (``specs/x.toml: [selector.clusterer]``). Parameters in
+    ``skip`` are supplied by the core, not the spec.
+    """
+    sig = signature_params(factory)
+    if sig is None:
+        return dict(keys)
+    params, var_kw = sig
+    allowed = {n: p for n, p in params.items() if n not in skip}
+    out: dict[str, Any] = {}
+    for key, value in keys.items():
+        if key not in allowed:
+            if var_kw:
+                out[key] = value
+                continue
+            msg = f"{where} {key}: unknown key"
+            close = difflib.get_close_matches(key, list(allowed), n=3, cutoff=0.6)
+            if close:
+                msg += "; did you mean " + ", ".join(repr(c) for c in close) + "?"
+            elif allowed:
+                msg += " (known keys: " + ", ".join(sorted(allowed)) + ")"
+            raise SpecError(msg)
+        out[key] = check(value, allowed[key].annotation, f"{where} {key}", registries)
+    for name, p in allowed.items():
+        if name in out:
+            continue
+        if p.default is inspect.Parameter.empty:
+            raise SpecError(f"{where} {name}: missing required key ({describe(p.annotation)})")
+        default = p.default
+        if default is not None and registries is not None:
+            base, extras = _unwrap(p.annotation)
+            if any(isinstance(e, Ref) for e in extras) and isinstance(default, dict):
+                default = check(default, p.annotation, f"{where} {name}", registries)
+        out[name] = default
+    return out
+
+
+def component(kind: str, table: dict[str, Any], where: str, registries: Any, *,
+              skip: tuple[str, ...] = ()) -> Component:
+    """Validate a spec table whose ``name`` picks an entry of ``kind``; the rest are its params."""
+    registry = registries[kind]
+    name = table.get("name")
+    if not isinstance(name, str):
+        raise SpecError(f"{where} name: expected a string naming a registered {registry.noun}, got {name!r}")
+    try:
+        entry = registry.get(name)
+    except RegistryError as exc:
+        raise SpecError(f"{where} name: {exc}") from None
+    keys = {k: v for k, v in table.items() if k != "name"}
+    params = bind(entry.factory, keys, where, registries, skip=skip)
+    return Component(kind=kind, name=name, entry=entry, params=params, where=where)

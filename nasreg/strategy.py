@@ -1,0 +1,43 @@
+"""The search-strategy contract: how weights and architecture parameters are optimized."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from .supernet import Supernet
+
+
+class SearchStrategy(ABC):
+    """What a ``register_strategies`` factory returns for a gradient-based (supernet) search.
+
+    The core's epoch loop (:mod:`nasreg.search`) calls :meth:`setup` once per stage with a fresh
+    supernet, :meth:`step` once per pair of batches, :meth:`end_epoch` after each epoch.
+    After a step that updated the architecture, every architecture parameter's ``.grad`` must
+    still hold the gradient used for that update: the core records it (DG-DARTS clusters it).
+    """
+
+    @abstractmethod
+    def setup(self, model: Supernet, *, epochs: int, steps_per_epoch: int) -> None:
+        """Create optimizers and schedulers for ``model`` (called once per stage)."""
+
+    @abstractmethod
+    def step(self, train_batch: tuple[torch.Tensor, torch.Tensor],
+             val_batch: tuple[torch.Tensor, torch.Tensor], *, update_alpha: bool) -> dict[str, float]:
+        """One search step: an architecture step on ``val_batch`` (when ``update_alpha``), then a
+        weight step on ``train_batch``. Returns at least ``train_loss`` and ``train_correct``
+        (number of correct predictions in the train batch)."""
+
+    def end_epoch(self) -> None:
+        """Advance learning-rate schedules."""
+
+    def current_lr(self) -> float | None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,148 @@
+"""The search-space side of the core: per-edge candidate sets, the mixed op, the supernet base.
+
+Nothing here knows an operation by name. Ops are built through their registry factories and
+described by their metadata (``is_zero``), so a third-party op works like a built-in one.
+
+``Candidates`` maps a cell type (``"normal"``, ``"reduce"``) to one list of op names per edge, in
+the space's edge order. Every stage of a staged search builds a fresh supernet from its own
+candidates: stage 1 of DG-DARTS is this same code over smaller per-edge sets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+Candidates = dict[str, list[list[str]]]
+Edge = tuple[int, int]  # (input node, output node)
+
+
+def is_zero_op(ops: Registry, name: str) -> bool:
+    return bool(ops.get(name).get("is_zero", False))
+
+
+class MixedOp(nn.Module):
+    """softmax(alpha)-weighted sum of the candidate ops of one edge.
+
+    Ops are kept in a ``ModuleDict`` keyed by op name, so a parameter's name does not depend on
+    the candidate order (weights can be carried from one stage's supernet to the next). Zero ops
+    get no module and no compute: their weight only takes part in the softmax.
+    """
+
+    def __init__(self, candidates: list[str], C: int, stride: int, ops: Registry, affine: bool = False):
+        super().__init__()
+        self.candidates = list(candidates)
+        self.stride = stride
+        self.ops = nn.ModuleDict()
+        self._active: list[int] = []
+        for i, name in enumerate(self.candidates):
+            if is_zero_op(ops, name):
+                continue
+            module = ops.get(name).factory(C, stride, affine)
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"operation {name!r} factory returned {type(module).__name__}, not an nn.Module")
+            self.ops[name] = module
+            self._active.append(i)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = None
+        for i, module in zip(self._active, self.ops.values()):
+            y = weights[i] * module(x)
+            out = y if out is None else out + y
+        if out is None:  # only zero ops on this edge
+            n, c, h, w = x.shape
+            s = self.stride
+            return x.new_zeros(n, c, (h + s - 1) // s, (w + s - 1) // s)
+        return out
+
+
+class Supernet(nn.Module, ABC):
+    """A network whose edges are mixed ops, with one architecture parameter vector per edge.
+
+    Subclasses (a search space's network) call ``super().__init__(candidates)`` and use
+    :meth:`edge_weights` in their forward pass. The architecture parameters live in
+    ``self.alphas[cell_type][edge]``; everything else is a weight.
+    """
+
+    def __init__(self, candidates: Candidates, alpha_init_std: float = 1e-3):
+        super().__init__()
+        self.candidates: Candidates = {ct: [list(c) for c in edges] for ct, edges in candidates.items()}
+        self.alphas = nn.ModuleDict({
+            ct: nn.ParameterList([nn.Parameter(alpha_init_std * torch.randn(len(c))) for c in edges])
+            for ct, edges in self.candidates.items()
+        })
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [p for ct in self.alphas.values() for p in ct]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+
+    def edge_weights(self, cell_type: str) -> list[torch.Tensor]:
+        """softmax(alpha) for every edge of ``cell_type``."""
+        return [torch.softmax(a, dim=-1) for a in self.alphas[cell_type]]
+
+    @torch.no_grad()
+    def alpha_softmax(self) -> dict[str, list[list[float]]]:
+        return {ct: [w.tolist() for w in self.edge_weights(ct)] for ct in self.alphas}
+
+    def alpha_grads(self) -> dict[str, list[list[float]]]:
+        """The current ``.grad`` of every architecture parameter (zeros where there is none)."""
+        return {ct: [(a.grad.detach().cpu().tolist() if a.grad is not None else [0.0] * a.numel())
+                     for a in params] for ct, params in self.alphas.items()}
+
+    def num_weights(self) -> int:
+        return sum(p.numel() for p in self.weight_parameters())
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of images."""
+
+
+class SearchSpace(ABC):
+    """What a ``register_search_spaces`` factory returns.
+
+    A space knows its cell types, its edges and how to build a :class:`Supernet` over given
+    per-edge candidates. DAG spaces in which each node keeps ``inputs_per_node`` incoming edges
+    (the DARTS cell) get the DARTS derivation from :func:`nasreg.genotype.derive_topk`.
+    """
+
+    #: The candidate ops of every edge at the start of a search (``[search_space] operations``).
+    operations: list[str]
+    #: How many incoming edges each node keeps in a derived genotype.
+    inputs_per_node: int = 2
+
+    @abstractmethod
+    def edges(self) -> dict[str, list[Edge]]:
+        """Per cell type, its edges as (input node, output node), in alpha order."""
+
+    @abstractmethod
+    def concat(self, cell_type: str) -> list[int]:
+        """The nodes a cell of ``cell_type`` concatenates as its output."""
+
+    def full_candidates(self) -> Candidates:
+        return {ct: [list(self.operations) for _ in edges] for ct, edges in self.edges().items()}
+
+    @abstractmethod
+    def build_supernet(self, candidates: Candidates, *, ops: Registry, in_channels: int,
+                       num_classes: int) -> Supernet:
+        """The supernet over ``candidates`` for images with ``in_channels`` and ``num_classes``."""
+
+    def build_network(self, genotype: Any, *, ops: Registry, in_channels: int, num_classes: int,
+                      **keys: Any) -> nn.Module:
+        """The discrete network a genotype describes (for final evaluation)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot build an evaluation network")
+
+
+def count_parameters(params: Iterable[torch.Tensor]) -> int:
+    return sum(p.numel() for p in params)
