@@ -1,0 +1,1 @@
+"""nasreg built-in plugin (placeholder)."""
