@@ -289,16 +289,19 @@ def bind(factory: Callable[..., Any], keys: dict[str, Any], where: str, registri
 
 
 def component(kind: str, table: dict[str, Any], where: str, registries: Any, *,
-              skip: tuple[str, ...] = ()) -> Component:
-    """Validate a spec table whose ``name`` picks an entry of ``kind``; the rest are its params."""
+              skip: tuple[str, ...] = (), name_key: str = "name") -> Component:
+    """Validate a spec table whose ``name`` picks an entry of ``kind``; the rest are its params.
+
+    ``name_key`` is what the spec calls the name key in messages (``[data] dataset``).
+    """
     registry = registries[kind]
     name = table.get("name")
     if not isinstance(name, str):
-        raise SpecError(f"{where} name: expected a string naming a registered {registry.noun}, got {name!r}")
+        raise SpecError(f"{where} {name_key}: expected a string naming a registered {registry.noun}, got {name!r}")
     try:
         entry = registry.get(name)
     except RegistryError as exc:
-        raise SpecError(f"{where} name: {exc}") from None
+        raise SpecError(f"{where} {name_key}: {exc}") from None
     keys = {k: v for k, v in table.items() if k != "name"}
     params = bind(entry.factory, keys, where, registries, skip=skip)
     return Component(kind=kind, name=name, entry=entry, params=params, where=where)

@@ -227,7 +227,7 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     data = _section(DataSection, {k: v for k, v in data_raw.items() if k in core_keys}, f"{path}: [data]")
     dataset = P.component("datasets", {"name": data.dataset, **{k: v for k, v in data_raw.items()
                                                                if k not in core_keys}},
-                          f"{path}: [data]", registries)
+                          f"{path}: [data]", registries, name_key="dataset")
 
     def named(key: str, kind: str) -> Component:
         table = _table(raw, key, path)

@@ -1,0 +1,228 @@
+"""The eight DARTS candidate operations and the building blocks they are made of.
+
+Every registered factory has the signature the ``register_operations`` hook asks for,
+``factory(C, stride, affine) -> nn.Module``, mapping (N, C, H, W) to (N, C, ceil(H/stride),
+ceil(W/stride)). The ceiling holds for every op and every size (odd sizes included), so the
+outputs of all ops on an edge always have the same shape.
+
+Choices worth knowing:
+
+* **Pools carry a BatchNorm.** The DARTS search network appends ``BatchNorm2d(C, affine=False)``
+  to both pools (the conv ops end in a BN, a bare pool would not be on the same scale). Here the
+  BN is part of the op and follows the ``affine`` argument, so the search supernet (``affine=False``)
+  matches the original search code exactly. DARTS's *evaluation* network uses bare pools; an
+  evaluation network gets them with the extra keyword ``bn=False``
+  (``factory(C, stride, affine, bn=False)``), which the core never passes.
+* **skip_connect at stride 2** is a :class:`FactorizedReduce` (two 1x1 stride-2 convs, the second
+  one offset by one pixel, concatenated, then BN). On odd sizes the offset input is zero-padded at
+  the bottom/right so both halves have ceil(H/2) rows; on even sizes this is exactly DARTS.
+* **none** returns fresh zeros of the output shape (no compute on the input). The core's
+  :class:`nasreg.MixedOp` never builds it at all (it is declared ``is_zero``).
+
+Registry metadata of every op:
+
+``is_zero``
+    True only for ``none`` (the core skips its compute; selectors ignore it).
+``parameter_free``
+    True when the op has no trainable weights *as the search supernet builds it*: at stride 1
+    with ``affine=False``. That is ``none``, the two pools and ``skip_connect`` -- the ops the
+    DARTS literature calls parameter-free. (At stride 2 ``skip_connect`` becomes a
+    FactorizedReduce with 1x1 convs, and with ``affine=True`` the pools' BN has a scale and a
+    shift; neither changes the flag.)
+``kind``
+    Purely descriptive: ``"zero"``, ``"pool"``, ``"identity"`` or ``"conv"``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Zero", "PoolBN", "OPS", "OP_METADATA",
+    "register_all",
+]
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU, a (dense) convolution without bias, BatchNorm: the DARTS cell preprocessing block."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """ReLU, depthwise kxk conv (with ``dilation``), pointwise 1x1 conv, BatchNorm."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 dilation: int, affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                      groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class SepConv(nn.Module):
+    """Two (ReLU, depthwise kxk, pointwise 1x1, BN) blocks; only the first one has the stride."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),  # the input is shared with the other ops of the edge
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_in, 1, bias=False),
+            nn.BatchNorm2d(C_in, affine=affine),
+            nn.ReLU(inplace=True),  # acts on this op's own BN output: safe, saves a copy
+            nn.Conv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve H and W with two 1x1 stride-2 convs, the second offset by one pixel; concat; BN.
+
+    Output is (N, C_out, ceil(H/2), ceil(W/2)) for any H, W >= 1 (odd sizes are zero-padded at the
+    bottom/right before the offset; even sizes are exactly DARTS). An odd ``C_out`` gives the
+    second conv the extra channel.
+    """
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        h, w = x.shape[-2:]
+        shifted = x if not (h % 2 or w % 2) else F.pad(x, (0, w % 2, 0, h % 2))
+        out = torch.cat([self.conv_1(x), self.conv_2(shifted[:, :, 1:, 1:])], dim=1)
+        return self.bn(out)
+
+
+class Zero(nn.Module):
+    """Zeros of shape (N, C, ceil(H/stride), ceil(W/stride))."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = self.stride
+        return x.new_zeros(n, c, -(-h // s), -(-w // s))
+
+
+class PoolBN(nn.Module):
+    """A 3x3 pool (padding 1) followed by BatchNorm, or by nothing when ``bn`` is False."""
+
+    def __init__(self, kind: str, C: int, stride: int, affine: bool = True, bn: bool = True):
+        super().__init__()
+        if kind == "max":
+            self.pool: nn.Module = nn.MaxPool2d(3, stride=stride, padding=1)
+        elif kind == "avg":
+            self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        else:
+            raise ValueError(f"pool kind must be 'max' or 'avg', got {kind!r}")
+        self.bn = nn.BatchNorm2d(C, affine=affine) if bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.pool(x))
+
+
+# --- the registered factories ---------------------------------------------------------------------
+
+def none(C: int, stride: int, affine: bool) -> nn.Module:
+    """Zeros of the output shape (the 'no edge' op)."""
+    return Zero(stride)
+
+
+def max_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
+    """3x3 max pooling, padding 1, then BatchNorm (``bn=False``: bare pool, as in DARTS evaluation)."""
+    return PoolBN("max", C, stride, affine, bn=bn)
+
+
+def avg_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
+    """3x3 average pooling (padding 1, padding not counted), then BatchNorm (``bn=False``: bare pool)."""
+    return PoolBN("avg", C, stride, affine, bn=bn)
+
+
+def skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
+    """Identity at stride 1; FactorizedReduce at stride 2."""
+    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
+
+
+def sep_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 3x3 convolution (ReLU, depthwise 3x3, pointwise 1x1, BN; twice)."""
+    return SepConv(C, C, 3, stride, 1, affine=affine)
+
+
+def sep_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 5x5 convolution (ReLU, depthwise 5x5, pointwise 1x1, BN; twice)."""
+    return SepConv(C, C, 5, stride, 2, affine=affine)
+
+
+def dil_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """Dilated separable 3x3 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
+    return DilConv(C, C, 3, stride, 2, 2, affine=affine)
+
+
+def dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    """Dilated separable 5x5 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
+    return DilConv(C, C, 5, stride, 4, 2, affine=affine)
+
+
+#: The factories in DARTS's PRIMITIVES order.
+OPS: dict[str, Callable[..., nn.Module]] = {
+    "none": none,
+    "max_pool_3x3": max_pool_3x3,
+    "avg_pool_3x3": avg_pool_3x3,
+    "skip_connect": skip_connect,
+    "sep_conv_3x3": sep_conv_3x3,
+    "sep_conv_5x5": sep_conv_5x5,
+    "dil_conv_3x3": dil_conv_3x3,
+    "dil_conv_5x5": dil_conv_5x5,
+}
+
+#: The registry metadata of each op (see the module docstring for the definitions).
+OP_METADATA: dict[str, dict[str, object]] = {
+    "none": {"is_zero": True, "parameter_free": True, "kind": "zero"},
+    "max_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool"},
+    "avg_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool"},
+    "skip_connect": {"is_zero": False, "parameter_free": True, "kind": "identity"},
+    "sep_conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+    "sep_conv_5x5": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+    "dil_conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+    "dil_conv_5x5": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+}
+
+
+def register_all(register: Callable[..., object]) -> None:
+    """Register the eight ops with their metadata through a ``register_operations`` callable."""
+    for name, factory in OPS.items():
+        register(name, factory, **OP_METADATA[name])
