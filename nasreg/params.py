@@ -15,13 +15,19 @@ such a table reaches the factory as a :class:`Component`.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Literal, Union
 
 from .errors import RegistryError, SpecError
+from .registry import KINDS
+
+#: Registry kind -> the noun messages use ("strategies" -> "search strategy").
+KIND_NOUNS: dict[str, str] = {kind: noun for kind, _hook, noun in KINDS}
 
 
 @dataclass(frozen=True)
@@ -35,14 +41,9 @@ class Range:
 
     def describe(self) -> str:
         parts = []
-        if self.ge is not None:
-            parts.append(f">= {self.ge:g}")
-        if self.gt is not None:
-            parts.append(f"> {self.gt:g}")
-        if self.le is not None:
-            parts.append(f"<= {self.le:g}")
-        if self.lt is not None:
-            parts.append(f"< {self.lt:g}")
+        for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)):
+            if bound is not None:
+                parts.append(f"{op} {_number(bound)}")
         return " and ".join(parts)
 
     def ok(self, v: float) -> bool:
@@ -50,11 +51,25 @@ class Range:
                     or (self.le is not None and v > self.le) or (self.lt is not None and v >= self.lt))
 
 
+def _number(v: float) -> str:
+    """A bound as a reader writes it: ``4294967295``, not ``4.29497e+09``; ``0.0001`` stays."""
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e16):
+        return str(int(v))
+    return f"{v:g}"
+
+
 @dataclass(frozen=True)
 class Ref:
     """A value naming an entry of the registry ``kind`` (``"operations"``, ``"clusterers"``, ...)."""
 
     kind: str
+
+    def __post_init__(self) -> None:
+        # Checked here, so a typo (``Ref("clusterer")``) fails when the plugin is imported, with
+        # the list of kinds, instead of as a KeyError while a user's spec is being validated.
+        if self.kind not in KIND_NOUNS:
+            raise ValueError(f"Ref({self.kind!r}): unknown registry kind; expected one of "
+                             + ", ".join(repr(k) for k in KIND_NOUNS))
 
 
 @dataclass
@@ -69,18 +84,22 @@ class Component:
 
     def build(self, **extra: Any) -> Any:
         """Call the factory with the spec's params; ``extra`` fills params the spec left unset and
-        the factory accepts (e.g. a seed)."""
+        the factory accepts (e.g. a seed: ``build(random_state=run.seed)``).
+
+        "Unset" includes a parameter at a ``None`` default: :func:`bind` records defaults, and a
+        TOML spec cannot write ``None``, so such a value never comes from the user.
+        """
         kwargs = dict(self.params)
         accepted = signature_params(self.entry.factory)
         for k, v in extra.items():
-            if k not in kwargs and (accepted is None or k in accepted[0] or accepted[1]):
+            if kwargs.get(k) is None and (accepted is None or k in accepted[0] or accepted[1]):
                 kwargs[k] = v
         try:
             return self.entry.factory(**kwargs)
         except SpecError:
             raise
         except (TypeError, ValueError) as exc:
-            raise SpecError(f"{self.where}: {self.kind[:-1] if self.kind.endswith('s') else self.kind} "
+            raise SpecError(f"{self.where}: {KIND_NOUNS.get(self.kind, self.kind)} "
                             f"{self.name!r} rejected its parameters: {exc}") from exc
 
     def to_spec(self) -> dict[str, Any]:
@@ -128,7 +147,7 @@ def describe(annotation: Any) -> str:
         if isinstance(extra, Range):
             text += " " + extra.describe()
         if isinstance(extra, Ref):
-            text += f" naming a registered {extra.kind.rstrip('s').replace('_', ' ')}"
+            text += f" naming a registered {KIND_NOUNS.get(extra.kind, extra.kind)}"
     return text
 
 
@@ -163,10 +182,15 @@ def check(value: Any, annotation: Any, where: str, registries: Any = None) -> An
                 out = check(value, Annotated[opt, *extras] if extras else opt, where, registries)
                 return out
             except SpecError as exc:
-                errors.append(exc)
-        # A single non-None option gives its own, more precise message.
+                errors.append((opt, exc))
+        # A single non-None option, or the single option whose outer type the value has (a list
+        # for ``int | list[int]``, a table for ``str | dict``), gives its own, more precise message
+        # (``epochs[1]: ...``, ``unknown clusterer 'x'; did you mean ...``).
         if len(errors) == 1:
-            raise errors[0]
+            raise errors[0][1]
+        shaped = [exc for opt, exc in errors if _has_shape(value, opt)]
+        if len(shaped) == 1:
+            raise shaped[0]
         raise fail()
     if origin is Literal:
         if value not in typing.get_args(base) or isinstance(value, bool) != any(
@@ -211,6 +235,36 @@ def check(value: Any, annotation: Any, where: str, registries: Any = None) -> An
     return out
 
 
+def _has_shape(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` has the outer type of ``annotation`` (its items and bounds aside)."""
+    base, _extras = _unwrap(annotation)
+    origin = typing.get_origin(base)
+    if origin in (Union, types.UnionType):
+        return any(_has_shape(value, a) for a in typing.get_args(base))
+    if origin is Literal:
+        return any(type(value) is type(a) for a in typing.get_args(base))
+    if origin in (list, tuple) or base in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict or base is dict:
+        return isinstance(value, dict)
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is str:
+        return isinstance(value, str)
+    return False
+
+
+def table_where(where: str) -> str:
+    """The key path of a sub-table: ``x.toml: [selector] clusterer`` -> ``x.toml: [selector.clusterer]``
+    (as the spec writes it), so its keys read ``[selector.clusterer] n_clusters``."""
+    m = re.fullmatch(r"(.*)\[([^\]]+)\] ([A-Za-z0-9_-]+)", where)
+    return f"{m[1]}[{m[2]}.{m[3]}]" if m else where
+
+
 def resolve_ref(value: Any, kind: str, where: str, registries: Any) -> Any:
     """Check a registry reference: a name (kept as a string) or a table (made a Component)."""
     registry = registries[kind]
@@ -221,15 +275,23 @@ def resolve_ref(value: Any, kind: str, where: str, registries: Any) -> Any:
             raise SpecError(f"{where}: {exc}") from None
         return value
     if isinstance(value, dict):
+        where = table_where(where)
         if "name" not in value:
-            raise SpecError(f"{where}: missing key 'name' (which {registry.noun} to use)")
+            raise SpecError(f"{where} name: missing required key (which {registry.noun} to use; "
+                            "`nasreg list-plugins` lists them)")
         return component(kind, value, where, registries)
     raise SpecError(f"{where}: expected a {registry.noun} name or a table with 'name', got {value!r}")
 
 
 def signature_params(factory: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool] | None:
     """A factory's keyword parameters (annotations resolved) and whether it takes ``**kwargs``."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
+    target: Any = factory
+    while isinstance(target, functools.partial):  # annotations live on the wrapped function
+        target = target.func
+    if inspect.isclass(target):
+        target = target.__init__
+    elif not (inspect.isfunction(target) or inspect.ismethod(target)) and callable(target):
+        target = type(target).__call__  # a callable instance: its __call__, not its class's fields
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):

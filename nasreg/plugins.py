@@ -12,6 +12,7 @@ registering is recorded as failed with its error; it never stops the others from
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata as md
 import importlib.util
@@ -53,9 +54,15 @@ class PluginInfo:
                 "hooks": self.hooks, "registered": self.registered}
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ").rstrip()
+def _describe(exc: BaseException, limit: int = 500) -> str:
+    """``Type: message`` on one line. Every line of the message is kept (joined with "; "): the
+    first line alone can be useless, as pluggy's signature errors show ("Plugin 'x' for hook
+    'register_operations'", the reason being on the third line)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = "; ".join(lines)
+    if len(text) > limit:
+        text = text[:limit - 3].rstrip() + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Plugins:
@@ -65,6 +72,9 @@ class Plugins:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: Errors from loading (import, hook validation), by plugin name; registration errors are
+        #: recomputed by every :meth:`fill_registries`.
+        self._load_errors: dict[str, str] = {}
         self.registries = Registries()
         self._filled = False
 
@@ -76,29 +86,44 @@ class Plugins:
 
     def add(self, obj: Any, name: str, source: str, version: str | None = None) -> PluginInfo:
         """Register a loaded plugin object (a module or an instance with hook implementations)."""
-        if name in self.infos:
-            if self.infos[name].ok and self.pm.get_plugin(name) is obj:
-                return self.infos[name]
-            name = f"{name} ({source})"
+        if self.pm.is_registered(obj):
+            # Already loaded, perhaps under another name (a spec listing ``nasreg_darts``, which is
+            # also the entry point ``darts``): the same plugin, not a second one.
+            return self.infos[self.pm.get_name(obj)]
+        name = self._free_name(name, source)
         info = PluginInfo(name=name, source=source, version=version)
         self.infos[name] = info
         try:
             self.pm.register(obj, name=name)
         except Exception as exc:  # pluggy's PluginValidationError: a hook with a wrong signature
-            info.error = _describe(exc)
+            info.error = self._load_errors[name] = _describe(exc)
             return info
         unknown = [hc.name for hc in (self.pm.get_hookcallers(obj) or []) if hc.spec is None]
         if unknown:
             self.pm.unregister(obj)
-            info.error = ("implements unknown hook(s) " + ", ".join(sorted(unknown))
-                          + " (see nasreg.hookspecs for the hooks nasreg calls)")
+            info.error = self._load_errors[name] = (
+                "implements unknown hook(s) " + ", ".join(sorted(unknown))
+                + " (see nasreg.hookspecs for the hooks nasreg calls)")
             return info
         info.hooks = sorted(hc.name for hc in self.pm.get_hookcallers(obj) or [])
         return info
 
+    def _free_name(self, name: str, source: str) -> str:
+        """``name``, or ``name (source)`` when a plugin of that name is already known."""
+        if name not in self.infos:
+            return name
+        name = f"{name} ({source})"
+        base, n = name, 2
+        while name in self.infos:
+            name, n = f"{base} #{n}", n + 1
+        return name
+
     def fail(self, name: str, source: str, error: str, version: str | None = None) -> PluginInfo:
+        """Record a plugin that could not be loaded (never overwriting another plugin's record)."""
+        name = self._free_name(name, source)
         info = PluginInfo(name=name, source=source, version=version, error=error)
         self.infos[name] = info
+        self._load_errors[name] = error
         return info
 
     def load_entry_points(self, entry_points: Iterable[md.EntryPoint] | None = None) -> None:
@@ -121,41 +146,63 @@ class Plugins:
             except BaseException as exc:  # noqa: BLE001 - any import failure is reported, never raised
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                self.fail(ep.name, source, _describe(exc), version)
+                self.fail(ep.name, source, f"error importing {ep.value!r}: {_describe(exc)}", version)
                 continue
             self.add(obj, ep.name, source, version)
 
     def load_module(self, ref: str, base_dir: Path | None = None) -> PluginInfo:
-        """Load a plugin named by a module path (``my_pkg.plugin``) or a ``.py`` file path."""
-        name = ref
+        """Load a plugin named by a module path (``my_pkg.plugin``) or a ``.py`` file path.
+
+        A relative file path is taken relative to ``base_dir`` (a spec's folder) when given. A
+        file is imported once per process under a private module name, so naming it twice (in a
+        spec and with ``--plugin``) loads one plugin, not two that clash.
+        """
+        name, source = ref, f"module {ref}"
         try:
             if ref.endswith(".py") or os.sep in ref or "/" in ref:
                 path = Path(ref).expanduser()
                 if not path.is_absolute() and base_dir is not None:
                     path = base_dir / path
-                name = path.stem
+                name, source = path.stem, f"file {ref}"
                 if not path.is_file():
-                    return self.fail(name, f"file {ref}", f"file not found: {path}")
-                mod_name = f"nasreg_local_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
-                spec = importlib.util.spec_from_file_location(mod_name, path)
-                assert spec is not None and spec.loader is not None
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[mod_name] = module
-                spec.loader.exec_module(module)
-                return self.add(module, name, f"file {ref}")
+                    return self.fail(name, source, f"file not found: {path}")
+                resolved = str(path.resolve())
+                mod_name = f"nasreg_local_plugin_{path.stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:12]}"
+                module = sys.modules.get(mod_name)
+                if module is None:
+                    spec = importlib.util.spec_from_file_location(mod_name, path)
+                    assert spec is not None and spec.loader is not None
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[mod_name] = module
+                    try:
+                        spec.loader.exec_module(module)
+                    except BaseException:
+                        del sys.modules[mod_name]  # a failed import leaves no half-made module
+                        raise
+                return self.add(module, name, source)
             module = importlib.import_module(ref)
-            return self.add(module, ref, f"module {ref}")
+            return self.add(module, ref, source)
         except BaseException as exc:  # noqa: BLE001
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            return self.fail(name, f"module {ref}", _describe(exc))
+            return self.fail(name, source, f"error importing {ref!r}: {_describe(exc)}")
 
     # -- registries ------------------------------------------------------------------------------
     def fill_registries(self) -> Registries:
-        """Ask every loaded plugin, one at a time, to register what it provides."""
+        """Ask every loaded plugin, one at a time, to register what it provides.
+
+        A plugin whose hook raises registers nothing. A name registered by two plugins is an error
+        of both (it names both); looking the name up raises it, so neither silently wins, and
+        each plugin's other entries stay usable. Calling this again rebuilds the registries from
+        scratch (load errors stay, registration errors are recomputed).
+        """
         regs = self.registries = Registries()
         for info in self.infos.values():
-            if not info.ok:
+            info.error = self._load_errors.get(info.name)
+            info.registered = {}
+        reg_errors: dict[str, list[str]] = {}
+        for info in self.infos.values():
+            if info.name in self._load_errors:
                 continue
             plugin = self.pm.get_plugin(info.name)
             staged: list[tuple[str, tuple, dict]] = []
@@ -165,27 +212,29 @@ class Plugins:
                     for impl in caller.get_hookimpls():
                         if impl.plugin is not plugin:
                             continue
-
-                        def register(name, factory, _kind=kind, **metadata):
-                            staged.append((_kind, (name, factory), metadata))
-
+                        register = _stager(kind, staged)
                         impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
             except Exception as exc:  # noqa: BLE001
-                info.error = f"failed while registering: {_describe(exc)}"
+                reg_errors.setdefault(info.name, []).append(f"failed while registering: {_describe(exc)}")
                 if os.environ.get("NASREG_DEBUG"):
                     traceback.print_exc()
                 continue
-            errors = []
             for kind, (name, factory), metadata in staged:
+                registry = regs[kind]
+                first = registry._entries.get(name) if isinstance(name, str) else None
                 try:
-                    regs[kind].register(name, factory, plugin=info.name, **metadata)
+                    registry.register(name, factory, plugin=info.name, **metadata)
                 except RegistryError as exc:
-                    regs[kind].conflicts[name] = str(exc)
-                    errors.append(str(exc))
+                    if isinstance(name, str) and name:
+                        # Looking the name up raises this error, never a quietly chosen winner.
+                        registry.conflicts[name] = str(exc)
+                    reg_errors.setdefault(info.name, []).append(str(exc))
+                    if first is not None and first.plugin != info.name:
+                        reg_errors.setdefault(first.plugin, []).append(str(exc))
                 else:
                     info.registered.setdefault(kind, []).append(name)
-            if errors:
-                info.error = "; ".join(errors)
+        for name, errors in reg_errors.items():
+            self.infos[name].error = "; ".join(dict.fromkeys(errors))
         failed = {i.name: i.error for i in self.infos.values() if not i.ok}
         for reg in regs:
             reg.failed_plugins = dict(failed)  # type: ignore[arg-type]
@@ -198,6 +247,23 @@ class Plugins:
             info = self.infos.get(name) or next((i for i in self.infos.values() if i.source.endswith(name)), None)
             if info is not None and not info.ok:
                 raise PluginError(f"plugin {info.name!r} ({info.source}) failed to load: {info.error}")
+
+
+def _stager(kind: str, staged: list[tuple[str, tuple, dict]]):
+    """The ``register`` callable a registration hook receives: ``register(name, factory, **metadata)``.
+
+    Entries are staged and reach the registry only once the plugin's hooks all returned, so a hook
+    that raises halfway registers nothing. A misuse (a third positional argument, the reserved
+    keyword ``plugin``) raises inside the hook, and so fails that plugin alone.
+    """
+
+    def register(name: str, factory: Any, **metadata: Any) -> None:
+        if "plugin" in metadata:
+            raise TypeError("register(): 'plugin' is reserved (nasreg records which plugin registered "
+                            "an entry itself); use another metadata key")
+        staged.append((kind, (name, factory), metadata))
+
+    return register
 
 
 def load_plugins(extra: Sequence[str] = (), *, base_dir: Path | None = None,

@@ -8,6 +8,7 @@ the plugin, so that every entry knows where it came from.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -32,6 +33,13 @@ def _first_line(text: str | None) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def _doc(factory: Callable[..., Any]) -> str | None:
+    """The docstring that describes ``factory``: a partial's is its function's, not ``partial``'s."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return getattr(factory, "__doc__", None)
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,17 @@ class Registry:
             raise RegistryError(
                 f"{self.noun} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}")
         if description is None:
-            description = _first_line(getattr(factory, "__doc__", None))
+            description = _first_line(_doc(factory))
+        elif not isinstance(description, str):
+            raise RegistryError(f"plugin {plugin!r} registered {self.noun} {name!r} with a description that "
+                                f"is not a string: {description!r}")
         entry = Entry(name=name, factory=factory, plugin=plugin, description=description, metadata=dict(metadata))
         self._entries[name] = entry
         return entry
 
     def get(self, name: str) -> Entry:
+        if not isinstance(name, str):  # never a TypeError for an unhashable value from a spec
+            raise RegistryError(self.unknown_message(name))
         if name in self.conflicts:
             raise RegistryError(self.conflicts[name])
         try:

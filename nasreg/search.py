@@ -135,8 +135,23 @@ def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device) -> tup
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+             batch_norm_stats: bool = True) -> tuple[float, float]:
+    """Mean loss and accuracy over ``loader`` in eval mode (no drop path).
+
+    With ``batch_norm_stats`` batch-norm layers normalize with each batch's statistics instead
+    of their running averages (left untouched): a supernet trained for a few hundred steps has
+    running averages far from its weights' current statistics, which makes eval-mode accuracy of
+    short searches meaningless. ``[search] eval_batch_norm = "running"`` restores plain eval mode.
+    """
     model.eval()
+    saved = []
+    if batch_norm_stats:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                saved.append((m, m.momentum))
+                m.train()
+                m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     loss_sum, correct, count = 0.0, 0, 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -144,6 +159,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         count += y.numel()
+    for m, momentum in saved:
+        m.momentum = momentum
     model.train()
     return loss_sum / max(count, 1), correct / max(count, 1)
 
@@ -232,7 +249,7 @@ def run_search(spec: Spec, plugins: Plugins, run_dir: Path, reporter: Any = None
                 step_times.append(time.perf_counter() - t_step)
                 reporter.step(i + 1, out)
             strategy.end_epoch()
-            val_loss, val_acc = evaluate(model, val_loader, device)
+            val_loss, val_acc = evaluate(model, val_loader, device, spec.search.eval_batch_norm == "batch")
             epoch_time = time.perf_counter() - t_epoch
             epoch_seconds.append(epoch_time)
             alphas = model.alpha_softmax()

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,9 @@ class RunSection:
     checkpoint_every: Annotated[int, Range(ge=1, le=100_000)] = 1
 
     def __post_init__(self) -> None:
+        # The name becomes a folder under out_dir: a plain name, never a path that leaves it.
+        if self.name and (self.name in (".", "..") or any(c in self.name for c in "/\\\0")):
+            raise ValueError(f"name: expected a folder name (no '/' or '\\', not '.' or '..'), got {self.name!r}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ValueError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {dev!r}")
@@ -66,6 +71,8 @@ class SearchSection:
     warmup_epochs: Epochs | list[Epochs] = 0
     grad_stat: Literal["mean", "abs_mean", "sum", "last"] = "mean"
     log_every: Annotated[int, Range(ge=1)] = 50
+    #: How the per-epoch validation pass normalizes: "batch" statistics or "running" averages.
+    eval_batch_norm: Literal["batch", "running"] = "batch"
 
     def per_stage(self, stages: int, where: str = "[search]") -> list[tuple[int, int]]:
         """(warmup, total) epochs for each of ``stages`` stages."""
@@ -209,12 +216,45 @@ def plugins_requested(raw: dict[str, Any], path: Path) -> list[str]:
     return P.check(run.get("plugins", []), list[str], f"{path}: [run] plugins")
 
 
+def _check_data_keys(data_raw: dict[str, Any], core_keys: set[str], dataset: str, where: str,
+                     registries: Any) -> None:
+    """An unknown ``[data]`` key, with close matches among the core's keys *and* the dataset's.
+
+    (The dataset factory alone would suggest only its own keys: ``batchsize`` must suggest
+    ``batch_size``.) Factories taking ``**kwargs`` accept any key; unknown datasets are reported
+    by the dataset lookup that follows.
+    """
+    if "name" in data_raw:  # [data] picks its entry with `dataset`; `name` would silently replace it
+        raise SpecError(f"{where} name: unknown key (the dataset is chosen with `dataset`)")
+    try:
+        entry = registries.datasets.get(dataset)
+    except RegistryError:
+        return
+    sig = P.signature_params(entry.factory)
+    if sig is None or sig[1]:
+        return
+    known = sorted(core_keys | set(sig[0]))
+    for key in data_raw:
+        if key in known:
+            continue
+        msg = f"{where} {key}: unknown key"
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        if close:
+            msg += "; did you mean " + ", ".join(repr(c) for c in close) + "?"
+        else:
+            msg += " (known keys: " + ", ".join(known) + ")"
+        raise SpecError(msg)
+
+
 def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     """Turn a raw spec table into a :class:`Spec`, or raise :class:`SpecError` naming the key."""
     path = Path(path)
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
-        raise SpecError(f"{path}: unknown table [{unknown[0]}] (known: " + ", ".join(f"[{s}]" for s in SECTIONS) + ")")
+        close = difflib.get_close_matches(unknown[0], SECTIONS, n=1, cutoff=0.6)
+        hint = f"; did you mean [{close[0]}]?" if close else ""
+        raise SpecError(f"{path}: unknown table [{unknown[0]}]{hint} (known: "
+                        + ", ".join(f"[{s}]" for s in SECTIONS) + ")")
 
     run = _section(RunSection, _table(raw, "run", path), f"{path}: [run]")
     if not run.name:
@@ -225,6 +265,7 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     if "dataset" not in data_raw:
         raise SpecError(f"{path}: [data] dataset: missing required key (a registered dataset name)")
     data = _section(DataSection, {k: v for k, v in data_raw.items() if k in core_keys}, f"{path}: [data]")
+    _check_data_keys(data_raw, core_keys, data.dataset, f"{path}: [data]", registries)
     dataset = P.component("datasets", {"name": data.dataset, **{k: v for k, v in data_raw.items()
                                                                if k not in core_keys}},
                           f"{path}: [data]", registries, name_key="dataset")
@@ -266,6 +307,14 @@ def load(path: str | Path, overrides: Sequence[str] = (), extra_plugins: Sequenc
     path = Path(path)
     raw = apply_overrides(read_toml(path), overrides)
     requested = plugins_requested(raw, path)
-    plugins = load_plugins([*requested, *extra_plugins], base_dir=path.parent)
+    # A file named in the spec is relative to the spec's folder; one given on the command line
+    # (--plugin) to the working directory, as any command-line path.
+    extra = [str(Path(ref).expanduser().resolve()) if _is_file_ref(ref) else ref for ref in extra_plugins]
+    plugins = load_plugins([*requested, *extra], base_dir=path.parent)
     spec = validate(raw, path, plugins.registries)
     return spec, plugins
+
+
+def _is_file_ref(ref: str) -> bool:
+    """Whether a plugin reference names a ``.py`` file (as :meth:`Plugins.load_module` decides)."""
+    return ref.endswith(".py") or "/" in ref or os.sep in ref

@@ -1,0 +1,123 @@
+"""Pieces the dataset factories share: in-memory image datasets, a tensor transform, messages.
+
+Everything here is defined at module level so that datasets pickle (``num_workers > 0`` with the
+``spawn`` start method pickles the dataset into each worker).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+
+class ImageTensorDataset(Dataset):
+    """Images held in memory as one ``(N, C, H, W)`` tensor, with integer labels.
+
+    ``transform`` (optional) maps one stored image to the returned tensor; without it the stored
+    image is returned as is (so store float, normalized images then). Items are
+    ``(image, int label)``. ``targets`` is the label tensor and ``classes`` the class names, when
+    known.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 classes: Sequence[str] | None = None) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images: expected a (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+        self.images = images
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.transform = transform
+        self.classes = list(classes) if classes is not None else None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+    def __repr__(self) -> str:
+        n, c, h, w = self.images.shape
+        return f"{type(self).__name__}({n} images, {c}x{h}x{w}, transform={self.transform!r})"
+
+
+class ImageTransform:
+    """A ``uint8 (C, H, W)`` image -> a float image scaled to [0, 1] and normalized per channel.
+
+    With ``padding > 0`` the image is first zero-padded by ``padding`` pixels on every side and a
+    random crop of the original size is taken (torchvision's ``RandomCrop(size, padding)``); with
+    ``flip`` it is mirrored left-right with probability 1/2. Randomness comes from torch's global
+    generator (seeded per DataLoader worker by PyTorch).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], padding: int = 0,
+                 flip: bool = False) -> None:
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
+        self.padding = int(padding)
+        self.flip = bool(flip)
+
+    @property
+    def augments(self) -> bool:
+        return self.padding > 0 or self.flip
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(torch.float32).div_(255.0)
+        if self.padding:
+            p = self.padding
+            h, w = x.shape[-2:]
+            x = F.pad(x, (p, p, p, p))
+            i, j = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            x = x[:, i:i + h, j:j + w]
+        if self.flip and torch.rand(()).item() < 0.5:
+            x = x.flip(-1)
+        return (x - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return (f"ImageTransform(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}, "
+                f"padding={self.padding}, flip={self.flip})")
+
+
+class Transformed(Dataset):
+    """``base`` with ``transform`` applied to each image: one loaded dataset, several views."""
+
+    def __init__(self, base: Any, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.base = base
+        self.transform = transform
+        self.classes = list(getattr(base, "classes", []) or []) or None
+        self.targets = getattr(base, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, target = self.base[index]
+        return self.transform(image), int(target)
+
+    def __repr__(self) -> str:
+        return f"Transformed({len(self)} images, transform={self.transform!r})"
+
+
+def resolve(path: str) -> Path:
+    """A user-given path: ``~`` expanded, relative paths taken from the current directory."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` on a single line (the CLI prints a DataError as one line), shortened to ``limit``."""
+    out = " ".join(str(text).split())
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
+def reason(exc: BaseException) -> str:
+    msg = one_line(exc)
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
