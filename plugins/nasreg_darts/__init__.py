@@ -1,1 +1,45 @@
-"""nasreg built-in plugin (placeholder)."""
+"""nasreg's built-in DARTS plugin (Liu, Simonyan, Yang, ICLR 2019).
+
+Registers, through the public plugin API only:
+
+* operations: the eight DARTS ops (``none``, ``max_pool_3x3``, ``avg_pool_3x3``,
+  ``skip_connect``, ``sep_conv_3x3``, ``sep_conv_5x5``, ``dil_conv_3x3``, ``dil_conv_5x5``),
+  see :mod:`nasreg_darts.ops`;
+* search space ``darts-cell``: the DARTS cell and its search supernet, see
+  :mod:`nasreg_darts.space`;
+* strategy ``darts``: bilevel optimization, first or second order, see
+  :mod:`nasreg_darts.strategy`;
+* selector ``argmax``: the DARTS derivation, see :mod:`nasreg_darts.selector`.
+"""
+
+from __future__ import annotations
+
+from nasreg import hookimpl
+
+
+@hookimpl
+def register_operations(register):
+    from .ops import register_all
+
+    register_all(register)
+
+
+@hookimpl
+def register_search_spaces(register):
+    from .space import darts_cell
+
+    register("darts-cell", darts_cell)
+
+
+@hookimpl
+def register_strategies(register):
+    from .strategy import DartsStrategy
+
+    register("darts", DartsStrategy, description="DARTS bilevel optimization, first or second order")
+
+
+@hookimpl
+def register_selectors(register):
+    from .selector import ArgmaxSelector
+
+    register("argmax", ArgmaxSelector, description="DARTS derivation: top-2 edges per node, strongest op")

@@ -1,0 +1,174 @@
+"""nasreg.genotype: typed, versioned JSON; schema errors name the file; registry validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from nasreg import CellGenotype, Genotype, GenotypeEdge, derive_topk
+from nasreg.errors import GenotypeError, NasregError
+from nasreg.genotype import FORMAT, VERSION
+
+
+def make() -> Genotype:
+    normal = CellGenotype(edges=[GenotypeEdge(2, 0, "toy_conv"), GenotypeEdge(2, 1, "toy_skip"),
+                                 GenotypeEdge(3, 0, "toy_conv"), GenotypeEdge(3, 2, "toy_skip")],
+                          concat=[2, 3])
+    reduce = CellGenotype(edges=[GenotypeEdge(2, 1, "toy_skip"), GenotypeEdge(3, 2, "toy_conv")],
+                          concat=[2, 3], combine={2: "add", 3: "concat"})
+    return Genotype(space="toy-space", cells={"normal": normal, "reduce": reduce},
+                    provenance={"spec_hash": "abc", "seed": 3, "nasreg": "0.1.0"})
+
+
+def test_json_round_trip(tmp_path):
+    g = make()
+    path = g.save(tmp_path / "genotype.json")
+    assert path == tmp_path / "genotype.json"
+    data = json.loads(path.read_text())
+    assert data["format"] == FORMAT and data["version"] == VERSION
+    assert data["cells"]["normal"]["edges"][0] == {"node": 2, "input": 0, "op": "toy_conv"}
+    assert data["cells"]["reduce"]["combine"] == {"2": "add", "3": "concat"}
+    assert "combine" not in data["cells"]["normal"]
+    back = Genotype.load(path)
+    assert back == g
+    assert back.to_dict() == g.to_dict()
+    assert back.cells["reduce"].combine == {2: "add", 3: "concat"}
+    assert [p.name for p in tmp_path.iterdir()] == ["genotype.json"]  # no temporary left behind
+
+
+def test_save_replaces_the_previous_file_atomically(tmp_path):
+    path = tmp_path / "genotype.json"
+    path.write_text("old")
+    make().save(path)
+    assert Genotype.load(path) == make()
+
+
+def test_by_node_and_describe():
+    g = make()
+    assert [e.input for e in g.cells["normal"].by_node()[3]] == [0, 2]
+    text = g.describe()
+    assert text.splitlines()[0] == "normal: n2<-0:toy_conv  n2<-1:toy_skip  n3<-0:toy_conv  n3<-2:toy_skip  concat=[2, 3]"
+
+
+def _bad(mutate) -> str:
+    data = make().to_dict()
+    mutate(data)
+    with pytest.raises(GenotypeError) as err:
+        Genotype.from_dict(data, source="g.json")
+    return str(err.value)
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d.update(format="darts"), "g.json: not a nasreg genotype (format is 'darts', expected 'nasreg.genotype')"),
+    (lambda d: d.pop("format"), "g.json: not a nasreg genotype (format is None"),
+    (lambda d: d.update(version=VERSION + 1),
+     f"g.json: version {VERSION + 1} is newer than this nasreg understands ({VERSION}); upgrade nasreg"),
+    (lambda d: d.update(version="1"), "g.json: version: expected a positive integer, got '1'"),
+    (lambda d: d.update(version=True), "g.json: version: expected a positive integer, got True"),
+    (lambda d: d.update(version=0), "g.json: version: expected a positive integer, got 0"),
+    (lambda d: d.update(space=""), "g.json: space: expected a search space name, got ''"),
+    (lambda d: d.update(cells={}), "g.json: cells: expected a non-empty object of cell types"),
+    (lambda d: d["cells"].update(normal=[]), "g.json: cells.normal: expected an object"),
+    (lambda d: d["cells"]["normal"].update(extra=1), "g.json: cells.normal: unknown key 'extra'"),
+    (lambda d: d["cells"]["normal"].update(edges=[]), "g.json: cells.normal.edges: expected a non-empty list"),
+    (lambda d: d["cells"]["normal"]["edges"].__setitem__(1, {"node": 2, "input": 1}),
+     "g.json: cells.normal.edges[1]: expected {\"node\": int, \"input\": int, \"op\": str}, got {'node': 2, 'input': 1}"),
+    (lambda d: d["cells"]["normal"]["edges"].__setitem__(0, {"node": 2, "input": "0", "op": "x"}),
+     "g.json: cells.normal.edges[0]: expected"),
+    (lambda d: d["cells"]["normal"]["edges"].__setitem__(0, {"node": 2, "input": True, "op": "x"}),
+     "g.json: cells.normal.edges[0]: expected"),
+    (lambda d: d["cells"]["normal"]["edges"].__setitem__(0, {"node": 2, "input": 2, "op": "x"}),
+     "g.json: cells.normal.edges[0]: input 2 must be >= 0 and before node 2"),
+    (lambda d: d["cells"]["normal"]["edges"].__setitem__(0, {"node": 2, "input": -1, "op": "x"}),
+     "g.json: cells.normal.edges[0]: input -1 must be >= 0 and before node 2"),
+    (lambda d: d["cells"]["normal"].update(concat=[]), "g.json: cells.normal.concat: expected a non-empty list of node numbers"),
+    (lambda d: d["cells"]["normal"].update(concat=["2"]), "g.json: cells.normal.concat: expected a non-empty list"),
+    (lambda d: d["cells"]["reduce"].update(combine={"x": "add"}), "g.json: cells.reduce.combine: keys must be node numbers"),
+    (lambda d: d["cells"]["reduce"].update(combine={"2": 1}), "g.json: cells.reduce.combine: expected an object of node -> method"),
+    (lambda d: d.update(provenance=[]), "g.json: provenance: expected an object"),
+])
+def test_schema_errors(mutate, expected):
+    assert _bad(mutate).startswith(expected)
+
+
+def test_not_an_object():
+    with pytest.raises(GenotypeError, match="^g.json: expected a JSON object$"):
+        Genotype.from_dict([1, 2], source="g.json")
+
+
+def test_truncated_json_names_the_file(tmp_path):
+    path = tmp_path / "genotype.json"
+    text = json.dumps(make().to_dict(), indent=2)
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(GenotypeError) as err:
+        Genotype.load(path)
+    assert str(err.value).startswith(f"{path}: not valid JSON (truncated or corrupted?): ")
+    assert issubclass(GenotypeError, NasregError)
+
+
+def test_missing_unreadable_and_binary_files(tmp_path):
+    with pytest.raises(GenotypeError, match="nope.json: no such file$"):
+        Genotype.load(tmp_path / "nope.json")
+    with pytest.raises(GenotypeError, match="cannot read"):
+        Genotype.load(tmp_path)
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(GenotypeError, match="bin.json: cannot read"):
+        Genotype.load(tmp_path / "bin.json")
+
+
+def test_schema_errors_from_a_file_name_the_file(tmp_path):
+    data = make().to_dict()
+    data["version"] = 99
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(GenotypeError, match=f"^{path}: version 99 is newer"):
+        Genotype.load(path)
+
+
+# --- validation against registries ----------------------------------------------------------
+
+
+def test_validation_against_registries(toy_plugins, tmp_path):
+    regs = toy_plugins().registries
+    g = make()
+    g.validate(regs)
+    path = g.save(tmp_path / "g.json")
+    assert Genotype.load(path, regs) == g
+
+    wrong_op = copy.deepcopy(g)
+    wrong_op.cells["reduce"].edges[1] = GenotypeEdge(3, 2, "toy_cnv")
+    with pytest.raises(GenotypeError) as err:
+        wrong_op.validate(regs, source="g.json")
+    assert str(err.value).startswith("g.json: cells.reduce.edges[1]: unknown operation 'toy_cnv'; did you mean 'toy_conv'?")
+
+    wrong_space = copy.deepcopy(g)
+    wrong_space.space = "darts-cel"
+    wrong_space.save(path)
+    with pytest.raises(GenotypeError, match=f"^{path}: space: unknown search space 'darts-cel'"):
+        Genotype.load(path, regs)
+
+
+# --- derive_topk ----------------------------------------------------------------------------
+
+
+def test_derive_topk_keeps_the_strongest_non_zero_edges_per_node():
+    edges = {"normal": [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]}
+    cands = {"normal": [["none", "conv", "skip"]] * 5}
+    alphas = {"normal": [[0.9, 0.05, 0.05],   # (0,2): none dominates, best real op 0.05
+                         [0.1, 0.2, 0.7],     # (1,2): skip 0.7
+                         [0.1, 0.5, 0.4],     # (0,3): conv 0.5
+                         [0.1, 0.45, 0.45],   # (1,3): tie conv/skip 0.45 -> conv (earlier)
+                         [0.0, 0.3, 0.6]]}    # (2,3): skip 0.6
+    out = derive_topk(alphas, cands, edges, zero_ops={"none"}, k=2)
+    assert out["normal"] == [GenotypeEdge(2, 0, "conv"), GenotypeEdge(2, 1, "skip"),
+                             GenotypeEdge(3, 0, "conv"), GenotypeEdge(3, 2, "skip")]
+    out1 = derive_topk(alphas, cands, edges, zero_ops={"none"}, k=1)
+    assert out1["normal"] == [GenotypeEdge(2, 1, "skip"), GenotypeEdge(3, 2, "skip")]
+
+
+def test_derive_topk_never_keeps_an_edge_with_only_zero_ops():
+    out = derive_topk({"c": [[1.0], [0.2, 0.8]]}, {"c": [["none"], ["none", "conv"]]},
+                      {"c": [(0, 2), (1, 2)]}, zero_ops={"none"})
+    assert out["c"] == [GenotypeEdge(2, 1, "conv")]
