@@ -63,7 +63,7 @@ _plugin_option = click.option("--plugin", "extra_plugins", multiple=True, metava
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @_set_option
 @_plugin_option
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: [run] out_dir / [run] name, numbered if taken).")
 @click.option("--force", is_flag=True, help="Replace an existing --out directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -74,13 +74,14 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
     from . import spec as spec_mod
     from .progress import QuietReporter, RichReporter
     from .rundir import create_run_dir
-    from .search import run_search
+    from .search import prepare, run_search
 
     spec, plugins = spec_mod.load(spec_path, overrides, extra_plugins)
+    prepared = prepare(spec, plugins)
     run_dir = create_run_dir(spec.run.out_dir, spec.run.name, out, force)
     reporter = QuietReporter() if quiet else RichReporter(err_console)
     try:
-        summary = run_search(spec, plugins, run_dir, reporter)
+        summary = run_search(prepared, run_dir, reporter)
     finally:
         reporter.close()
     print_summary(summary)
@@ -135,7 +136,9 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
                 lines.append("[cyan]hooks[/]: " + ", ".join(other))
             what = "\n".join(lines) or "[dim](nothing)[/]"
         else:
-            what = f"[bold red]failed:[/] {escape(info.error or '')}"
+            kept = [f"[cyan]{kind}[/]: " + ", ".join(names) for kind, _h, _n in KINDS
+                    if (names := info.registered.get(kind))]
+            what = "\n".join([f"[bold red]failed:[/] {escape(info.error or '')}", *kept])
         table.add_row(info.name, info.version or "", info.source, what)
     console.print(table)
 
@@ -157,8 +160,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     console.print("[bold]genotype[/]\n" + genotype.describe(), highlight=False)
     acc = summary.get("final_val_acc")
-    console.print(f"[bold]final validation accuracy[/]: {acc:.4f}" if acc is not None else "",
-                  highlight=False)
+    if acc is not None:
+        console.print(f"[bold]final validation accuracy[/]: {acc:.4f}", highlight=False)
     console.print(f"wall time {summary['wall_seconds']:.1f} s, peak memory {summary['peak_memory_mb']:.0f} MB, "
                   f"run directory {summary['run_dir']}", highlight=False)
 

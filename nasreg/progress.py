@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -10,14 +11,15 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 
 class QuietReporter:
-    """Shows nothing."""
+    """Shows no progress; warnings still go to stderr."""
 
     def stage_start(self, stage: int, epochs: int, steps: int, num_weights: int) -> None: ...
     def step(self, done: int, info: dict[str, Any]) -> None: ...
     def epoch_end(self, metrics: dict[str, Any]) -> None: ...
     def stage_end(self, stage: int) -> None: ...
     def close(self) -> None: ...
-    def message(self, text: str) -> None: ...
+    def message(self, text: str) -> None:
+        print(text, file=sys.stderr)
 
 
 class RichReporter(QuietReporter):

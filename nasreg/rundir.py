@@ -98,6 +98,9 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
             if not force:
                 raise RunDirError(f"--out {path}: run directory already exists and is not empty "
                                   "(choose another --out, or pass --force to replace it)")
+            if not (path / SPEC_FILE).is_file():
+                raise RunDirError(f"--out {path}: not a nasreg run directory (no {SPEC_FILE}); "
+                                  "--force only replaces run directories")
             shutil.rmtree(path)
         _mkdir(path, exist_ok=True)
         return path

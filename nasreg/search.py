@@ -13,6 +13,7 @@ import random
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .plugins import Plugins
 from .progress import QuietReporter
 from .run import Run
 from .selector import StageResult
-from .spec import Spec
+from .spec import Spec, check_stages
 from .supernet import Candidates, SearchSpace, Supernet
 
 
@@ -36,14 +37,17 @@ class DivergenceError(NasregError):
     """The loss became NaN or infinite."""
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, where: str = "[run] device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpecError(f"[run] device: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(f"{where}: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SpecError(f"{where}: {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SpecError(f"[run] device: {name!r} requested but MPS is not available")
+        raise SpecError(f"{where}: {name!r} requested but MPS is not available")
     return dev
 
 
@@ -57,7 +61,9 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # Only touch the global switch when it changes: the call imports torch._inductor (seconds).
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -176,21 +182,49 @@ def inherit(new: Supernet, old: Supernet) -> int:
     return len(copied)
 
 
-def run_search(spec: Spec, plugins: Plugins, run_dir: Path, reporter: Any = None) -> dict[str, Any]:
-    """Run the whole search a spec describes into ``run_dir``; returns the summary."""
-    reporter = reporter or QuietReporter()
+@dataclass
+class Prepared:
+    """Everything a search needs that can fail on bad input, built before the run directory."""
+
+    spec: Spec
+    plugins: Plugins
+    device: torch.device
+    space: SearchSpace
+    selector: Any
+    stages: list[tuple[int, int]]
+    bundle: DatasetBundle
+
+
+def prepare(spec: Spec, plugins: Plugins) -> Prepared:
+    """Pick the device, build the space, selector and dataset: every check that can fail on the
+    user's input happens here, before a run directory exists."""
+    device = pick_device(spec.run.device, f"{spec.path}: [run] device")
+    space: SearchSpace = spec.search_space.build()
+    selector = spec.selector.build()
+    stages = check_stages(spec, selector)
+    bundle: DatasetBundle = spec.dataset.build()
+    return Prepared(spec, plugins, device, space, selector, stages, bundle)
+
+
+def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None) -> dict[str, Any]:
+    """Run the whole search a prepared spec describes into ``run_dir``; returns the summary."""
+    threads = torch.get_num_threads()
+    try:
+        return _run_search(prepared, run_dir, reporter or QuietReporter())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_search(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str, Any]:
+    spec, plugins = prepared.spec, prepared.plugins
+    device, space, selector, stages, bundle = (prepared.device, prepared.space, prepared.selector,
+                                               prepared.stages, prepared.bundle)
     regs = plugins.registries
     t_start = time.perf_counter()
     if spec.run.threads:
         torch.set_num_threads(spec.run.threads)
-    device = pick_device(spec.run.device)
     configure_determinism(spec.run.deterministic, device)
     seed_everything(spec.run.seed)
-
-    space: SearchSpace = spec.search_space.build()
-    selector = spec.selector.build()
-    stages = spec.search.per_stage(getattr(selector, "num_stages", 1), f"{spec.path}: [search]")
-    bundle: DatasetBundle = spec.dataset.build()
     train_loader, val_loader = make_loaders(spec, bundle, device)
     steps = min(len(train_loader), len(val_loader))
 

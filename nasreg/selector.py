@@ -43,6 +43,11 @@ class Selector(ABC):
     #: Start each later stage from the previous stage's weights where ops persist (else fresh).
     inherit_weights: bool = False
 
+    def check(self, stages: list[tuple[int, int]]) -> None:
+        """Reject a stage plan (``(warmup, epochs)`` per stage) this selector cannot use, by raising
+        :class:`~nasreg.errors.SpecError` or ``ValueError``. Called at validation, before any
+        training."""
+
     def next_candidates(self, result: StageResult, run: Any) -> Candidates:
         raise NotImplementedError(f"{type(self).__name__} has one stage")
 

@@ -70,7 +70,6 @@ class SearchSection:
     epochs: Epochs | list[Epochs] = 50
     warmup_epochs: Epochs | list[Epochs] = 0
     grad_stat: Literal["mean", "abs_mean", "sum", "last"] = "mean"
-    log_every: Annotated[int, Range(ge=1)] = 50
     #: How the per-epoch validation pass normalizes: "batch" statistics or "running" averages.
     eval_batch_norm: Literal["batch", "running"] = "batch"
 
@@ -296,8 +295,26 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     search = _section(SearchSection, _table(raw, "search", path), f"{path}: [search]")
     strategy = named("strategy", "strategies")
     selector = named("selector", "selectors")
-    return Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
+    spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
                 search=search, strategy=strategy, selector=selector)
+    # Building the selector is cheap and tells how many stages the epoch lists must cover.
+    check_stages(spec, selector.build())
+    return spec
+
+
+def check_stages(spec: Spec, selector: Any) -> list[tuple[int, int]]:
+    """The (warmup, epochs) plan of every stage, checked by the selector as well."""
+    where = f"{spec.path}: [search]"
+    stages = spec.search.per_stage(getattr(selector, "num_stages", 1), where)
+    check = getattr(selector, "check", None)
+    if check is not None:
+        try:
+            check(stages)
+        except ValueError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+    return stages
 
 
 def load(path: str | Path, overrides: Sequence[str] = (), extra_plugins: Sequence[str] = ()):

@@ -449,7 +449,7 @@ def test_a_raising_observer_without_reporter_prints_the_warning(capsys):
 def test_a_whole_search_calls_the_lifecycle_hooks_in_order(toy_plugins, write_spec, tmp_path,
                                                            restore_torch_threads):
     from nasreg import spec as spec_mod
-    from nasreg.search import run_search
+    from nasreg.search import prepare, run_search
 
     obs = Observer()
     plugins = toy_plugins(("obs", obs), ("raising", Raising()))
@@ -459,7 +459,7 @@ def test_a_whole_search_calls_the_lifecycle_hooks_in_order(toy_plugins, write_sp
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     reporter = _Reporter()
-    summary = run_search(spec, plugins, run_dir, reporter)
+    summary = run_search(prepare(spec, plugins), run_dir, reporter)
 
     names = [c[0] for c in obs.calls]
     assert names == (["on_run_start"] + ["on_epoch_end"] * 2 + ["on_stage_end"]

@@ -62,7 +62,7 @@ def test_resolved_spec_has_every_default_and_round_trips_through_toml(regs, writ
                                 "limit": 0, "size": 32, "image_size": 4, "classes": 3}
     assert resolved["selector"] == {"name": "toy-select", "stages": 1, "min_ops": 1,
                                     "clusterer": {"name": "toy-split", "n_clusters": 2}}  # None dropped
-    assert resolved["search"]["log_every"] == 50
+    assert resolved["search"]["eval_batch_norm"] == "batch"
     # what the run directory gets validates again to the same spec
     again = tmp = path.with_name("resolved.toml")
     tmp.write_text(tomli_w.dumps(resolved))

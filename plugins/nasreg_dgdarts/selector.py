@@ -61,6 +61,13 @@ class GradientGroupedSelector(Selector):
         self.inherit_weights = inherit_weights
         self.plot = plot
 
+    def check(self, stages: list[tuple[int, int]]) -> None:
+        """Every stage followed by a selection needs joint epochs: their trajectories are clustered."""
+        for i, (warmup, epochs) in enumerate(stages[:-1]):
+            if epochs <= warmup:
+                raise SpecError(f"stage {i} has no joint epochs ({warmup} warm-up of {epochs}), so there "
+                                f"would be nothing to cluster: give it more epochs than warmup_epochs")
+
     # -- stage transitions -----------------------------------------------------------------------
     def build_clusterer(self, run: Any) -> Any:
         """The clusterer object: built from the spec table (seeded with the run's seed), or used as
