@@ -9,9 +9,12 @@ candidates or derives the genotype.
 
 from __future__ import annotations
 
+import json
 import random
 import resource
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from . import checkpoint
 from . import rundir as rd
 from .data import DatasetBundle, split_train_val
 from .errors import NasregError, SpecError
@@ -206,151 +210,258 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
     return Prepared(spec, plugins, device, space, selector, stages, bundle)
 
 
-def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None) -> dict[str, Any]:
-    """Run the whole search a prepared spec describes into ``run_dir``; returns the summary."""
+def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: bool = False) -> dict[str, Any]:
+    """Run the whole search a prepared spec describes into ``run_dir``; returns the summary.
+
+    With ``resume`` the search continues from ``run_dir``'s checkpoint and ends with the same
+    genotype and metrics as an uninterrupted run (on CPU, bit for bit).
+    """
     threads = torch.get_num_threads()
     try:
-        return _run_search(prepared, run_dir, reporter or QuietReporter())
+        with _StopRequests() as stop:
+            return _Search(prepared, run_dir, reporter or QuietReporter(), stop).run(resume)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_search(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str, Any]:
-    spec, plugins = prepared.spec, prepared.plugins
-    device, space, selector, stages, bundle = (prepared.device, prepared.space, prepared.selector,
-                                               prepared.stages, prepared.bundle)
-    regs = plugins.registries
-    t_start = time.perf_counter()
-    if spec.run.threads:
-        torch.set_num_threads(spec.run.threads)
-    configure_determinism(spec.run.deterministic, device)
-    seed_everything(spec.run.seed)
-    train_loader, val_loader = make_loaders(spec, bundle, device)
-    steps = min(len(train_loader), len(val_loader))
+class Interrupted(NasregError):
+    """The user stopped the run (Ctrl-C or SIGTERM); a checkpoint was written."""
 
-    run = Run(spec=spec, plugins=plugins, run_dir=run_dir, device=device, space=space)
-    rd.write_toml(run_dir / rd.SPEC_FILE, spec.resolved())
-    notify(plugins, "on_run_start", reporter, run=run)
+    exit_code = 130
 
-    metrics_path = run_dir / rd.METRICS_FILE
-    candidates: Candidates = space.full_candidates()
-    stage_infos: list[dict[str, Any]] = []
-    gradients: list[dict[str, Any]] = []
-    previous: Supernet | None = None
-    result: StageResult | None = None
-    last_metrics: dict[str, Any] = {}
 
-    for stage, (warmup, epochs) in enumerate(stages):
-        model = space.build_supernet(candidates, ops=regs.operations, in_channels=bundle.in_channels,
-                                     num_classes=bundle.num_classes)
-        if previous is not None and getattr(selector, "inherit_weights", False):
-            inherit(model, previous)
-        model = model.to(device)
-        strategy = spec.strategy.build()
-        strategy.setup(model, epochs=epochs, steps_per_epoch=steps)
-        recorder = _Recorder(model, spec.search.grad_stat)
-        grad_history: dict = {}
-        alpha_history: dict = {}
-        epoch_seconds: list[float] = []
-        step_times: list[float] = []
-        reporter.stage_start(stage, epochs, steps, model.num_weights())
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+class _StopRequests:
+    """Turns the first Ctrl-C / SIGTERM into a request the loop honours between steps (so the
+    checkpoint it writes is consistent); a second Ctrl-C interrupts at once."""
 
-        for epoch in range(epochs):
-            joint = epoch >= warmup
-            t_epoch = time.perf_counter()
-            loss_sum, correct, count, val_loss_sum = 0.0, 0, 0, 0.0
-            model.train()
-            for i, (train_batch, val_batch) in enumerate(zip(train_loader, val_loader)):
-                t_step = time.perf_counter()
-                xt, yt = (t.to(device, non_blocking=True) for t in train_batch)
-                xv, yv = (t.to(device, non_blocking=True) for t in val_batch)
-                out = strategy.step((xt, yt), (xv, yv), update_alpha=joint)
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):  # noqa: ANN001
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _loader_states(train: DataLoader, val: DataLoader) -> dict[str, torch.Tensor]:
+    return {"train": train.generator.get_state(), "val": val.generator.get_state()}
+
+
+def _finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+class _Search:
+    """One search run: the stage/epoch/step loop with checkpoints at epoch ends and on stop."""
+
+    def __init__(self, prepared: Prepared, run_dir: Path, reporter: Any, stop: _StopRequests):
+        self.p, self.run_dir, self.reporter, self.stop = prepared, run_dir, reporter, stop
+        self.spec = prepared.spec
+        self.ckpt_path = run_dir / rd.CHECKPOINT_FILE
+        self.metrics_path = run_dir / rd.METRICS_FILE
+
+    def run(self, resume: bool) -> dict[str, Any]:
+        spec, p = self.spec, self.p
+        if spec.run.threads:
+            torch.set_num_threads(spec.run.threads)
+        configure_determinism(spec.run.deterministic, p.device)
+        seed_everything(spec.run.seed)
+        train_loader, val_loader = make_loaders(spec, p.bundle, p.device)
+        steps = min(len(train_loader), len(val_loader))
+        run = Run(spec=spec, plugins=p.plugins, run_dir=self.run_dir, device=p.device, space=p.space)
+
+        ckpt: dict[str, Any] | None = None
+        if resume and not self.ckpt_path.exists():
+            # Stopped before its first checkpoint: nothing to keep, start the same run afresh.
+            self.reporter.message(f"{self.run_dir}: no checkpoint yet; starting the run from the beginning")
+            self.metrics_path.unlink(missing_ok=True)
+            resume = False
+        if resume:
+            ckpt = checkpoint.load(self.ckpt_path)
+            done = (ckpt["stage"], ckpt["epoch"])
+            kept = [m for m in rd.read_jsonl(self.metrics_path) if (m["stage"], m["epoch"]) < done]
+            rd.atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+            candidates, stage_infos, gradients = ckpt["candidates"], ckpt["stage_infos"], ckpt["gradients"]
+            elapsed = float(ckpt["elapsed"])
+            self.reporter.message(f"resuming {self.run_dir} at stage {ckpt['stage']}, epoch {ckpt['epoch']}"
+                                  + (f", step {ckpt['step']}" if ckpt["step"] else ""))
+        else:
+            rd.write_toml(self.run_dir / rd.SPEC_FILE, spec.resolved())
+            candidates, stage_infos, gradients, elapsed = p.space.full_candidates(), [], [], 0.0
+        t_start = time.perf_counter() - elapsed
+        notify(p.plugins, "on_run_start", self.reporter, run=run)
+
+        previous: Supernet | None = None
+        result: StageResult | None = None
+        last_metrics: dict[str, Any] = {}
+        first_stage = ckpt["stage"] if ckpt else 0
+        for stage in range(first_stage, len(p.stages)):
+            warmup, epochs = p.stages[stage]
+            model = p.space.build_supernet(candidates, ops=p.plugins.registries.operations,
+                                           in_channels=p.bundle.in_channels, num_classes=p.bundle.num_classes)
+            if previous is not None and getattr(p.selector, "inherit_weights", False):
+                inherit(model, previous)
+            model = model.to(p.device)
+            strategy = spec.strategy.build()
+            strategy.setup(model, epochs=epochs, steps_per_epoch=steps)
+            st = {"grad_history": {}, "alpha_history": {}, "epoch_seconds": [], "step_times": []}
+            start_epoch, start_step, accum = 0, 0, None
+            recorder = _Recorder(model, spec.search.grad_stat)
+            if ckpt is not None and stage == ckpt["stage"]:
+                model.load_state_dict(ckpt["model"])
+                strategy.load_state_dict(ckpt["strategy"])
+                st = ckpt["stage_state"]
+                start_epoch, start_step, accum = ckpt["epoch"], ckpt["step"], ckpt["accum"]
+                recorder.acc, recorder.count = ckpt["recorder"]["acc"], ckpt["recorder"]["count"]
+                if recorder.acc is not None:
+                    recorder.acc = recorder.acc.to(p.device)
+                # Data order: at an epoch end these are the next epoch's start; mid-epoch, the
+                # current epoch's start (its batches up to the stop are replayed below).
+                train_loader.generator.set_state(ckpt["loader_states"]["train"])
+                val_loader.generator.set_state(ckpt["loader_states"]["val"])
+                if not start_step:
+                    checkpoint.restore_rng(ckpt["rng"])
+            self.reporter.stage_start(stage, epochs, steps, model.num_weights())
+            if p.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(p.device)
+
+            for epoch in range(start_epoch, epochs):
+                joint = epoch >= warmup
+                loader_states = _loader_states(train_loader, val_loader)
+                t_epoch = time.perf_counter()
+                loss_sum, correct, count = accum if accum is not None else (0.0, 0, 0)
+                accum = None
+                batches = zip(train_loader, val_loader)
+                if start_step:
+                    for _ in range(start_step):  # replay the data order up to the stop point
+                        next(batches)
+                    checkpoint.restore_rng(ckpt["rng"])  # type: ignore[index]
+                model.train()
+                for i, (train_batch, val_batch) in enumerate(batches, start=start_step):
+                    t_step = time.perf_counter()
+                    xt, yt = (t.to(p.device, non_blocking=True) for t in train_batch)
+                    xv, yv = (t.to(p.device, non_blocking=True) for t in val_batch)
+                    out = strategy.step((xt, yt), (xv, yv), update_alpha=joint)
+                    if joint:
+                        recorder.add()
+                    loss = float(out["train_loss"])
+                    if not _finite(loss):
+                        raise DivergenceError(
+                            f"training diverged: loss is {loss} at stage {stage}, epoch {epoch}, step {i}; "
+                            f"{self._last_good()}; try a lower [strategy] w_lr or alpha_lr")
+                    n = int(out.get("train_count", yt.numel()))
+                    loss_sum += loss * n
+                    correct += int(out["train_correct"])
+                    count += n
+                    st["step_times"].append(time.perf_counter() - t_step)
+                    self.reporter.step(i + 1, out)
+                    if self.stop.requested and i + 1 < steps:
+                        self._save(stage, epoch, i + 1, candidates, model, strategy, st, recorder,
+                                   loader_states, (loss_sum, correct, count), stage_infos, gradients, t_start)
+                        raise Interrupted(
+                            f"interrupted at stage {stage}, epoch {epoch}, step {i + 1}; checkpoint written; "
+                            f"continue with: nasreg resume {self.run_dir}")
+                start_step = 0
+                strategy.end_epoch()
+                val_loss, val_acc = evaluate(model, val_loader, p.device, spec.search.eval_batch_norm == "batch")
+                epoch_time = time.perf_counter() - t_epoch
+                st["epoch_seconds"].append(epoch_time)
+                alphas = model.alpha_softmax()
                 if joint:
-                    recorder.add()
-                loss = float(out["train_loss"])
-                if loss != loss or loss in (float("inf"), float("-inf")):
+                    grads = recorder.epoch_value()
+                    if grads is not None:
+                        _append_history(st["grad_history"], grads)
+                    _append_history(st["alpha_history"], alphas)
+                if not _finite(val_loss):
                     raise DivergenceError(
-                        f"training diverged: loss is {loss} at stage {stage}, epoch {epoch}, step {i} "
-                        f"(last good checkpoint: {run_dir / rd.CHECKPOINT_FILE}); "
-                        "try a lower [strategy] w_lr or alpha_lr")
-                n = int(out.get("train_count", yt.numel()))
-                loss_sum += loss * n
-                correct += int(out["train_correct"])
-                count += n
-                val_loss_sum += float(out.get("val_loss", 0.0))
-                step_times.append(time.perf_counter() - t_step)
-                reporter.step(i + 1, out)
-            strategy.end_epoch()
-            val_loss, val_acc = evaluate(model, val_loader, device, spec.search.eval_batch_norm == "batch")
-            epoch_time = time.perf_counter() - t_epoch
-            epoch_seconds.append(epoch_time)
-            alphas = model.alpha_softmax()
-            if joint:
-                grads = recorder.epoch_value()
-                if grads is not None:
-                    _append_history(grad_history, grads)
-                _append_history(alpha_history, alphas)
-            last_metrics = {
-                "stage": stage, "epoch": epoch, "joint": joint,
-                "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
-                "val_loss": val_loss, "val_acc": val_acc, "lr": strategy.current_lr(),
-                "epoch_seconds": epoch_time, "wall_seconds": time.perf_counter() - t_start,
-                "peak_memory_mb": peak_memory_mb(device), "alphas": alphas,
-            }
-            rd.append_jsonl(metrics_path, last_metrics)
-            reporter.epoch_end(last_metrics)
-            notify(plugins, "on_epoch_end", reporter, run=run, stage=stage, epoch=epoch, metrics=last_metrics)
-            if (epoch + 1) % spec.run.checkpoint_every == 0 or epoch + 1 == epochs:
-                save_checkpoint(run_dir, {
-                    "stage": stage, "epoch": epoch, "candidates": candidates,
-                    "model": model.state_dict(), "strategy": strategy.state_dict(),
-                    "grad_history": grad_history, "alpha_history": alpha_history,
-                })
+                        f"training diverged: validation loss is {val_loss} after stage {stage}, epoch {epoch}; "
+                        f"{self._last_good()}; try a lower [strategy] w_lr or alpha_lr")
+                last_metrics = {
+                    "stage": stage, "epoch": epoch, "joint": joint,
+                    "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
+                    "val_loss": val_loss, "val_acc": val_acc, "lr": strategy.current_lr(),
+                    "epoch_seconds": epoch_time, "wall_seconds": time.perf_counter() - t_start,
+                    "peak_memory_mb": peak_memory_mb(p.device), "alphas": alphas,
+                }
+                rd.append_jsonl(self.metrics_path, last_metrics)
+                self.reporter.epoch_end(last_metrics)
+                notify(p.plugins, "on_epoch_end", self.reporter, run=run, stage=stage, epoch=epoch,
+                       metrics=last_metrics)
+                last_epoch = epoch + 1 == epochs
+                if (epoch + 1) % spec.run.checkpoint_every == 0 or last_epoch or self.stop.requested:
+                    self._save(stage, epoch + 1, 0, candidates, model, strategy, st, recorder,
+                               _loader_states(train_loader, val_loader), None, stage_infos, gradients, t_start)
+                if self.stop.requested and not last_epoch:
+                    raise Interrupted(f"interrupted after stage {stage}, epoch {epoch}; checkpoint written; "
+                                      f"continue with: nasreg resume {self.run_dir}")
+            ckpt = None
 
-        result = StageResult(stage=stage, candidates=candidates, edges=space.edges(),
-                             alphas=model.alpha_softmax(), grad_history=grad_history,
-                             alpha_history=alpha_history, num_weights=model.num_weights(),
-                             epoch_seconds=epoch_seconds,
-                             step_seconds=float(np.median(step_times)) if step_times else 0.0)
-        stage_infos.append({"stage": stage, "candidates": candidates, "num_weights": result.num_weights,
-                            "num_candidate_ops": sum(len(c) for e in candidates.values() for c in e),
-                            "warmup_epochs": warmup, "epochs": epochs,
-                            "epoch_seconds": epoch_seconds, "step_seconds": result.step_seconds})
-        gradients.append({"stage": stage, "candidates": candidates, "grad_history": grad_history,
-                          "alpha_history": alpha_history})
-        rd.write_json(run_dir / rd.STAGES_FILE, stage_infos)
-        rd.write_json(run_dir / rd.GRADIENTS_FILE, {"stat": spec.search.grad_stat, "stages": gradients})
-        reporter.stage_end(stage)
-        notify(plugins, "on_stage_end", reporter, run=run, stage=stage, result=result)
-        if stage + 1 < len(stages):
-            candidates = selector.next_candidates(result, run)
-        previous = model
+            step_times = st["step_times"]
+            result = StageResult(stage=stage, candidates=candidates, edges=p.space.edges(),
+                                 alphas=model.alpha_softmax(), grad_history=st["grad_history"],
+                                 alpha_history=st["alpha_history"], num_weights=model.num_weights(),
+                                 epoch_seconds=st["epoch_seconds"],
+                                 step_seconds=float(np.median(step_times)) if step_times else 0.0)
+            stage_infos = [*stage_infos[:stage], {
+                "stage": stage, "candidates": candidates, "num_weights": result.num_weights,
+                "num_candidate_ops": sum(len(c) for e in candidates.values() for c in e),
+                "warmup_epochs": warmup, "epochs": epochs,
+                "epoch_seconds": st["epoch_seconds"], "step_seconds": result.step_seconds}]
+            gradients = [*gradients[:stage], {"stage": stage, "candidates": candidates,
+                                              "grad_history": st["grad_history"],
+                                              "alpha_history": st["alpha_history"]}]
+            rd.write_json(self.run_dir / rd.STAGES_FILE, stage_infos)
+            rd.write_json(self.run_dir / rd.GRADIENTS_FILE, {"stat": spec.search.grad_stat, "stages": gradients})
+            self.reporter.stage_end(stage)
+            notify(p.plugins, "on_stage_end", self.reporter, run=run, stage=stage, result=result)
+            if stage + 1 < len(p.stages):
+                candidates = p.selector.next_candidates(result, run)
+            previous = model
+            if self.stop.requested and stage + 1 < len(p.stages):
+                raise Interrupted(f"interrupted after stage {stage}; checkpoint written; "
+                                  f"continue with: nasreg resume {self.run_dir}")
 
-    assert result is not None
-    genotype: Genotype = selector.derive(result, run)
-    genotype.save(run_dir / rd.GENOTYPE_FILE)
-    summary = {
-        "name": spec.run.name, "run_dir": str(run_dir), "spec_hash": spec.digest(),
-        "device": str(device), "deterministic": spec.run.deterministic, "seed": spec.run.seed,
-        "final_val_acc": last_metrics.get("val_acc"), "final_val_loss": last_metrics.get("val_loss"),
-        "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(device),
-        "stages": [{k: v for k, v in s.items() if k != "candidates"} for s in stage_infos],
-        "genotype": genotype.to_dict(),
-    }
-    rd.write_json(run_dir / rd.SUMMARY_FILE, summary)
-    notify(plugins, "on_run_end", reporter, run=run, genotype=genotype, summary=summary)
-    return summary
+        assert result is not None
+        genotype: Genotype = p.selector.derive(result, run)
+        genotype.save(self.run_dir / rd.GENOTYPE_FILE)
+        if not last_metrics:
+            done = rd.read_jsonl(self.metrics_path)
+            last_metrics = done[-1] if done else {}
+        summary = {
+            "name": spec.run.name, "run_dir": str(self.run_dir), "spec_hash": spec.digest(),
+            "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed,
+            "final_val_acc": last_metrics.get("val_acc"), "final_val_loss": last_metrics.get("val_loss"),
+            "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
+            "stages": [{k: v for k, v in s.items() if k != "candidates"} for s in stage_infos],
+            "genotype": genotype.to_dict(),
+        }
+        rd.write_json(self.run_dir / rd.SUMMARY_FILE, summary)
+        notify(p.plugins, "on_run_end", self.reporter, run=run, genotype=genotype, summary=summary)
+        return summary
 
+    def _last_good(self) -> str:
+        if self.ckpt_path.exists():
+            return f"the last good checkpoint {self.ckpt_path} is intact (nasreg resume {self.run_dir})"
+        return f"no checkpoint had been written yet in {self.run_dir}"
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    import io
-
-    state = dict(state)
-    state["rng"] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    rd.atomic_write_bytes(run_dir / rd.CHECKPOINT_FILE, buf.getvalue())
+    def _save(self, stage, epoch, step, candidates, model, strategy, st, recorder, loader_states, accum,
+              stage_infos, gradients, t_start) -> None:
+        checkpoint.save(self.ckpt_path, {
+            "stage": stage, "epoch": epoch, "step": step, "candidates": candidates,
+            "model": model.state_dict(), "strategy": strategy.state_dict(), "stage_state": st,
+            "recorder": {"acc": recorder.acc.cpu() if recorder.acc is not None else None,
+                         "count": recorder.count},
+            "loader_states": loader_states, "accum": accum, "stage_infos": stage_infos,
+            "gradients": gradients, "elapsed": time.perf_counter() - t_start,
+        })
