@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import NasregError
@@ -22,8 +23,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def one_line(message: str) -> str:
+    """``message`` on one printable line: newlines, tabs, escape sequences and other control or
+    invisible characters (from a key name, a file name, a plugin's exception) shown escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in message)
+
+
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    # A Text, not markup: no tag, emoji code or highlighting in the message is interpreted; and
+    # soft_wrap: one line whatever the terminal's width.
+    label = ("stopped:", "bold yellow") if code == 130 else ("error:", "bold red")
+    err_console.print(Text.assemble(label, " ", one_line(message)), highlight=False,
+                      soft_wrap=True, crop=False)
     sys.exit(code)
 
 
@@ -60,7 +72,8 @@ _plugin_option = click.option("--plugin", "extra_plugins", multiple=True, metava
 
 
 @main.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+# (A directory or an unreadable file is reported by nasreg.spec.read_toml, on one line.)
+@click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path, readable=False))
 @_set_option
 @_plugin_option
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
@@ -70,7 +83,7 @@ _plugin_option = click.option("--plugin", "extra_plugins", multiple=True, metava
 @handle_errors
 def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, ...], out: Path | None,
         force: bool, quiet: bool) -> None:
-    """Run the search a TOML spec describes."""
+    """Run the search a TOML spec describes (and its [evaluate] section, if any, after it)."""
     from . import spec as spec_mod
     from .progress import QuietReporter, RichReporter
     from .rundir import create_run_dir
@@ -78,6 +91,7 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
 
     spec, plugins = spec_mod.load(spec_path, overrides, extra_plugins)
     prepared = prepare(spec, plugins)
+    eval_prepared = _prepare_evaluation(spec, plugins, prepared.space)  # None without [evaluate]
     run_dir = create_run_dir(spec.run.out_dir, spec.run.name, out, force)
     reporter = QuietReporter() if quiet else RichReporter(err_console)
     try:
@@ -85,19 +99,57 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
     finally:
         reporter.close()
     print_summary(summary)
+    if eval_prepared is not None:
+        _evaluate_after_search(eval_prepared, summary, run_dir, quiet)
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(path_type=Path))
+@_plugin_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@handle_errors
+def resume(run_dir: Path, extra_plugins: tuple[str, ...], quiet: bool) -> None:
+    """Continue a stopped search from its last checkpoint (same results as an uninterrupted run)."""
+    from . import rundir as rd
+    from . import spec as spec_mod
+    from .errors import RunDirError
+    from .progress import QuietReporter, RichReporter
+    from .search import prepare, run_search
+
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
+    if not (run_dir / rd.SPEC_FILE).is_file():
+        raise RunDirError(f"{run_dir}: not a nasreg run directory (no {rd.SPEC_FILE})")
+    if (run_dir / rd.SUMMARY_FILE).is_file():
+        raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
+    spec, plugins = spec_mod.load(run_dir / rd.SPEC_FILE, (), extra_plugins)
+    prepared = prepare(spec, plugins)
+    reporter = QuietReporter() if quiet else RichReporter(err_console)
+    try:
+        summary = run_search(prepared, run_dir, reporter, resume=True)
+    finally:
+        reporter.close()
+    print_summary(summary)
 
 
 @main.command()
 @click.argument("spec_paths", metavar="SPEC...", nargs=-1, required=True,
-                type=click.Path(dir_okay=False, path_type=Path))
+                type=click.Path(path_type=Path, readable=False))
 @_set_option
 @_plugin_option
 @handle_errors
 def validate(spec_paths: tuple[Path, ...], overrides: tuple[str, ...], extra_plugins: tuple[str, ...]) -> None:
-    """Check specs without running them (exit 2 at the first invalid one)."""
+    """Check specs without running them (exit 2 at the first invalid one).
+
+    A search spec, or an evaluation spec for `nasreg train` ([run] and [evaluate] only)."""
     from . import spec as spec_mod
+    from .evaluate import is_eval_spec, load_eval_spec
 
     for path in spec_paths:
+        if is_eval_spec(spec_mod.apply_overrides(spec_mod.read_toml(path), overrides)):
+            espec, _ = load_eval_spec(path, overrides, extra_plugins)
+            console.print(f"[green]ok[/] {path} (evaluation spec, hash {espec.digest()})", highlight=False)
+            continue
         spec, _ = spec_mod.load(path, overrides, extra_plugins)
         console.print(f"[green]ok[/] {path} (spec hash {spec.digest()})", highlight=False)
 
@@ -141,6 +193,114 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
             what = "\n".join([f"[bold red]failed:[/] {escape(info.error or '')}", *kept])
         table.add_row(info.name, info.version or "", info.source, what)
     console.print(table)
+
+
+# --- final evaluation: nasreg train, [evaluate] after a search, nasreg show ----------------------
+
+
+def _prepare_evaluation(spec: Any, plugins: Any, space: Any) -> Any:
+    """The prepared ``[evaluate]`` of a search spec (checked before the search starts), or None."""
+    if spec.evaluate is None:
+        return None
+    from .evaluate import from_search_spec, prepare_evaluation
+
+    return prepare_evaluation(from_search_spec(spec, plugins.registries), plugins, space)
+
+
+def _evaluate_after_search(prepared: Any, summary: dict[str, Any], run_dir: Path, quiet: bool) -> None:
+    from .evaluate import EVAL_DIR, run_evaluation, search_cost
+    from .genotype import Genotype
+    from .progress import QuietReporter, RichTrainReporter
+    from .rundir import GENOTYPE_FILE
+
+    genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / GENOTYPE_FILE))
+    console.print(f"[bold]evaluation[/]: training the genotype found into {run_dir / EVAL_DIR}", highlight=False)
+    reporter = QuietReporter() if quiet else RichTrainReporter(err_console)
+    try:
+        results = run_evaluation(prepared, genotype, run_dir / EVAL_DIR, reporter,
+                                 source=str(run_dir / GENOTYPE_FILE), search_cost=search_cost(summary))
+    finally:
+        reporter.close()
+    print_results(results)
+
+
+@main.command()
+@click.argument("genotype_path", metavar="GENOTYPE.json", type=click.Path(path_type=Path, readable=False))
+@click.option("--spec", "spec_path", type=click.Path(path_type=Path, readable=False), default=None,
+              help="Evaluation spec ([run], [evaluate]) or a search spec (default: DARTS's CIFAR-10 recipe).")
+@_set_option
+@_plugin_option
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Run directory (default: [run] out_dir / [run] name or train-GENOTYPE, numbered if taken).")
+@click.option("--force", is_flag=True, help="Replace an existing --out directory.")
+@click.option("--dry-run", is_flag=True,
+              help="Build the network, print its parameters (with and without the auxiliary head) and FLOPs; no training.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@handle_errors
+def train(genotype_path: Path, spec_path: Path | None, overrides: tuple[str, ...], extra_plugins: tuple[str, ...],
+          out: Path | None, force: bool, dry_run: bool, quiet: bool) -> None:
+    """Train the network a saved genotype describes from scratch and test it.
+
+    Without --spec, DARTS's CIFAR-10 evaluation recipe (specs/eval-darts.toml); --set overrides
+    its keys (e.g. --set evaluate.epochs=10 --set evaluate.data.dataset=digits)."""
+    from .evaluate import describe_network, load_eval_spec, prepare_evaluation, run_evaluation, space_for
+    from .genotype import Genotype
+    from .progress import QuietReporter, RichTrainReporter
+    from .rundir import create_run_dir
+
+    espec, plugins = load_eval_spec(spec_path, overrides, extra_plugins)
+    genotype = Genotype.load(genotype_path, plugins.registries)
+    source = str(genotype_path)
+    if dry_run:
+        print_network(describe_network(espec, plugins, genotype, source))
+        return
+    space = space_for(genotype, plugins.registries, espec.search_space, source)
+    prepared = prepare_evaluation(espec, plugins, space)
+    name = espec.run.name or f"train-{genotype_path.stem}"
+    run_dir = create_run_dir(espec.run.out_dir, name, out, force)
+    espec.run.name = name
+    reporter = QuietReporter() if quiet else RichTrainReporter(err_console)
+    try:
+        results = run_evaluation(prepared, genotype, run_dir, reporter, source=source)
+    finally:
+        reporter.close()
+    print_results(results)
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(path_type=Path, readable=False))
+@click.option("--last", default=5, show_default=True, type=click.IntRange(min=0),
+              help="How many of the last epochs to show (0: all).")
+@handle_errors
+def show(run_dir: Path, last: int) -> None:
+    """Summarize a run directory (search or training): spec, genotype, metrics, results."""
+    from .show import show_run
+
+    show_run(run_dir, console, last)
+
+
+def print_network(info: dict[str, Any]) -> None:
+    c, h, w = info["input_shape"]
+    console.print(f"[bold]network[/] {info['space']} from {info['genotype']}: {info['cells']} cells, "
+                  f"{info['channels']} channels, input {c}x{h}x{w}, {info['num_classes']} classes "
+                  f"({info['dataset']})", highlight=False, soft_wrap=True)
+    console.print(f"parameters without auxiliary head: {info['params']:,} ({info['params'] / 1e6:.2f}M)",
+                  highlight=False, soft_wrap=True)
+    console.print(f"parameters with auxiliary head: {info['params_with_auxiliary']:,} "
+                  f"({info['params_with_auxiliary'] / 1e6:.2f}M)", highlight=False, soft_wrap=True)
+    console.print(f"FLOPs per image (one forward pass): {info['flops']:,} ({info['flops'] / 1e9:.3f} GFLOPs, "
+                  f"{info['macs'] / 1e6:.1f}M MACs)", highlight=False, soft_wrap=True)
+
+
+def print_results(results: dict[str, Any]) -> None:
+    acc, err = results.get("test_acc"), results.get("test_error_percent")
+    line = f"[bold]test accuracy[/]: {acc:.4f} (error {err:.2f} %)" if acc is not None else "no epoch ran"
+    console.print(line, highlight=False, soft_wrap=True)
+    aux = results.get("params_with_auxiliary")
+    console.print(f"parameters {results['params']:,}" + (f" ({aux:,} with the auxiliary head)" if aux else "")
+                  + f", {results['flops'] / 1e6:.1f} MFLOPs per image, wall time {results['wall_seconds']:.1f} s, "
+                  f"peak memory {results['peak_memory_mb']:.0f} MB, run directory {results['run_dir']}",
+                  highlight=False, soft_wrap=True)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
