@@ -65,7 +65,7 @@ def measure(args: argparse.Namespace) -> dict:
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times)
-    return {"order": args.order, "batch": args.batch, "stage": args.stage, "device": str(device),
+    return {"s_per_step_min": min(times),"order": args.order, "batch": args.batch, "stage": args.stage, "device": str(device),
             "threads": args.threads, "num_weights": model.num_weights(),
             "num_candidate_ops": sum(len(c) for e in candidates.values() for c in e),
             "image_shape": list(bundle.train[0][0].shape),
@@ -121,14 +121,16 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title=f"search step: {args.spec} ({rows[0]['device']}, {args.threads} threads)")
-    for col in ("order", "batch", "stage", "cand. ops", "weights", "s/step", "images/s", "peak MB", "vs stage 0"):
+    for col in ("order", "batch", "stage", "cand. ops", "weights", "s/step (median)", "s/step (min)",
+                "images/s", "peak MB", "vs stage 0"):
         table.add_column(col, justify="right")
     for r in rows:
         base = next(b for b in rows if b["order"] == r["order"] and b["batch"] == r["batch"] and b["stage"] == 0)
         table.add_row(str(r["order"]), str(r["batch"]), str(r["stage"]), str(r["num_candidate_ops"]),
-                      f"{r['num_weights']:,}", f"{r['s_per_step']:.4f}", f"{r['images_per_s']:.1f}",
+                      f"{r['num_weights']:,}", f"{r['s_per_step']:.4f}", f"{r['s_per_step_min']:.4f}",
+                      f"{r['images_per_s']:.1f}",
                       f"{r['peak_memory_mb']:.0f}", f"{r['s_per_step'] / base['s_per_step']:.2f}x")
-    Console().print(table)
+    Console(width=160).print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -23,12 +23,12 @@ from .hookspecs import hookimpl
 from .params import Component, Range, Ref
 from .registry import Entry, Registry
 from .selector import Selector, StageResult
-from .strategy import SearchStrategy
+from .strategy import SamplingStrategy, SearchStrategy
 from .supernet import Candidates, MixedOp, SearchSpace, Supernet
 
 __all__ = [
     "__version__", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
-    "SearchSpace", "Supernet", "MixedOp", "Candidates", "SearchStrategy", "Selector", "StageResult",
+    "SearchSpace", "Supernet", "MixedOp", "Candidates", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
     "Genotype", "CellGenotype", "GenotypeEdge", "derive_topk", "DatasetBundle",
     "NasregError", "SpecError", "RegistryError", "PluginError", "GenotypeError", "RunDirError", "DataError",
 ]

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GenotypeError, RegistryError
+from .params import show
 
 FORMAT = "nasreg.genotype"
 VERSION = 1
+#: Larger than any genotype: reading stops there (a wrong path must not read /dev/zero forever).
+MAX_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,15 @@ class Genotype:
         if not isinstance(data, dict):
             raise bad("expected a JSON object")
         if data.get("format") != FORMAT:
-            raise bad(f"not a nasreg genotype (format is {data.get('format')!r}, expected {FORMAT!r})")
+            raise bad(f"not a nasreg genotype (format is {show(data.get('format'))}, expected {FORMAT!r})")
         version = data.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise bad(f"version: expected a positive integer, got {version!r}")
+            raise bad(f"version: expected a positive integer, got {show(version)}")
         if version > VERSION:
-            raise bad(f"version {version} is newer than this nasreg understands ({VERSION}); upgrade nasreg")
+            raise bad(f"version {show(version)} is newer than this nasreg understands ({VERSION}); upgrade nasreg")
         space = data.get("space")
         if not isinstance(space, str) or not space:
-            raise bad(f"space: expected a search space name, got {space!r}")
+            raise bad(f"space: expected a search space name, got {show(space)}")
         cells_raw = data.get("cells")
         if not isinstance(cells_raw, dict) or not cells_raw:
             raise bad("cells: expected a non-empty object of cell types")
@@ -105,9 +108,9 @@ class Genotype:
             where = f"cells.{name}"
             if not isinstance(cell, dict):
                 raise bad(f"{where}: expected an object")
-            unknown = set(cell) - {"edges", "concat", "combine"}
+            unknown = [k for k in cell if k not in ("edges", "concat", "combine")]
             if unknown:
-                raise bad(f"{where}: unknown key {sorted(unknown)[0]!r}")
+                raise bad(f"{where}: unknown key {show(unknown[0])}")
             edges_raw = cell.get("edges")
             if not isinstance(edges_raw, list) or not edges_raw:
                 raise bad(f"{where}.edges: expected a non-empty list")
@@ -115,20 +118,21 @@ class Genotype:
             for i, e in enumerate(edges_raw):
                 if (not isinstance(e, dict) or set(e) != {"node", "input", "op"}
                         or not _is_int(e["node"]) or not _is_int(e["input"]) or not isinstance(e["op"], str)):
-                    raise bad(f"{where}.edges[{i}]: expected {{\"node\": int, \"input\": int, \"op\": str}}, got {e!r}")
+                    raise bad(f"{where}.edges[{i}]: expected {{\"node\": int, \"input\": int, \"op\": str}}, "
+                              f"got {show(e)}")
                 if not 0 <= e["input"] < e["node"]:
                     raise bad(f"{where}.edges[{i}]: input {e['input']} must be >= 0 and before node {e['node']}")
                 edges.append(GenotypeEdge(e["node"], e["input"], e["op"]))
             concat = cell.get("concat")
             if not isinstance(concat, list) or not concat or not all(_is_int(c) for c in concat):
-                raise bad(f"{where}.concat: expected a non-empty list of node numbers, got {concat!r}")
+                raise bad(f"{where}.concat: expected a non-empty list of node numbers, got {show(concat)}")
             combine_raw = cell.get("combine", {})
             if not isinstance(combine_raw, dict) or not all(isinstance(v, str) for v in combine_raw.values()):
                 raise bad(f"{where}.combine: expected an object of node -> method")
-            try:
-                combine = {int(k): v for k, v in combine_raw.items()}
-            except ValueError:
-                raise bad(f"{where}.combine: keys must be node numbers") from None
+            # Keys as to_dict writes them: decimal digits ("2"), not whatever int() accepts ("1_0", " 2").
+            if not all(isinstance(k, str) and k.isascii() and k.isdigit() and len(k) < 10 for k in combine_raw):
+                raise bad(f"{where}.combine: keys must be node numbers")
+            combine = {int(k): v for k, v in combine_raw.items()}
             cells[name] = CellGenotype(edges=edges, concat=list(concat), combine=combine)
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
@@ -139,13 +143,24 @@ class Genotype:
     def load(cls, path: str | Path, registries: Any = None) -> "Genotype":
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_BYTES + 1)
+            if len(raw) > MAX_BYTES:
+                raise GenotypeError(f"{path}: larger than {MAX_BYTES // 2**20} MiB; not a genotype file")
+            data = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             raise GenotypeError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise GenotypeError(f"{path}: cannot read: is a directory, not a genotype file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise GenotypeError(f"{path}: cannot read: {exc}") from None
         except json.JSONDecodeError as exc:
             raise GenotypeError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
+        except RecursionError:
+            raise GenotypeError(f"{path}: not a genotype: JSON nested too deeply") from None
+        except ValueError as exc:  # a number of thousands of digits (int's str limit)
+            raise GenotypeError(f"{path}: not valid JSON: a number has too many digits "
+                                f"({exc.__class__.__name__})") from None
         genotype = cls.from_dict(data, source=str(path))
         if registries is not None:
             genotype.validate(registries, source=str(path))

@@ -18,6 +18,7 @@ import difflib
 import functools
 import inspect
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class Component:
             return self.entry.factory(**kwargs)
         except SpecError:
             raise
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise SpecError(f"{self.where}: {KIND_NOUNS.get(self.kind, self.kind)} "
                             f"{self.name!r} rejected its parameters: {exc}") from exc
 
@@ -115,6 +116,44 @@ def to_spec_value(value: Any) -> Any:
         return {k: to_spec_value(v) for k, v in value.items()}
     return value
 
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` bounded in length and depth, for values quoted in messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple = 4, 12, 12, 12
+        self.maxstring, self.maxother, self.maxlong = 160, 160, 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:  # repr() of an int of thousands of digits raises ValueError
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+    def repr_dict(self, x: dict, level: int) -> str:
+        # Python's dict repr: plain reprlib sorts the keys (and fails on keys of mixed types).
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}" for k, v in list(x.items())[:self.maxdict]]
+        return "{" + ", ".join(items) + (", ...}" if len(x) > self.maxdict else "}")
+
+
+_short_repr = _ShortRepr()
+
+
+def show(value: Any) -> str:
+    """``repr(value)`` for a message: short (long strings, lists and deep nesting are elided),
+    and never raising (huge integers, objects whose ``__repr__`` fails)."""
+    try:
+        return _short_repr.repr(value)
+    except Exception:  # noqa: BLE001 - a message must never fail
+        return f"<{type(value).__name__}>"
+
+
+#: Integers nasreg passes on (to torch, numpy, ...) must fit in 64 bits, as TOML's do.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _NAMES = {int: "an integer", float: "a number", bool: "a boolean (true or false)", str: "a string",
           dict: "a table", list: "a list"}
@@ -167,7 +206,7 @@ def check(value: Any, annotation: Any, where: str, registries: Any = None) -> An
     base, extras = _unwrap(annotation)
 
     def fail(expected: str | None = None) -> SpecError:
-        return SpecError(f"{where}: expected {expected or describe(annotation)}, got {value!r}")
+        return SpecError(f"{where}: expected {expected or describe(annotation)}, got {show(value)}")
 
     origin = typing.get_origin(base)
     if origin in (Union, types.UnionType):
@@ -218,7 +257,10 @@ def check(value: Any, annotation: Any, where: str, registries: Any = None) -> An
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail()
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an int beyond the largest float
+            raise fail("a finite number") from None
         if out != out or out in (float("inf"), float("-inf")):
             raise fail("a finite number")
     elif base is str:
@@ -232,6 +274,8 @@ def check(value: Any, annotation: Any, where: str, registries: Any = None) -> An
             raise fail()
         if isinstance(extra, Ref) and registries is not None:
             out = resolve_ref(out, extra.kind, where, registries)
+    if base is int and not INT64_MIN <= out <= INT64_MAX:  # within its Range, if any: no bound set
+        raise fail(f"{describe(annotation)} that fits in 64 bits")
     return out
 
 
@@ -280,7 +324,7 @@ def resolve_ref(value: Any, kind: str, where: str, registries: Any) -> Any:
             raise SpecError(f"{where} name: missing required key (which {registry.noun} to use; "
                             "`nasreg list-plugins` lists them)")
         return component(kind, value, where, registries)
-    raise SpecError(f"{where}: expected a {registry.noun} name or a table with 'name', got {value!r}")
+    raise SpecError(f"{where}: expected a {registry.noun} name or a table with 'name', got {show(value)}")
 
 
 def signature_params(factory: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool] | None:
@@ -359,7 +403,8 @@ def component(kind: str, table: dict[str, Any], where: str, registries: Any, *,
     registry = registries[kind]
     name = table.get("name")
     if not isinstance(name, str):
-        raise SpecError(f"{where} {name_key}: expected a string naming a registered {registry.noun}, got {name!r}")
+        raise SpecError(f"{where} {name_key}: expected a string naming a registered {registry.noun}, "
+                        f"got {show(name)}")
     try:
         entry = registry.get(name)
     except RegistryError as exc:

@@ -17,6 +17,7 @@ class QuietReporter:
     def step(self, done: int, info: dict[str, Any]) -> None: ...
     def epoch_end(self, metrics: dict[str, Any]) -> None: ...
     def stage_end(self, stage: int) -> None: ...
+    def train_start(self, epochs: int, steps: int, num_params: int) -> None: ...
     def close(self) -> None: ...
     def message(self, text: str) -> None:
         print(text, file=sys.stderr)
@@ -59,3 +60,18 @@ class RichReporter(QuietReporter):
 
     def close(self):
         self.progress.stop()
+
+
+class RichTrainReporter(RichReporter):
+    """The same bars for training a genotype's network (``nasreg train``, ``[evaluate]``)."""
+
+    def train_start(self, epochs, steps, num_params):
+        self.console.print(f"[bold cyan]training[/]: {epochs} epochs x {steps} steps, {num_params:,} parameters")
+        self._epoch_task = self.progress.add_task("epochs", total=epochs, info="")
+        self._step_task = self.progress.add_task("steps", total=steps, info="")
+
+    def epoch_end(self, metrics):
+        info = (f"train acc {metrics['train_acc']:.3f}  test acc {metrics['test_acc']:.3f}  "
+                f"test loss {metrics['test_loss']:.3f}")
+        self.progress.update(self._epoch_task, advance=1, info=info)
+        self.progress.reset(self._step_task)

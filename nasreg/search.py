@@ -33,6 +33,7 @@ from .plugins import Plugins
 from .progress import QuietReporter
 from .run import Run
 from .selector import StageResult
+from .strategy import SamplingStrategy
 from .spec import Spec, check_stages
 from .supernet import Candidates, SearchSpace, Supernet
 
@@ -204,7 +205,11 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
     user's input happens here, before a run directory exists."""
     device = pick_device(spec.run.device, f"{spec.path}: [run] device")
     space: SearchSpace = spec.search_space.build()
-    selector = spec.selector.build()
+    selector = spec.selector.build() if spec.selector is not None else None
+    strategy = spec.strategy.build()
+    if not isinstance(strategy, SamplingStrategy) and selector is None:
+        raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "
+                        f"{spec.strategy.name!r} derives the genotype through a selector, e.g. 'argmax')")
     stages = check_stages(spec, selector)
     bundle: DatasetBundle = spec.dataset.build()
     return Prepared(spec, plugins, device, space, selector, stages, bundle)
@@ -218,10 +223,38 @@ def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: 
     """
     threads = torch.get_num_threads()
     try:
+        if isinstance(prepared.spec.strategy.build(), SamplingStrategy):
+            return _run_sampling(prepared, run_dir, reporter or QuietReporter())
         with _StopRequests() as stop:
             return _Search(prepared, run_dir, reporter or QuietReporter(), stop).run(resume)
     finally:
         torch.set_num_threads(threads)
+
+
+def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str, Any]:
+    """A sampling strategy's search: it trains its own children and returns the genotype."""
+    spec, p = prepared.spec, prepared
+    t_start = time.perf_counter()
+    if spec.run.threads:
+        torch.set_num_threads(spec.run.threads)
+    configure_determinism(spec.run.deterministic, p.device)
+    seed_everything(spec.run.seed)
+    run = Run(spec=spec, plugins=p.plugins, run_dir=run_dir, device=p.device, space=p.space)
+    rd.write_toml(run_dir / rd.SPEC_FILE, spec.resolved())
+    notify(p.plugins, "on_run_start", reporter, run=run)
+    out = spec.strategy.build().search(run, p.bundle, reporter)
+    extra = dict(out) if isinstance(out, dict) else {"genotype": out}
+    genotype: Genotype = extra.pop("genotype")
+    genotype.save(run_dir / rd.GENOTYPE_FILE)
+    summary = {
+        "name": spec.run.name, "run_dir": str(run_dir), "spec_hash": spec.digest(),
+        "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed,
+        "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
+        "stages": [], **extra, "genotype": genotype.to_dict(),
+    }
+    rd.write_json(run_dir / rd.SUMMARY_FILE, summary)
+    notify(p.plugins, "on_run_end", reporter, run=run, genotype=genotype, summary=summary)
+    return summary
 
 
 class Interrupted(NasregError):

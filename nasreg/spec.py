@@ -10,6 +10,9 @@ table are passed to that entry's factory and checked against its signature):
 ``[search]``        epochs and warmup_epochs per stage, the gradient statistic
 ``[strategy]``      ``name`` and its keys (``darts``: order, learning rates, ...)
 ``[selector]``      ``name`` and its keys; ``[selector.clusterer]`` names a clusterer
+``[evaluate]``      optional: retrain the genotype found from scratch after the search (the recipe:
+                    :class:`EvaluateSection`; ``[evaluate.data]`` picks its dataset, by default the
+                    search's)
 """
 
 from __future__ import annotations
@@ -47,10 +50,14 @@ class RunSection:
     def __post_init__(self) -> None:
         # The name becomes a folder under out_dir: a plain name, never a path that leaves it.
         if self.name and (self.name in (".", "..") or any(c in self.name for c in "/\\\0")):
-            raise ValueError(f"name: expected a folder name (no '/' or '\\', not '.' or '..'), got {self.name!r}")
+            raise ValueError(f"name: expected a folder name (no '/' or '\\', not '.' or '..'), got {P.show(self.name)}")
+        if "\0" in self.out_dir:
+            raise ValueError(f"out_dir: expected a folder path, got {P.show(self.out_dir)}")
         dev = self.device
-        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ValueError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {dev!r}")
+        index = dev[5:] if dev.startswith("cuda:") else ""
+        # ASCII digits only ("cuda:٣" is no index torch parses), and a number torch can hold.
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (index.isascii() and index.isdigit() and len(index) <= 4)):
+            raise ValueError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {P.show(dev)}")
 
 
 @dataclass
@@ -90,7 +97,46 @@ class SearchSection:
         return list(zip(warm, total))
 
 
-SECTIONS = ("run", "data", "search_space", "search", "strategy", "selector")
+@dataclass
+class EvaluateSection:
+    """``[evaluate]``: how the network a genotype describes is trained from scratch and tested.
+
+    The defaults are DARTS's CIFAR-10 evaluation recipe (specs/eval-darts.toml). ``[evaluate.data]``
+    names the dataset (``dataset`` and that dataset's keys); without it the search's ``[data]``
+    dataset is used (for ``nasreg train`` without a spec: CIFAR-10). The network trains on the
+    whole train split and is tested on the test split. ``augment`` (random crop and flip) is
+    passed to the dataset when set (unset: the dataset's default), ``autoaugment`` when true;
+    cutout is applied to the normalized training batches by the training loop.
+    """
+
+    epochs: Annotated[int, Range(ge=1, le=100_000)] = 600
+    batch_size: Annotated[int, Range(ge=1, le=65_536)] = 96
+    lr: Annotated[float, Range(gt=0)] = 0.025
+    lr_min: Annotated[float, Range(ge=0)] = 0.0
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Range(ge=0)] = 3e-4
+    grad_clip: Annotated[float, Range(ge=0)] = 5.0  # 0: no clipping
+    label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    auxiliary: bool = True
+    auxiliary_weight: Annotated[float, Range(ge=0)] = 0.4
+    drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.2
+    cells: Annotated[int, Range(ge=1, le=100)] = 20
+    channels: Annotated[int, Range(ge=1, le=1024)] = 36
+    cutout: bool = True
+    cutout_length: Annotated[int, Range(ge=1, le=4096)] = 16
+    autoaugment: bool = False
+    augment: bool | None = None
+    amp: bool = False
+    limit: Annotated[int, Range(ge=0)] = 0  # train images used (0: all), for quick trials
+    num_workers: Annotated[int, Range(ge=0, le=256)] = 0
+    data: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min: expected a number <= lr ({self.lr:g}), got {self.lr_min:g}")
+
+
+SECTIONS = ("run", "data", "search_space", "search", "strategy", "selector", "evaluate")
 
 
 @dataclass
@@ -106,7 +152,11 @@ class Spec:
     search_space: Component
     search: SearchSection
     strategy: Component
-    selector: Component
+    #: None for strategies that derive the genotype themselves (sampling strategies).
+    selector: Component | None
+    evaluate: EvaluateSection | None = None
+    #: The dataset ``[evaluate]`` trains and tests on (None without ``[evaluate]``).
+    eval_dataset: Component | None = None
 
     def resolved(self) -> dict[str, Any]:
         out = {
@@ -115,8 +165,10 @@ class Spec:
             "search_space": self.search_space.to_spec(),
             "search": dataclasses.asdict(self.search),
             "strategy": self.strategy.to_spec(),
-            "selector": self.selector.to_spec(),
+            **({"selector": self.selector.to_spec()} if self.selector is not None else {}),
         }
+        if self.evaluate is not None and self.eval_dataset is not None:
+            out["evaluate"] = resolved_evaluate(self.evaluate, self.eval_dataset)
         return _drop_none(out)
 
     def digest(self) -> str:
@@ -139,10 +191,50 @@ def _drop_none(value: Any) -> Any:
 # Reading and overriding
 
 
+#: TOML integers are 64-bit ("an integer that cannot be represented losslessly must be an error").
+INT64_MIN, INT64_MAX = P.INT64_MIN, P.INT64_MAX
+#: Deeper nesting than any spec needs (and than the recursive code after reading can take).
+MAX_DEPTH = 32
+#: Larger than any spec: reading stops there (``nasreg validate /dev/urandom`` must not hang).
+MAX_SPEC_BYTES = 16 * 2**20
+
+
+def check_toml_values(data: Any, where: str) -> None:
+    """Raise :class:`SpecError` for an integer outside TOML's 64-bit range or nesting deeper than
+    :data:`MAX_DEPTH`, naming the key path (``data.limit``, ``search.epochs[1]``)."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, key, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{where}{key or 'value'}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise SpecError(f"{where}{key or 'value'}: integer {P.show(value)} is outside TOML's "
+                            f"64-bit range ({INT64_MIN} to {INT64_MAX})")
+
+
+def _loads(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, with every way it can fail a :class:`tomllib.TOMLDecodeError`."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("arrays or tables nested too deeply") from None
+    except tomllib.TOMLDecodeError:
+        raise
+    except ValueError as exc:  # an integer literal of thousands of digits (int's str limit)
+        raise tomllib.TOMLDecodeError("an integer has too many digits (TOML integers are 64-bit)") from None
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_bytes()
+        with path.open("rb") as fh:
+            text = fh.read(MAX_SPEC_BYTES + 1)
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 2**20} MiB; not a spec file")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -150,29 +242,39 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        return tomllib.loads(text.decode("utf-8"))
+        data = _loads(text.decode("utf-8"))
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    check_toml_values(data, f"{path}: invalid TOML: ")
+    return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=1`` -> (["a", "b"], 1). The value is a TOML literal; a bare word is a string."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line (surrogate escapes)
+        raise SpecError(f"--set {P.show(text)}: not UTF-8 text") from None
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise SpecError(f"--set {text!r}: expected KEY.PATH=VALUE")
+        raise SpecError(f"--set {P.show(text)}: expected KEY.PATH=VALUE")
     parts = key.split(".")
     if any(not p.strip() for p in parts):
-        raise SpecError(f"--set {text!r}: empty part in key path {key!r}")
+        raise SpecError(f"--set {P.show(text)}: empty part in key path {P.show(key)}")
     value = value.strip()
     try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
+        doc = _loads(f"v = {value}")
+        if len(doc) != 1:  # a value with a newline and more TOML after it
+            raise SpecError(f"--set {P.show(text)}: value is not a single TOML literal")
+        parsed = doc["v"]
     except tomllib.TOMLDecodeError:
         if value.startswith(("[", "{", '"', "'")):
-            raise SpecError(f"--set {text!r}: value is not a valid TOML literal") from None
+            raise SpecError(f"--set {P.show(text)}: value is not a valid TOML literal") from None
         parsed = value
+    check_toml_values(parsed, f"--set {P.show(text)}: ")
     return [p.strip() for p in parts], parsed
 
 
@@ -184,7 +286,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         for i, part in enumerate(parts[:-1]):
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise SpecError(f"--set {text!r}: {'.'.join(parts[:i + 1])} is not a table")
+                raise SpecError(f"--set {P.show(text)}: {'.'.join(parts[:i + 1])} is not a table")
             node = nxt
         node[parts[-1]] = value
     return data
@@ -197,7 +299,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 def _table(raw: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        raise SpecError(f"{path}: [{key}]: expected a table, got {value!r}")
+        raise SpecError(f"{path}: [{key}]: expected a table, got {P.show(value)}")
     return value
 
 
@@ -248,9 +350,11 @@ def _check_data_keys(data_raw: dict[str, Any], core_keys: set[str], dataset: str
 def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     """Turn a raw spec table into a :class:`Spec`, or raise :class:`SpecError` naming the key."""
     path = Path(path)
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a table of tables, got {P.show(raw)}")
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], SECTIONS, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(unknown[0]), SECTIONS, n=1, cutoff=0.6)
         hint = f"; did you mean [{close[0]}]?" if close else ""
         raise SpecError(f"{path}: unknown table [{unknown[0]}]{hint} (known: "
                         + ", ".join(f"[{s}]" for s in SECTIONS) + ")")
@@ -294,12 +398,63 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
 
     search = _section(SearchSection, _table(raw, "search", path), f"{path}: [search]")
     strategy = named("strategy", "strategies")
-    selector = named("selector", "selectors")
+    selector = named("selector", "selectors") if "selector" in raw else None
+    evaluate = eval_dataset = None
+    if "evaluate" in raw:
+        search_data = {"dataset": data.dataset, **{k: v for k, v in data_raw.items() if k not in core_keys}}
+        evaluate, eval_dataset = validate_evaluate(raw["evaluate"], path, registries, search_data)
     spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
-                search=search, strategy=strategy, selector=selector)
+                search=search, strategy=strategy, selector=selector, evaluate=evaluate,
+                eval_dataset=eval_dataset)
     # Building the selector is cheap and tells how many stages the epoch lists must cover.
-    check_stages(spec, selector.build())
+    check_stages(spec, selector.build() if selector is not None else None)
     return spec
+
+
+def resolved_evaluate(evaluate: EvaluateSection, dataset: Component) -> dict[str, Any]:
+    """``[evaluate]`` with every default filled in, its dataset as an explicit ``[evaluate.data]``."""
+    out = {k: v for k, v in dataclasses.asdict(evaluate).items() if k != "data"}
+    out["data"] = {"dataset": dataset.name, **P.to_spec_value(dataset.params)}
+    return out
+
+
+def validate_evaluate(table: dict[str, Any], path: Path, registries: Any,
+                      default_data: dict[str, Any] | None = None) -> tuple[EvaluateSection, Component]:
+    """Check an ``[evaluate]`` table: the recipe and its dataset. The default dataset is
+    ``default_data`` (the search's ``[data]`` dataset and keys), else CIFAR-10; ``[evaluate.data]``
+    names another one with its keys, or, without ``dataset`` (or naming the same), overrides the
+    default's keys."""
+    where = f"{path}: [evaluate]"
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: expected a table, got {table!r}")
+    evaluate = _section(EvaluateSection, table, where)
+    # [evaluate.data] names another dataset, or (same or no `dataset`) updates the default's keys.
+    base, dwhere = dict(default_data or {"dataset": "cifar10"}), f"{path}: [evaluate.data]"
+    if evaluate.data is None:
+        data = base
+        if default_data is not None:
+            dwhere = f"{path}: [data]"
+    elif evaluate.data.get("dataset", base["dataset"]) != base["dataset"]:
+        data = dict(evaluate.data)
+    else:
+        data = {**base, **evaluate.data}
+    name = data.pop("dataset")
+    if "name" in data:
+        raise SpecError(f"{dwhere} name: unknown key (the dataset is chosen with `dataset`)")
+    try:
+        entry = registries.datasets.get(name)
+    except RegistryError as exc:
+        raise SpecError(f"{dwhere} dataset: {exc}") from None
+    sig = P.signature_params(entry.factory)
+    for key, value in (("augment", evaluate.augment), ("autoaugment", evaluate.autoaugment or None)):
+        if value is None:
+            continue
+        if sig is not None and not sig[1] and key not in sig[0]:
+            raise SpecError(f"{where} {key}: dataset {name!r} has no {key!r} key, so it cannot "
+                            f"apply it (remove `{key}` from [evaluate], or set it to false)")
+        data[key] = value
+    dataset = P.component("datasets", {"name": name, **data}, dwhere, registries, name_key="dataset")
+    return evaluate, dataset
 
 
 def check_stages(spec: Spec, selector: Any) -> list[tuple[int, int]]:

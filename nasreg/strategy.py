@@ -41,3 +41,20 @@ class SearchStrategy(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class SamplingStrategy(ABC):
+    """What a ``register_strategies`` factory returns for a search that samples discrete
+    architectures and trains each as an independent child (REINFORCE controllers, random search),
+    instead of optimizing a supernet. It needs no ``[selector]``: it returns the genotype itself.
+    """
+
+    @abstractmethod
+    def search(self, run: Any, bundle: Any, reporter: Any) -> Any:
+        """Run the whole search; return the best :class:`nasreg.genotype.Genotype` found.
+
+        ``run`` is the :class:`nasreg.run.Run` (spec, run directory, registries, space, device);
+        ``bundle`` the :class:`nasreg.data.DatasetBundle`; ``reporter`` shows progress
+        (``reporter.message(text)``). Write evidence (rewards, children) into ``run.run_dir``.
+        Return a dict ``{"genotype": Genotype, **summary_fields}`` or the Genotype.
+        """

@@ -140,7 +140,13 @@ class SearchSpace(ABC):
 
     def build_network(self, genotype: Any, *, ops: Registry, in_channels: int, num_classes: int,
                       **keys: Any) -> nn.Module:
-        """The discrete network a genotype describes (for final evaluation)."""
+        """The discrete network a genotype describes (for final evaluation).
+
+        :mod:`nasreg.evaluate` passes ``cells``, ``channels`` and ``auxiliary`` (the ``[evaluate]``
+        keys) in ``keys``. The network returns the logits, or ``(logits, auxiliary_logits)`` in
+        training mode when it has an auxiliary head (an ``auxiliary_head`` attribute); a
+        ``drop_path_prob`` attribute, if any, is set before every epoch.
+        """
         raise NotImplementedError(f"{type(self).__name__} cannot build an evaluation network")
 
 

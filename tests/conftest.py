@@ -9,6 +9,7 @@ exactly as it finds an installed package's, so plugin discovery is tested for re
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import textwrap
 import tomllib
@@ -167,3 +168,20 @@ def fresh_modules():
     for name in set(sys.modules) - before:
         if name.startswith(("nasreg_broken_", "nasreg_local_plugin_")):
             del sys.modules[name]
+
+
+# --- hypothesis profiles --------------------------------------------------------------------
+# The property tests (tests/test_spec_properties.py) run 200 random examples each. In CI the
+# examples must be the same on every run: `pytest --hypothesis-profile=ci`, or CI=1 in the
+# environment (as CI services set it), loads the derandomized profile.
+try:
+    from hypothesis import HealthCheck as _HealthCheck
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is a dev dependency
+    pass
+else:
+    _hypothesis_settings.register_profile(
+        "ci", derandomize=True, deadline=None, print_blob=True,
+        suppress_health_check=[_HealthCheck.too_slow])
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")

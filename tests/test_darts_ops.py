@@ -20,6 +20,7 @@ OPS = REGS.operations
 ALL_OPS = OPS.names()
 DARTS_OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
              "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+NASNET_OPS = ["sep_conv_7x7", "conv_7x1_1x7"]  # for the published NASNet-A / AmoebaNet-A genotypes
 KINDS = {"zero", "pool", "identity", "conv"}
 
 
@@ -36,8 +37,8 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_darts_plugin_registers_the_eight_ops():
-    assert sorted(OPS.by_plugin("darts")) == sorted(DARTS_OPS)
+def test_darts_plugin_registers_the_eight_ops_and_two_nasnet_ops():
+    assert sorted(OPS.by_plugin("darts")) == sorted(DARTS_OPS + NASNET_OPS)
 
 
 def check_shape(name, stride, size, C, affine):
@@ -143,6 +144,8 @@ def test_factorized_reduce_odd_channels():
     ("dil_conv_3x3", 9 * 16 + 16 * 16),
     ("dil_conv_5x5", 25 * 16 + 16 * 16),
     ("max_pool_3x3", 0), ("avg_pool_3x3", 0), ("skip_connect", 0), ("none", 0),
+    ("sep_conv_7x7", 2 * (49 * 16 + 16 * 16)),
+    ("conv_7x1_1x7", 2 * 7 * 16 * 16),
 ])
 def test_standard_definitions_weight_counts(name, expected):
     assert n_params(OPS.get(name).factory(16, 1, False)) == expected
@@ -176,6 +179,15 @@ def test_pools_have_bn_with_given_affine_and_can_be_bare(name):
     assert n_params(factory(4, 1, True)) == 8
     bare = factory(4, 1, False, bn=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in bare.modules())
+
+
+def test_eval_kwargs_metadata_builds_bare_pools():
+    """The evaluation network passes ``eval_kwargs``: DARTS's evaluation pools have no BN."""
+    for name in ALL_OPS:
+        entry = OPS.get(name)
+        module = entry.factory(4, 1, True, **entry.get("eval_kwargs", {}))
+        if name in ("max_pool_3x3", "avg_pool_3x3"):
+            assert n_params(module) == 0 and not any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
 
 
 def test_avg_pool_does_not_count_padding():

@@ -178,8 +178,8 @@ def test_spec_schema_defaults_and_errors():
     assert isinstance(comp.build(), nasreg.SearchSpace)
     with pytest.raises(SpecError, match="operations: missing required key"):
         spec_component({})
-    with pytest.raises(SpecError, match=r"operations\[1\]: unknown operation 'sep_conv_7x7'"):
-        spec_component({"operations": ["none", "sep_conv_7x7"]})
+    with pytest.raises(SpecError, match=r"operations\[1\]: unknown operation 'sep_conv_9x9'"):
+        spec_component({"operations": ["none", "sep_conv_9x9"]})
     with pytest.raises(SpecError, match="nodes"):
         spec_component({"operations": DARTS_OPS, "nodes": 0})
     with pytest.raises(SpecError, match="drop_path"):
@@ -230,6 +230,16 @@ def test_affine_adds_bn_parameters():
     assert supernet(tiny(affine=True)).num_weights() > supernet(tiny()).num_weights()
 
 
-def test_build_network_not_implemented():
-    with pytest.raises(NotImplementedError):
-        tiny().build_network(None, ops=OPS, in_channels=3, num_classes=10)
+def test_build_network_builds_the_evaluation_network():
+    """The evaluation network itself is tested in test_darts_network.py."""
+    from pathlib import Path
+
+    from nasreg import Genotype
+    from nasreg_darts.network import DartsEvalNetwork
+
+    genotype = Genotype.load(Path(__file__).resolve().parents[1] / "genotypes" / "darts_v2.json")
+    net = tiny().build_network(genotype, ops=OPS, in_channels=3, num_classes=10, cells=3, channels=4)
+    assert isinstance(net, DartsEvalNetwork) and len(net.cells) == 3
+    assert net.stem[0].out_channels == 3 * 4  # the space's stem multiplier
+    with pytest.raises(TypeError, match="unknown key 'depth'"):
+        tiny().build_network(genotype, ops=OPS, in_channels=3, num_classes=10, depth=3)

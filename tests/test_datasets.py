@@ -480,3 +480,46 @@ def test_image_transform_crop_and_flip():
         out = crop(img)
         assert out.shape == (2, 4, 4) and any(torch.equal(out, w) for w in windows.values())
     assert nasreg_data.__all__  # the package exposes its factories
+
+
+# --- AutoAugment and shape metadata (for final evaluation) ----------------------------------------
+
+
+def test_cifar10_autoaugment_train_view(cifar10_root):
+    import pickle
+
+    root, _ = cifar10_root
+    b = cifar10(root=str(root), autoaugment=True)
+    assert b.train.transform.autoaugment is not None and b.train_eval is not None
+    assert b.train_eval.transform.autoaugment is None and b.test.transform.autoaugment is None
+    torch.manual_seed(0)
+    plain = b.train_eval[3][0]
+    outs = [b.train[3][0] for _ in range(20)]
+    assert all(o.shape == plain.shape and o.dtype == torch.float32 for o in outs)
+    assert any(not torch.equal(o, plain) for o in outs)
+    pickle.loads(pickle.dumps(b.train))  # DataLoader workers
+    # AutoAugment alone (no crop or flip) also gets an augmented view.
+    only = cifar10(root=str(root), augment=False, autoaugment=True)
+    assert only.train.transform.padding == 0 and not only.train.transform.flip and only.train_eval is not None
+
+
+def test_image_transform_autoaugment_without_randomness_is_the_plain_transform(monkeypatch):
+    img = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
+    t = ImageTransform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), autoaugment=True)
+    monkeypatch.setattr(t, "autoaugment", lambda x: x)  # the identity policy
+    plain = ImageTransform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert torch.allclose(t(img), plain(img))
+    assert "autoaugment=True" in repr(ImageTransform((0.0,), (1.0,), autoaugment=True))
+
+
+def test_registered_shapes_match_the_bundles(cifar10_root):
+    from nasreg.plugins import load_plugins
+
+    regs = load_plugins().registries
+    root, _ = cifar10_root
+    for name, keys in (("digits", {}), ("digits", {"size": 12}), ("cifar10", {"root": str(root)})):
+        entry = regs.datasets.get(name)
+        shape = entry["shape"](**keys) if callable(entry["shape"]) else entry["shape"]
+        bundle = entry.factory(**keys)
+        assert tuple(bundle.train[0][0].shape) == tuple(shape)
+        assert entry["num_classes"] == bundle.num_classes

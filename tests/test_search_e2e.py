@@ -16,6 +16,8 @@ from nasreg.plugins import load_plugins
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=digits", "data.limit=160", "data.batch_size=32", "data.num_workers=0",
         "search_space.cells=3", "search_space.channels=4", "run.threads=1"]
+#: The quickstart's [evaluate] (training the cell found after the search), shrunk likewise.
+TINY_EVAL = ["evaluate.epochs=1", "evaluate.cells=2", "evaluate.channels=4", "evaluate.limit=64"]
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +76,8 @@ def test_darts_paper_spec_second_order_runs(tmp_path):
 
 def test_quickstart_spec_runs_and_resolved_spec_reruns(tmp_path):
     out = tmp_path / "qs"
-    run_cli("quickstart.toml", out, "search.epochs=2", "search.warmup_epochs=1")
+    run_cli("quickstart.toml", out, "search.epochs=2", "search.warmup_epochs=1", *TINY_EVAL)
+    assert (out / "eval" / "results.json").is_file()
     # The resolved spec in the run directory is itself a valid spec.
     result = CliRunner().invoke(main, ["validate", str(out / "spec.toml")])
     assert result.exit_code == 0, result.output
@@ -83,7 +86,7 @@ def test_quickstart_spec_runs_and_resolved_spec_reruns(tmp_path):
 def test_same_seed_same_genotype_and_metrics(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
-        run_cli("quickstart.toml", out, "search.epochs=2", "search.warmup_epochs=1")
+        run_cli("quickstart.toml", out, "search.epochs=2", "search.warmup_epochs=1", *TINY_EVAL)
     ga = json.loads((a / "genotype.json").read_text())["cells"]
     gb = json.loads((b / "genotype.json").read_text())["cells"]
     assert ga == gb

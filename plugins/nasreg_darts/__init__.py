@@ -4,9 +4,11 @@ Registers, through the public plugin API only:
 
 * operations: the eight DARTS ops (``none``, ``max_pool_3x3``, ``avg_pool_3x3``,
   ``skip_connect``, ``sep_conv_3x3``, ``sep_conv_5x5``, ``dil_conv_3x3``, ``dil_conv_5x5``),
-  see :mod:`nasreg_darts.ops`;
+  and the NASNet ops ``sep_conv_7x7`` and ``conv_7x1_1x7`` that the published NASNet-A and
+  AmoebaNet-A genotypes use, see :mod:`nasreg_darts.ops`;
 * search space ``darts-cell``: the DARTS cell and its search supernet, see
-  :mod:`nasreg_darts.space`;
+  :mod:`nasreg_darts.space`, and the evaluation network a genotype describes, see
+  :mod:`nasreg_darts.network`;
 * strategy ``darts``: bilevel optimization, first or second order, see
   :mod:`nasreg_darts.strategy`;
 * selector ``argmax``: the DARTS derivation, see :mod:`nasreg_darts.selector`.

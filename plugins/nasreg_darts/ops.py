@@ -18,6 +18,10 @@ Choices worth knowing:
   the bottom/right so both halves have ceil(H/2) rows; on even sizes this is exactly DARTS.
 * **none** returns fresh zeros of the output shape (no compute on the input). The core's
   :class:`nasreg.MixedOp` never builds it at all (it is declared ``is_zero``).
+* **Two NASNet ops** are registered besides the eight DARTS ops, ``sep_conv_7x7`` and
+  ``conv_7x1_1x7`` (ReLU, 1x7 conv, 7x1 conv, BN), with DARTS's definitions: the published
+  NASNet-A and AmoebaNet-A genotypes (``genotypes/``) use them, so those can be trained. They are
+  not in the default candidate list of any shipped spec.
 
 Registry metadata of every op:
 
@@ -31,6 +35,10 @@ Registry metadata of every op:
     shift; neither changes the flag.)
 ``kind``
     Purely descriptive: ``"zero"``, ``"pool"``, ``"identity"`` or ``"conv"``.
+``eval_kwargs``
+    Extra keyword arguments an *evaluation* network passes to the factory (the pools:
+    ``{"bn": False}``, DARTS's bare evaluation pools). The search supernet never passes them;
+    an op without the key is built the same way in both networks.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Zero", "PoolBN", "OPS", "OP_METADATA",
+    "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Zero", "PoolBN", "Conv7x1x7", "OPS",
+    "OP_METADATA",
     "register_all",
 ]
 
@@ -155,6 +164,22 @@ class PoolBN(nn.Module):
         return self.bn(self.pool(x))
 
 
+class Conv7x1x7(nn.Module):
+    """ReLU, a 1x7 conv then a 7x1 conv (the stride split between them), BatchNorm (NASNet's op)."""
+
+    def __init__(self, C: int, stride: int, affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
 # --- the registered factories ---------------------------------------------------------------------
 
 def none(C: int, stride: int, affine: bool) -> nn.Module:
@@ -197,7 +222,17 @@ def dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
     return DilConv(C, C, 5, stride, 4, 2, affine=affine)
 
 
-#: The factories in DARTS's PRIMITIVES order.
+def sep_conv_7x7(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 7x7 convolution (ReLU, depthwise 7x7, pointwise 1x1, BN; twice), a NASNet op."""
+    return SepConv(C, C, 7, stride, 3, affine=affine)
+
+
+def conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:
+    """ReLU, 1x7 convolution, 7x1 convolution, BN (a NASNet op)."""
+    return Conv7x1x7(C, stride, affine=affine)
+
+
+#: The factories in DARTS's PRIMITIVES order, then the two NASNet ops.
 OPS: dict[str, Callable[..., nn.Module]] = {
     "none": none,
     "max_pool_3x3": max_pool_3x3,
@@ -207,22 +242,26 @@ OPS: dict[str, Callable[..., nn.Module]] = {
     "sep_conv_5x5": sep_conv_5x5,
     "dil_conv_3x3": dil_conv_3x3,
     "dil_conv_5x5": dil_conv_5x5,
+    "sep_conv_7x7": sep_conv_7x7,
+    "conv_7x1_1x7": conv_7x1_1x7,
 }
 
 #: The registry metadata of each op (see the module docstring for the definitions).
 OP_METADATA: dict[str, dict[str, object]] = {
     "none": {"is_zero": True, "parameter_free": True, "kind": "zero"},
-    "max_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool"},
-    "avg_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool"},
+    "max_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
+    "avg_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
     "skip_connect": {"is_zero": False, "parameter_free": True, "kind": "identity"},
     "sep_conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
     "sep_conv_5x5": {"is_zero": False, "parameter_free": False, "kind": "conv"},
     "dil_conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
     "dil_conv_5x5": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+    "sep_conv_7x7": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+    "conv_7x1_1x7": {"is_zero": False, "parameter_free": False, "kind": "conv"},
 }
 
 
 def register_all(register: Callable[..., object]) -> None:
-    """Register the eight ops with their metadata through a ``register_operations`` callable."""
+    """Register the ten ops with their metadata through a ``register_operations`` callable."""
     for name, factory in OPS.items():
         register(name, factory, **OP_METADATA[name])

@@ -219,6 +219,24 @@ class DartsCellSpace(nasreg.SearchSpace):
         self.check_candidates(candidates)
         return DartsSupernet(self, candidates, ops=ops, in_channels=in_channels, num_classes=num_classes)
 
+    def build_network(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
+                      num_classes: int, cells: int = 20, channels: int = 36, auxiliary: bool = False,
+                      stem_multiplier: int | None = None, **keys) -> nn.Module:
+        """DARTS's evaluation network for ``genotype`` (:class:`nasreg_darts.network.DartsEvalNetwork`).
+
+        ``cells`` and ``channels`` are the evaluation network's own (DARTS: 20 and 36), not the
+        search supernet's; reductions follow the DARTS rule for that many cells. The cell's node
+        count and its concat come from the genotype. ``stem_multiplier`` defaults to the space's.
+        """
+        from .network import DartsEvalNetwork
+
+        if keys:
+            raise TypeError(f"darts-cell network: unknown key {sorted(keys)[0]!r}")
+        return DartsEvalNetwork(genotype, ops=ops, in_channels=in_channels, num_classes=num_classes,
+                                cells=cells, channels=channels,
+                                stem_multiplier=stem_multiplier or self.stem_multiplier,
+                                auxiliary=auxiliary)
+
     def __repr__(self) -> str:
         return (f"DartsCellSpace(nodes={self.nodes}, cells={self.cells}, channels={self.channels}, "
                 f"reductions={self.reductions}, ops={len(self.operations)})")

@@ -15,6 +15,11 @@ and how to get it.
 
 torchvision and scikit-learn are imported only when a dataset is built, so loading the plugin
 costs nothing.
+
+Registration metadata: ``shape`` is the ``(C, H, W)`` of the images, or a function of the
+dataset's keys that returns it, and ``num_classes`` the class count, where they are known without
+reading any file. ``nasreg train --dry-run`` builds the network from them (no data needed);
+a dataset without them (``image_folder``) is built to learn its shape.
 """
 
 from __future__ import annotations
@@ -30,9 +35,14 @@ __all__ = ["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "image_fol
 
 @hookimpl
 def register_datasets(register):
-    register("digits", digits)
-    register("cifar10", cifar10)
-    register("cifar100", cifar100)
-    register("mnist", mnist)
-    register("fashion_mnist", fashion_mnist)
+    register("digits", digits, shape=digits_shape, num_classes=10)
+    register("cifar10", cifar10, shape=(3, 32, 32), num_classes=10)
+    register("cifar100", cifar100, shape=(3, 32, 32), num_classes=100)
+    register("mnist", mnist, shape=(1, 28, 28), num_classes=10)
+    register("fashion_mnist", fashion_mnist, shape=(1, 28, 28), num_classes=10)
     register("image_folder", image_folder)
+
+
+def digits_shape(size: int = 8, **_keys) -> tuple[int, int, int]:
+    """The shape of ``digits`` images for its ``[data]`` keys (``size`` is their side)."""
+    return (1, size, size)

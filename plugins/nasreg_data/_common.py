@@ -57,20 +57,31 @@ class ImageTransform:
     random crop of the original size is taken (torchvision's ``RandomCrop(size, padding)``); with
     ``flip`` it is mirrored left-right with probability 1/2. Randomness comes from torch's global
     generator (seeded per DataLoader worker by PyTorch).
+
+    With ``autoaugment`` torchvision's AutoAugment with its CIFAR-10 policy is applied to the
+    ``uint8`` image after the crop and flip, before scaling (the order of the AutoAugment CIFAR
+    recipes: crop, flip, AutoAugment, to tensor, normalize).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], padding: int = 0,
-                 flip: bool = False) -> None:
+                 flip: bool = False, autoaugment: bool = False) -> None:
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
         self.padding = int(padding)
         self.flip = bool(flip)
+        self.autoaugment = None
+        if autoaugment:
+            from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+            self.autoaugment = AutoAugment(AutoAugmentPolicy.CIFAR10)
 
     @property
     def augments(self) -> bool:
-        return self.padding > 0 or self.flip
+        return self.padding > 0 or self.flip or self.autoaugment is not None
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.autoaugment is not None:
+            return self._autoaugmented(image)
         x = image.to(torch.float32).div_(255.0)
         if self.padding:
             p = self.padding
@@ -82,9 +93,23 @@ class ImageTransform:
             x = x.flip(-1)
         return (x - self.mean) / self.std
 
+    def _autoaugmented(self, image: torch.Tensor) -> torch.Tensor:
+        """Crop and flip on the uint8 image (zero padding, as above), AutoAugment, then scale."""
+        x = image
+        if self.padding:
+            p = self.padding
+            h, w = x.shape[-2:]
+            x = F.pad(x, (p, p, p, p))
+            i, j = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            x = x[:, i:i + h, j:j + w]
+        if self.flip and torch.rand(()).item() < 0.5:
+            x = x.flip(-1)
+        x = self.autoaugment(x.contiguous())
+        return (x.to(torch.float32).div_(255.0) - self.mean) / self.std
+
     def __repr__(self) -> str:
         return (f"ImageTransform(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}, "
-                f"padding={self.padding}, flip={self.flip})")
+                f"padding={self.padding}, flip={self.flip}, autoaugment={self.autoaugment is not None})")
 
 
 class Transformed(Dataset):

@@ -134,7 +134,8 @@ def _images(ds: Any) -> torch.Tensor:
     raise DataError(f"unexpected image array shape {tuple(tensor.shape)} in {type(ds).__name__} data")
 
 
-def _bundle(info: _Info, root: str, download: bool, augment: bool) -> DatasetBundle:
+def _bundle(info: _Info, root: str, download: bool, augment: bool,
+            autoaugment: bool = False) -> DatasetBundle:
     path = resolve(root)
     train_src = _open(info, path, True, download)
     test_src = _open(info, path, False, False)  # downloading the train split fetched both
@@ -144,22 +145,24 @@ def _bundle(info: _Info, root: str, download: bool, augment: bool) -> DatasetBun
     train_images = _images(train_src)
     train_targets = torch.as_tensor(train_src.targets, dtype=torch.long)
     train_eval = ImageTensorDataset(train_images, train_targets, plain, classes)
-    if augment:
-        train = ImageTensorDataset(train_images, train_targets,
-                                   ImageTransform(info.mean, info.std, padding=info.pad, flip=info.flip),
-                                   classes)
+    augmented = augment or autoaugment
+    if augmented:
+        transform = ImageTransform(info.mean, info.std, padding=info.pad if augment else 0,
+                                   flip=info.flip and augment, autoaugment=autoaugment)
+        train = ImageTensorDataset(train_images, train_targets, transform, classes)
     else:
         train = train_eval
     test = ImageTensorDataset(_images(test_src), torch.as_tensor(test_src.targets, dtype=torch.long),
                               plain, classes)
     return DatasetBundle(train=train, test=test, num_classes=len(classes),
                          in_channels=train_images.shape[1], image_size=int(train_images.shape[-1]),
-                         train_eval=train_eval if augment else None)
+                         train_eval=train_eval if augmented else None)
 
 
 # --- the factories ------------------------------------------------------------------------------
 
-def cifar10(root: str = "data", download: bool = False, augment: bool = True) -> DatasetBundle:
+def cifar10(root: str = "data", download: bool = False, augment: bool = True,
+            autoaugment: bool = False) -> DatasetBundle:
     """CIFAR-10 (torchvision): 50,000 train and 10,000 test 32x32 color images, 10 classes.
 
     Normalized with the usual CIFAR-10 channel mean and standard deviation.
@@ -174,11 +177,15 @@ def cifar10(root: str = "data", download: bool = False, augment: bool = True) ->
     * ``augment`` (default true): augment the search's weight-training half with a random 32x32
       crop of the image padded by 4 pixels and a random horizontal flip. The architecture-
       validation half and the test set are never augmented.
+    * ``autoaugment`` (default false): also apply torchvision's AutoAugment (CIFAR-10 policy) to
+      the augmented training images, after the crop and flip (the DG-DARTS evaluation recipe;
+      ``[evaluate] autoaugment`` sets it).
     """
-    return _bundle(CIFAR10, root, download, augment)
+    return _bundle(CIFAR10, root, download, augment, autoaugment)
 
 
-def cifar100(root: str = "data", download: bool = False, augment: bool = True) -> DatasetBundle:
+def cifar100(root: str = "data", download: bool = False, augment: bool = True,
+             autoaugment: bool = False) -> DatasetBundle:
     """CIFAR-100 (torchvision): 50,000 train and 10,000 test 32x32 color images, 100 classes.
 
     Labels are the 100 fine classes. Normalized with the usual CIFAR-100 channel statistics.
@@ -193,8 +200,11 @@ def cifar100(root: str = "data", download: bool = False, augment: bool = True) -
     * ``augment`` (default true): augment the search's weight-training half with a random 32x32
       crop of the image padded by 4 pixels and a random horizontal flip. The architecture-
       validation half and the test set are never augmented.
+    * ``autoaugment`` (default false): also apply torchvision's AutoAugment (CIFAR-10 policy) to
+      the augmented training images, after the crop and flip (the DG-DARTS evaluation recipe;
+      ``[evaluate] autoaugment`` sets it).
     """
-    return _bundle(CIFAR100, root, download, augment)
+    return _bundle(CIFAR100, root, download, augment, autoaugment)
 
 
 def mnist(root: str = "data", download: bool = False, augment: bool = False) -> DatasetBundle:

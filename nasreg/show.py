@@ -1,0 +1,237 @@
+"""``nasreg show RUN_DIR``: a summary of any run directory, search or training, finished or not.
+
+It reads what the directory holds (``spec.toml``, ``genotype.json``, ``metrics.jsonl``,
+``summary.json`` / ``stages.json`` of a search, ``results.json`` of a training run, and a
+search's ``eval/`` evaluation) and prints the spec, the genotype, the last epochs' metrics and
+the final figures. A missing or unreadable directory, or one that holds no run, is a
+:class:`~nasreg.errors.RunDirError` (one line).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import rundir as rd
+from .errors import GenotypeError, RunDirError
+from .genotype import Genotype
+
+RESULTS_FILE = "results.json"
+EVAL_DIR = "eval"
+#: Files any of which makes a folder a run directory.
+RUN_FILES = (rd.SPEC_FILE, rd.GENOTYPE_FILE, rd.METRICS_FILE, rd.SUMMARY_FILE, RESULTS_FILE)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
+
+
+def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of ``metrics.jsonl`` and how many lines were unreadable (a crash mid-line)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    records, bad = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+        else:
+            bad += 1
+    return records, bad
+
+
+#: Metrics ``show`` leaves out of its table (still in metrics.jsonl), and short column headers.
+HIDDEN_METRICS = ("wall_seconds", "peak_memory_mb", "test_error")
+METRIC_HEADERS = {"drop_path_prob": "drop path", "epoch_seconds": "s/epoch", "test_error": "test err"}
+
+
+def _spec_value(value: Any) -> str:
+    """A spec value as the spec writes it (``3e-4`` as ``0.0003``, strings unquoted)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_spec_value(v) for v in value) + "]"
+    return _fmt(value)
+
+
+def _short(value: Any) -> str:
+    """A metric in a table cell: floats with 4 significant digits."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:.4g}"
+    return _fmt(value)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "-"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            return f"{value:.4g}"
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def check_run_dir(path: Path) -> str:
+    """``"search"``, ``"train"`` or ``"run"`` (kind unknown yet); RunDirError if not a run directory."""
+    if not path.exists():
+        raise RunDirError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise RunDirError(f"{path}: not a directory (nasreg show takes a run directory)")
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read directory: {exc.strerror or exc}") from None
+    if not names & set(RUN_FILES):
+        raise RunDirError(f"{path}: not a nasreg run directory (none of {', '.join(RUN_FILES)})")
+    if RESULTS_FILE in names:
+        return "train"
+    if names & {rd.SUMMARY_FILE, rd.STAGES_FILE, rd.GRADIENTS_FILE}:
+        return "search"
+    spec = path / rd.SPEC_FILE
+    if spec.is_file():
+        try:
+            raw = tomllib.loads(spec.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return "run"
+        return "search" if "search_space" in raw else "train"
+    return "run"
+
+
+def show_run(path: Path, console: Console, last: int = 5) -> None:
+    path = Path(path)
+    kind = check_run_dir(path)
+    state = {"search": (rd.SUMMARY_FILE, "finished"), "train": (RESULTS_FILE, "finished")}
+    done_file = state.get(kind, (None, ""))[0]
+    status = "finished" if done_file and (path / done_file).is_file() else "unfinished (or in progress)"
+    console.print(f"[bold]{kind} run[/] {escape(str(path))}: {status}", highlight=False)
+    _show_spec(path / rd.SPEC_FILE, console)
+    _show_genotype(path / rd.GENOTYPE_FILE, console)
+    if kind == "search" and (path / rd.STAGES_FILE).is_file():
+        _show_stages(path / rd.STAGES_FILE, console)
+    _show_metrics(path / rd.METRICS_FILE, console, last)
+    if (path / rd.SUMMARY_FILE).is_file():
+        _show_figures(_read_json(path / rd.SUMMARY_FILE), "summary", console)
+    if (path / RESULTS_FILE).is_file():
+        _show_figures(_read_json(path / RESULTS_FILE), "results", console)
+    evaluation = path / EVAL_DIR
+    if kind == "search" and evaluation.is_dir():
+        console.rule("evaluation (eval/)")
+        _show_metrics(evaluation / rd.METRICS_FILE, console, last)
+        if (evaluation / RESULTS_FILE).is_file():
+            _show_figures(_read_json(evaluation / RESULTS_FILE), "results", console)
+        else:
+            console.print("[dim]no results.json yet: the evaluation did not finish[/]")
+
+
+def _show_spec(path: Path, console: Console) -> None:
+    if not path.is_file():
+        console.print("[dim]no spec.toml[/]")
+        return
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RunDirError(f"{path}: not a readable spec: {exc}") from None
+    table = Table(title="spec", show_header=False, title_justify="left")
+    table.add_column("table", style="cyan")
+    table.add_column("keys")
+
+    def rows(prefix: str, node: dict[str, Any]) -> None:
+        flat = [f"{k} = {_spec_value(v)}" for k, v in node.items() if not isinstance(v, dict)]
+        if flat:
+            table.add_row(escape(f"[{prefix}]"), escape(", ".join(flat)))
+        for k, v in node.items():
+            if isinstance(v, dict):
+                rows(f"{prefix}.{k}", v)
+
+    for section, node in raw.items():
+        if isinstance(node, dict):
+            rows(section, node)
+    console.print(table)
+
+
+def _show_genotype(path: Path, console: Console) -> None:
+    if not path.is_file():
+        return
+    try:
+        genotype = Genotype.from_dict(_read_json(path), source=str(path))
+    except GenotypeError as exc:
+        raise RunDirError(str(exc)) from None
+    console.print(f"[bold]genotype[/] ({escape(genotype.space)})\n" + escape(genotype.describe()), highlight=False)
+
+
+def _show_stages(path: Path, console: Console) -> None:
+    stages = _read_json(path)
+    if not isinstance(stages, list):
+        return
+    table = Table(title="stages", title_justify="left")
+    for col in ("stage", "epochs", "weights", "candidate ops", "s/epoch"):
+        table.add_column(col, justify="right")
+    for s in stages:
+        if not isinstance(s, dict):
+            continue
+        ep = s.get("epoch_seconds") or []
+        table.add_row(_fmt(s.get("stage")), _fmt(s.get("epochs")), _fmt(s.get("num_weights")),
+                      _fmt(s.get("num_candidate_ops")), f"{sum(ep) / max(len(ep), 1):.2f}")
+    console.print(table)
+
+
+def _show_metrics(path: Path, console: Console, last: int) -> None:
+    if not path.is_file():
+        console.print("[dim]no metrics yet[/]")
+        return
+    records, bad = _read_metrics(path)
+    if not records:
+        console.print("[dim]no epoch recorded yet[/]")
+        return
+    shown = records[-last:] if last > 0 else records
+    columns: list[str] = []
+    for r in shown:
+        for k, v in r.items():
+            if k not in columns and not isinstance(v, (dict, list)) and k not in HIDDEN_METRICS:
+                columns.append(k)
+    table = Table(title=f"metrics (last {len(shown)} of {len(records)} epochs)", title_justify="left")
+    for col in columns:
+        table.add_column(escape(METRIC_HEADERS.get(col, col.replace("_", " "))), justify="right")
+    for r in shown:
+        table.add_row(*[_short(r.get(c)) for c in columns])
+    console.print(table)
+    if bad:
+        console.print(f"[yellow]{bad} unreadable line(s) in {escape(str(path))} skipped[/]")
+
+
+def _show_figures(data: Any, title: str, console: Console) -> None:
+    if not isinstance(data, dict):
+        raise RunDirError(f"{title}: expected a JSON object")
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("key", style="cyan")
+    table.add_column("value")
+    for key, value in data.items():
+        if key in ("genotype", "stages"):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+        table.add_row(key, escape(_fmt(value)))
+    console.print(table)

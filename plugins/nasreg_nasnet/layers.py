@@ -1,0 +1,301 @@
+"""The layer-wise search space of NAS (``[search_space] name = "nas-layers"``; Zoph and Le, 2017).
+
+A network is a stack of ``layers`` convolutional layers (conv, BatchNorm, ReLU). For every layer
+the controller picks, in this order:
+
+* the filter height, from ``filter_heights`` (paper: 1, 3, 5, 7);
+* the filter width, from ``filter_widths`` (paper: 1, 3, 5, 7);
+* the number of filters, from ``filters`` (paper: 24, 36, 48, 64);
+* the stride, from ``strides`` (paper: 1, 2, 3, or fixed at 1; default fixed at 1, and a
+  decision with one choice is not asked);
+* with ``skip_connections``, one binary decision per earlier layer (the anchor points): does this
+  layer read that one?
+
+The rules of the paper (and of seed 003) turn these choices into a network:
+
+* a layer's inputs are concatenated along the channels; **a layer with no input takes the
+  image** (layer 0 always does; without ``skip_connections`` layer i reads layer i - 1);
+* **layers with no consumer are concatenated into the final layer**: the classifier reads the
+  concatenation of the last layer and of every layer no other layer reads (global average
+  pooling, then a linear layer);
+* **mismatched sizes are zero-padded**: maps of different heights or widths (strides > 1) are
+  zero-padded at the bottom and the right to the largest height and width before a concatenation.
+
+The paper's anchor point is a content-based sigmoid over the earlier layers' anchor states; here
+every anchor decision is an ordinary two-way decision of the controller (no, yes), emitted after
+the layer's hyperparameters as in the paper.
+
+Genotype encoding
+-----------------
+One cell, ``layers``. Node 0 is the image, node i + 1 is layer i. Layer i has one edge per input,
+``(node=i+1, input=k, op)``, where k = 0 is the image and k = j + 1 is layer j; every edge of a
+layer names the same op, **the layer itself**: ``conv_{h}x{w}_{f}`` (stride 1) or
+``conv_{h}x{w}_{f}_s{s}`` (stride s), e.g. ``conv_3x5_36``, ``conv_7x7_64_s2``. ``combine`` is
+``concat`` for every layer and ``concat`` lists the layers the classifier reads. So a genotype is
+plain nasreg JSON, validated against the operation registry like any other.
+
+For that, this plugin registers one operation per layer configuration of the paper's grid
+(heights and widths 1, 3, 5, 7; filters 24, 36, 48, 64; strides 1, 2, 3: 192 names, registry
+metadata ``kind = "nas-layer"`` and ``layer = {height, width, filters, stride}``, which the network
+reads: it never parses a name). As an operation, ``conv_3x5_36`` is a 3x5 convolution with 36
+filters, BatchNorm and ReLU: its factory follows the contract (``factory(C, stride, affine)`` maps
+C to C channels) only at ``C = 36`` and its own stride, and raises ``ValueError`` otherwise; the
+network passes the number of input channels as ``in_channels``. The space's keys accept values of
+that grid only; another plugin can register more layers with :func:`register_layer_ops`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Annotated, Any, Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nasreg
+from nasreg import GenotypeError, Range, Ref
+
+from .decisions import DiscreteSpace, not_a_supernet
+
+__all__ = ["HEIGHTS", "WIDTHS", "FILTERS", "STRIDES", "LayerConv", "NasLayersNetwork", "NasLayersSpace",
+           "concat_padded", "layer_op_name", "nas_layers", "register_layer_ops"]
+
+#: The paper's grid, for which layer ops are registered.
+HEIGHTS = WIDTHS = (1, 3, 5, 7)
+FILTERS = (24, 36, 48, 64)
+STRIDES = (1, 2, 3)
+CELL = "layers"
+
+
+def layer_op_name(height: int, width: int, filters: int, stride: int = 1) -> str:
+    """The registry name of a layer: ``conv_3x5_36``, ``conv_7x7_64_s2``."""
+    return f"conv_{height}x{width}_{filters}" + (f"_s{stride}" if stride != 1 else "")
+
+
+class LayerConv(nn.Module):
+    """One NAS layer: an h x w convolution ('same' padding, the layer's stride), BatchNorm, ReLU."""
+
+    def __init__(self, in_channels: int, filters: int, height: int, width: int, stride: int,
+                 affine: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, filters, (height, width), stride=stride,
+                              padding=(height // 2, width // 2), bias=False)
+        self.bn = nn.BatchNorm2d(filters, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _layer_factory(height: int, width: int, filters: int, stride: int,
+                   C: int, stride_arg: int, affine: bool, *, in_channels: int | None = None) -> nn.Module:
+    if C != filters or stride_arg != stride:
+        raise ValueError(f"operation {layer_op_name(height, width, filters, stride)!r} is a nas-layers layer "
+                         f"({filters} filters, stride {stride}); built with C={C}, stride={stride_arg}")
+    return LayerConv(in_channels or C, filters, height, width, stride, affine)
+
+
+def register_layer_ops(register: Callable[..., object], heights: Sequence[int] = HEIGHTS,
+                       widths: Sequence[int] = WIDTHS, filters: Sequence[int] = FILTERS,
+                       strides: Sequence[int] = STRIDES) -> list[str]:
+    """Register one layer op per (height, width, filters, stride); returns the names."""
+    names = []
+    for h, w, f, s in itertools.product(heights, widths, filters, strides):
+        name = layer_op_name(h, w, f, s)
+        factory = functools.partial(_layer_factory, h, w, f, s)
+        register(name, factory, description=f"NAS layer: {h}x{w} conv, {f} filters, stride {s}, BN, ReLU",
+                 is_zero=False, parameter_free=False, kind="nas-layer",
+                 layer={"height": h, "width": w, "filters": f, "stride": s})
+        names.append(name)
+    return names
+
+
+def concat_padded(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate feature maps along the channels, zero-padding each at the bottom and the right
+    to the largest height and width among them (the paper's rule for mismatched sizes)."""
+    if len(maps) == 1:
+        return maps[0]
+    H = max(m.shape[-2] for m in maps)
+    W = max(m.shape[-1] for m in maps)
+    padded = [m if m.shape[-2:] == (H, W) else F.pad(m, (0, W - m.shape[-1], 0, H - m.shape[-2]))
+              for m in maps]
+    return torch.cat(padded, dim=1)
+
+
+def layer_plan(genotype: nasreg.Genotype, ops: nasreg.Registry
+               ) -> tuple[list[tuple[list[int], str, dict[str, int]]], list[int]]:
+    """Check a nas-layers genotype; returns ([(inputs, op name, layer hyperparameters)] per layer,
+    concat). Raises :class:`GenotypeError` with the key path."""
+    where = f"cells.{CELL}"
+    cell = genotype.cells.get(CELL)
+    if cell is None or len(genotype.cells) != 1:
+        raise GenotypeError(f"cells: a nas-layers genotype has one cell, {CELL!r}; it has {sorted(genotype.cells)}")
+    by_node = cell.by_node()
+    nodes = sorted(by_node)
+    gap = next((n for n, m in zip(range(1, 1 + len(nodes)), nodes) if n != m), None)
+    if gap is not None:
+        raise GenotypeError(f"{where}: layer node {gap} has no incoming edge (layers are nodes 1..{nodes[-1]}, "
+                            "node 0 is the image; a layer without input reads the image)")
+    plan = []
+    for node in nodes:
+        edges = by_node[node]
+        names = {e.op for e in edges}
+        if len(names) != 1:
+            raise GenotypeError(f"{where}: layer node {node}: its edges name different ops {sorted(names)} "
+                                "(every edge of a layer names the layer's op)")
+        op = edges[0].op
+        try:
+            entry = ops.get(op)
+        except nasreg.RegistryError as exc:
+            raise GenotypeError(f"{where}: {exc}") from None
+        layer = entry.get("layer")
+        if not isinstance(layer, dict):
+            raise GenotypeError(f"{where}: layer node {node}: operation {op!r} is not a nas-layers layer op "
+                                "(expected e.g. 'conv_3x5_36')")
+        inputs = [e.input for e in edges]
+        if len(set(inputs)) != len(inputs):
+            raise GenotypeError(f"{where}: layer node {node} reads node {inputs} more than once")
+        plan.append((inputs, op, layer))
+    last = nodes[-1]
+    concat = list(cell.concat)
+    bad = [c for c in concat if not 1 <= c <= last]
+    if bad:
+        raise GenotypeError(f"{where}.concat: node {bad[0]} is not a layer (expected nodes in 1..{last})")
+    if last not in concat:
+        raise GenotypeError(f"{where}.concat: the last layer (node {last}) must be in concat (the final layer)")
+    if len(set(concat)) != len(concat):
+        raise GenotypeError(f"{where}.concat: a node is listed twice in {concat}")
+    return plan, concat
+
+
+class NasLayersNetwork(nn.Module):
+    """The network of a ``nas-layers`` genotype (see the module docstring)."""
+
+    def __init__(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int, num_classes: int):
+        super().__init__()
+        plan, self.concat = layer_plan(genotype, ops)
+        channels = [in_channels]
+        self.layers = nn.ModuleList()
+        self.inputs: list[list[int]] = []
+        for inputs, op, layer in plan:
+            c_in = sum(channels[k] for k in inputs)
+            module = ops.get(op).factory(layer["filters"], layer["stride"], True, in_channels=c_in)
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"operation {op!r} factory returned {type(module).__name__}, not an nn.Module")
+            self.layers.append(module)
+            self.inputs.append(list(inputs))
+            channels.append(layer["filters"])
+        self.out_channels = sum(channels[c] for c in self.concat)
+        self.classifier = nn.Linear(self.out_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states = [x]
+        for layer, inputs in zip(self.layers, self.inputs):
+            states.append(layer(concat_padded([states[k] for k in inputs])))
+        out = concat_padded([states[c] for c in self.concat])
+        return self.classifier(out.mean(dim=(2, 3)))
+
+
+class NasLayersSpace(DiscreteSpace, nasreg.SearchSpace):
+    """Zoph and Le's layer-wise space (see the module docstring)."""
+
+    name = "nas-layers"
+
+    def __init__(self, layers: int = 4, filter_heights: Sequence[int] = HEIGHTS,
+                 filter_widths: Sequence[int] = WIDTHS, filters: Sequence[int] = FILTERS,
+                 strides: Sequence[int] = (1,), skip_connections: bool = True,
+                 operations: Sequence[str] | None = None):
+        for key, values in (("filter_heights", filter_heights), ("filter_widths", filter_widths),
+                            ("filters", filters), ("strides", strides)):
+            if not values:
+                raise ValueError(f"{key}: expected at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key}: a value is listed twice in {list(values)}")
+        self.layers = layers
+        self.filter_heights = list(filter_heights)
+        self.filter_widths = list(filter_widths)
+        self.filters = list(filters)
+        self.strides = list(strides)
+        self.skip_connections = skip_connections
+        self.operations = [layer_op_name(h, w, f, s) for h, w, f, s in itertools.product(
+            self.filter_heights, self.filter_widths, self.filters, self.strides)]
+
+    # -- the decisions a controller makes --------------------------------------------------------
+    def all_decisions(self) -> list[tuple[str, int]]:
+        out = []
+        for i in range(self.layers):
+            out += [(f"layer{i}.filter_height", len(self.filter_heights)),
+                    (f"layer{i}.filter_width", len(self.filter_widths)),
+                    (f"layer{i}.filters", len(self.filters)),
+                    (f"layer{i}.stride", len(self.strides))]
+            if self.skip_connections:
+                out += [(f"layer{i}.input_from_layer{j}", 2) for j in range(i)]
+        return out
+
+    def build_genotype(self, choices: list[int]) -> nasreg.Genotype:
+        it = iter(choices)
+        edges, consumed = [], set()
+        for i in range(self.layers):
+            h, w, f, s = (next(it) for _ in range(4))
+            op = layer_op_name(self.filter_heights[h], self.filter_widths[w], self.filters[f], self.strides[s])
+            if self.skip_connections:
+                inputs = [j + 1 for j in range(i) if next(it)]
+            else:
+                inputs = [i] if i > 0 else []
+            inputs = inputs or [0]  # a layer with no input takes the image
+            consumed.update(k for k in inputs if k > 0)
+            edges += [nasreg.GenotypeEdge(i + 1, k, op) for k in inputs]
+        last = self.layers
+        concat = [n for n in range(1, last + 1) if n == last or n not in consumed]
+        cell = nasreg.CellGenotype(edges=edges, concat=concat, combine={n: "concat" for n in range(1, last + 1)})
+        return nasreg.Genotype(space=self.name, cells={CELL: cell})
+
+    # -- the SearchSpace contract ----------------------------------------------------------------
+    def edges(self) -> dict[str, list[tuple[int, int]]]:
+        return {CELL: [(k, i + 1) for i in range(self.layers) for k in range(i + 1)]}
+
+    def concat(self, cell_type: str) -> list[int]:
+        """Every layer (a genotype lists the last layer and the layers no other layer reads)."""
+        if cell_type != CELL:
+            raise KeyError(f"unknown cell type {cell_type!r} (expected {CELL!r})")
+        return list(range(1, self.layers + 1))
+
+    def build_supernet(self, candidates: Any, *, ops: nasreg.Registry, in_channels: int,
+                       num_classes: int) -> nasreg.Supernet:
+        raise not_a_supernet(self)
+
+    def build_network(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
+                      num_classes: int, cells: int | None = None, channels: int | None = None,
+                      auxiliary: bool = False, **keys: Any) -> nn.Module:
+        """The network of ``genotype``. The genotype fixes every layer and its width, so the
+        ``cells``, ``channels`` and ``auxiliary`` keys of ``[evaluate]`` do not apply (ignored)."""
+        if keys:
+            raise TypeError(f"nas-layers network: unknown key {sorted(keys)[0]!r}")
+        return NasLayersNetwork(genotype, ops=ops, in_channels=in_channels, num_classes=num_classes)
+
+    def __repr__(self) -> str:
+        return (f"NasLayersSpace(layers={self.layers}, heights={self.filter_heights}, widths={self.filter_widths}, "
+                f"filters={self.filters}, strides={self.strides}, skip_connections={self.skip_connections})")
+
+
+def nas_layers(
+    layers: Annotated[int, Range(ge=1, le=64)] = 4,
+    filter_heights: list[Literal[1, 3, 5, 7]] = list(HEIGHTS),  # noqa: B006
+    filter_widths: list[Literal[1, 3, 5, 7]] = list(WIDTHS),  # noqa: B006
+    filters: list[Literal[24, 36, 48, 64]] = list(FILTERS),  # noqa: B006
+    strides: list[Literal[1, 2, 3]] = [1],  # noqa: B006
+    skip_connections: bool = True,
+    operations: list[Annotated[str, Ref("operations")]] | None = None,
+) -> NasLayersSpace:
+    """NAS's layer-wise space: per layer filter height, width, count, stride and skip connections.
+
+    ``layers`` (paper: up to 15 on CIFAR-10) layers; the value lists are each layer's choices
+    (the paper's grid, the keys accept no other values); ``strides = [1]`` (default) fixes the
+    stride; ``skip_connections`` adds one anchor decision per earlier layer. ``operations`` is not
+    used (the layer ops follow from the keys): it is accepted because ``nasreg train`` builds the
+    space of a genotype with the genotype's ops.
+    """
+    return NasLayersSpace(layers=layers, filter_heights=filter_heights, filter_widths=filter_widths,
+                          filters=filters, strides=strides, skip_connections=skip_connections,
+                          operations=operations)

@@ -1,0 +1,146 @@
+"""The NASNet operations that the DARTS plugin does not already register.
+
+NASNet's 13 operations (Zoph et al., 2018) and the registry names that build them:
+
+=====================================  ==================  ======================
+NASNet operation                       registry name       registered by
+=====================================  ==================  ======================
+identity                               ``skip_connect``    darts (FactorizedReduce at stride 2)
+1x3 then 3x1 convolution               ``conv_1x3_3x1``    **nasnet**
+1x7 then 7x1 convolution               ``conv_7x1_1x7``    darts (ReLU, 1x7, 7x1, BN: the same op)
+3x3 dilated convolution                ``dil_conv_3x3``    darts
+3x3 average pooling                    ``avg_pool_3x3``    darts
+3x3 max pooling                        ``max_pool_3x3``    darts
+5x5 max pooling                        ``max_pool_5x5``    **nasnet**
+7x7 max pooling                        ``max_pool_7x7``    **nasnet**
+1x1 convolution                        ``conv_1x1``        **nasnet**
+3x3 convolution                        ``conv_3x3``        **nasnet**
+3x3 depthwise-separable convolution    ``sep_conv_3x3``    darts
+5x5 depthwise-separable convolution    ``sep_conv_5x5``    darts
+7x7 depthwise-separable convolution    ``sep_conv_7x7``    darts
+=====================================  ==================  ======================
+
+The ops the DARTS plugin registers are reused by name, never registered twice (a name registered
+by two plugins is an error of both). ``conv_7x1_1x7`` is DARTS's name for NASNet's "1x7 then 7x1
+convolution" (the published NASNet-A genotype uses it); it is the same op, so this plugin does not
+add a ``conv_1x7_7x1`` alias.
+
+Every factory follows the operation contract, ``factory(C, stride, affine) -> nn.Module`` mapping
+(N, C, H, W) to (N, C, ceil(H/stride), ceil(W/stride)), with the conventions of the DARTS ops:
+convolutions are ReLU, conv, BatchNorm (NASNet's order); the pools carry a BatchNorm in a search
+network and none in an evaluation network (``eval_kwargs = {"bn": False}``), as DARTS's pools do.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["FactorizedConv", "Pool", "NASNET_OPERATIONS", "OPS", "OP_METADATA", "register_all"]
+
+#: NASNet's 13 operations, by their registry names, in the order the paper lists them.
+NASNET_OPERATIONS: tuple[str, ...] = (
+    "skip_connect", "conv_1x3_3x1", "conv_7x1_1x7", "dil_conv_3x3", "avg_pool_3x3", "max_pool_3x3",
+    "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3", "sep_conv_3x3", "sep_conv_5x5",
+    "sep_conv_7x7",
+)
+
+
+class FactorizedConv(nn.Module):
+    """ReLU, a 1xk conv (stride along W), a kx1 conv (stride along H), BatchNorm."""
+
+    def __init__(self, C: int, k: int, stride: int, affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, k // 2), bias=False),
+            nn.Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(k // 2, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Pool(nn.Module):
+    """A kxk max or average pool (padding k // 2), then BatchNorm unless ``bn`` is False."""
+
+    def __init__(self, kind: str, k: int, C: int, stride: int, affine: bool = True, bn: bool = True):
+        super().__init__()
+        if kind == "max":
+            self.pool: nn.Module = nn.MaxPool2d(k, stride=stride, padding=k // 2)
+        elif kind == "avg":
+            self.pool = nn.AvgPool2d(k, stride=stride, padding=k // 2, count_include_pad=False)
+        else:
+            raise ValueError(f"pool kind must be 'max' or 'avg', got {kind!r}")
+        self.bn = nn.BatchNorm2d(C, affine=affine) if bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.pool(x))
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU, a kxk convolution (padding k // 2, the edge's stride), BatchNorm."""
+
+    def __init__(self, C: int, k: int, stride: int, affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, k, stride=stride, padding=k // 2, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+# --- the registered factories ---------------------------------------------------------------------
+
+def conv_1x3_3x1(C: int, stride: int, affine: bool) -> nn.Module:
+    """ReLU, 1x3 convolution, 3x1 convolution, BN (a NASNet op)."""
+    return FactorizedConv(C, 3, stride, affine=affine)
+
+
+def max_pool_5x5(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
+    """5x5 max pooling, padding 2, then BatchNorm (``bn=False``: bare pool) (a NASNet op)."""
+    return Pool("max", 5, C, stride, affine, bn=bn)
+
+
+def max_pool_7x7(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
+    """7x7 max pooling, padding 3, then BatchNorm (``bn=False``: bare pool) (a NASNet op)."""
+    return Pool("max", 7, C, stride, affine, bn=bn)
+
+
+def conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
+    """ReLU, 1x1 convolution, BN (a NASNet op)."""
+    return ReLUConvBN(C, 1, stride, affine=affine)
+
+
+def conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """ReLU, 3x3 convolution, BN (a NASNet op)."""
+    return ReLUConvBN(C, 3, stride, affine=affine)
+
+
+OPS: dict[str, Callable[..., nn.Module]] = {
+    "conv_1x3_3x1": conv_1x3_3x1,
+    "max_pool_5x5": max_pool_5x5,
+    "max_pool_7x7": max_pool_7x7,
+    "conv_1x1": conv_1x1,
+    "conv_3x3": conv_3x3,
+}
+
+OP_METADATA: dict[str, dict[str, object]] = {
+    "conv_1x3_3x1": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+    "max_pool_5x5": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
+    "max_pool_7x7": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
+    "conv_1x1": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+    "conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
+}
+
+
+def register_all(register: Callable[..., object]) -> None:
+    """Register the five NASNet ops the DARTS plugin lacks, with their metadata."""
+    for name, factory in OPS.items():
+        register(name, factory, **OP_METADATA[name])

@@ -1,0 +1,39 @@
+"""``rewards.png``: the reward of every child and the moving average, drawn with matplotlib's Agg
+canvas (imported only when drawing). A figure that cannot be drawn costs one warning line, never
+the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["plot_rewards"]
+
+
+def plot_rewards(children: Sequence[dict[str, Any]], updates: Sequence[dict[str, Any]], path: Path,
+                 title: str = "", warn: Callable[[str], Any] = print) -> bool:
+    """Reward per child (dots), the moving average after each update and the best reward so far
+    (lines) against the child index; returns whether the file was written."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        xs = [c["index"] + 1 for c in children]
+        ax.scatter(xs, [c["reward"] for c in children], s=14, alpha=0.6, label="child reward")
+        ends = [u["last_child"] + 1 for u in updates]
+        ax.step(ends, [u["moving_average"] for u in updates], where="post", lw=1.8,
+                label="moving average (after each update)")
+        ax.step(ends, [u["best_so_far"] for u in updates], where="post", lw=1.2, ls="--",
+                label="best so far")
+        ax.set(xlabel="child", ylabel="reward (validation accuracy)", title=title or "rewards")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return True
+    except Exception as exc:  # noqa: BLE001 - a figure never fails a run
+        warn(f"warning: could not write {Path(path).name}: {type(exc).__name__}: {exc}")
+        return False
