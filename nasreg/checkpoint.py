@@ -69,9 +69,9 @@ def load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no checkpoint (nothing to resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({first[:200]})") from None
+    except Exception:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+        raise CheckpointError(f"{path}: corrupted or truncated checkpoint, or one holding more than "
+                              "tensors and plain data (refused: loading a checkpoint never runs code)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a nasreg checkpoint")
     if state.get("version") != VERSION:

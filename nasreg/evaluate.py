@@ -134,7 +134,11 @@ def load_eval_spec(path: str | Path | None, overrides: Sequence[str] = (),
     raw = spec_mod.apply_overrides(raw, overrides)
     if path is not None and not is_eval_spec(raw) and any(t in raw for t in SEARCH_TABLES):
         spec, plugins = spec_mod.load(path, overrides, extra_plugins)
-        return from_search_spec(spec, plugins.registries), plugins
+        espec = from_search_spec(spec, plugins.registries)
+        run_table = raw.get("run")
+        if not (isinstance(run_table, dict) and run_table.get("name")):
+            espec.run = dataclasses.replace(espec.run, name="")  # not the search's file name
+        return espec, plugins
     where = path if path is not None else Path("--set")
     requested = spec_mod.plugins_requested(raw, where)
     extra = [str(Path(r).expanduser().resolve()) if spec_mod._is_file_ref(r) else r for r in extra_plugins]
@@ -225,7 +229,7 @@ def dataset_shape(dataset: Component) -> tuple[tuple[int, int, int], int] | None
         if callable(shape):
             shape = shape(**dataset.params)
         c, h, w = (int(v) for v in shape)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - unusable metadata: the dataset is built instead
         return None
     return (c, h, w), int(classes)
 

@@ -32,11 +32,14 @@ class RichReporter(QuietReporter):
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
             TimeRemainingColumn(), console=self.console, transient=False)
-        self.progress.start()
+        self._started = False
         self._epoch_task = None
         self._step_task = None
 
     def stage_start(self, stage, epochs, steps, num_weights):
+        if not self._started:  # started on first use: an early error prints no empty display
+            self.progress.start()
+            self._started = True
         self.console.print(f"[bold cyan]stage {stage}[/]: {epochs} epochs x {steps} steps, "
                            f"{num_weights:,} weights")
         for task in (self._epoch_task, self._step_task):
@@ -59,7 +62,8 @@ class RichReporter(QuietReporter):
         self.console.print(text)
 
     def close(self):
-        self.progress.stop()
+        if self._started:
+            self.progress.stop()
 
 
 class RichTrainReporter(RichReporter):

@@ -73,12 +73,28 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not Path(path).exists():
+    """The records of a JSON-lines file. A partial last line (a crash mid-append) is dropped;
+    any other damage is a :class:`RunDirError` naming the file and line."""
+    path = Path(path)
+    if not path.exists():
         return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read: {exc}") from None
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            out.append(json.loads(line))
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # the append that was interrupted
+            raise RunDirError(f"{path}: line {i + 1} is not valid JSON") from None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{path}: line {i + 1} is not a JSON object")
+        out.append(record)
     return out
 
 
@@ -94,14 +110,21 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
         path = Path(explicit)
         if path.exists() and not path.is_dir():
             raise RunDirError(f"--out {path}: exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()):
+        try:
+            non_empty = path.is_dir() and any(path.iterdir())
+        except OSError as exc:
+            raise RunDirError(f"--out {path}: cannot read directory: {exc.strerror or exc}") from None
+        if non_empty:
             if not force:
                 raise RunDirError(f"--out {path}: run directory already exists and is not empty "
                                   "(choose another --out, or pass --force to replace it)")
             if not (path / SPEC_FILE).is_file():
                 raise RunDirError(f"--out {path}: not a nasreg run directory (no {SPEC_FILE}); "
                                   "--force only replaces run directories")
-            shutil.rmtree(path)
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:
+                raise RunDirError(f"--out {path}: cannot remove the old run directory: {exc.strerror or exc}") from None
         _mkdir(path, exist_ok=True)
         return path
     base = Path(out_dir)

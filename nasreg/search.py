@@ -323,7 +323,8 @@ class _Search:
         if resume:
             ckpt = checkpoint.load(self.ckpt_path)
             done = (ckpt["stage"], ckpt["epoch"])
-            kept = [m for m in rd.read_jsonl(self.metrics_path) if (m["stage"], m["epoch"]) < done]
+            kept = [m for m in rd.read_jsonl(self.metrics_path)
+                    if (m.get("stage", -1), m.get("epoch", -1)) < done]
             rd.atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
             candidates, stage_infos, gradients = ckpt["candidates"], ckpt["stage_infos"], ckpt["gradients"]
             elapsed = float(ckpt["elapsed"])

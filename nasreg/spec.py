@@ -172,9 +172,11 @@ class Spec:
         return _drop_none(out)
 
     def digest(self) -> str:
-        """A short hash of the resolved spec (the run name and output folder excluded)."""
+        """A short hash of the resolved spec (the run name and output folder excluded, and
+        ``[evaluate]``: it identifies the search; an evaluation records its own hash)."""
         data = self.resolved()
         data["run"] = {k: v for k, v in data["run"].items() if k not in ("name", "out_dir")}
+        data.pop("evaluate", None)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -32,6 +32,17 @@ class MixedOp(nn.Module):
     Ops are kept in a ``ModuleDict`` keyed by op name, so a parameter's name does not depend on
     the candidate order (weights can be carried from one stage's supernet to the next). Zero ops
     get no module and no compute: their weight only takes part in the softmax.
+
+    **Fast path (optional, per op).** An op module may define
+    ``fused_forward(x, scale, x_relu) -> scale * module(x)``: ``scale`` is the op's 0-d mixing
+    weight (or ``None`` for 1) and ``x_relu`` is ``relu(x)`` or ``None``. An op whose computation
+    starts with ``relu(x)`` sets the class attribute ``relu_input = True`` and uses ``x_relu``
+    when given: the mixed op (or its caller, once per cell node) computes the ReLU once for all
+    such ops instead of once per op, and autograd saves it once. An op can fold ``scale`` into
+    its last layer (e.g. a BatchNorm's affine weight) instead of a separate multiply, which also
+    spares the op output that ``w * op(x)`` keeps for backward. ``fused_forward`` must return a
+    new tensor that its own backward does not need: the sum is accumulated into it in place.
+    Ops without it are computed as ``module(x) * w`` (third-party ops need not know about this).
     """
 
     def __init__(self, candidates: list[str], C: int, stride: int, ops: Registry, affine: bool = False):
@@ -48,12 +59,30 @@ class MixedOp(nn.Module):
                 raise TypeError(f"operation {name!r} factory returned {type(module).__name__}, not an nn.Module")
             self.ops[name] = module
             self._active.append(i)
+        #: Some op takes a shared relu(x) (see the class docstring): callers may pass ``x_relu``.
+        self.relu_input = any(getattr(m, "relu_input", False) and hasattr(m, "fused_forward")
+                              for m in self.ops.values())
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        out = None
+    @staticmethod
+    def op_term(module: nn.Module, x: torch.Tensor, scale: torch.Tensor | None,
+                x_relu: torch.Tensor | None) -> torch.Tensor:
+        """``scale * module(x)`` as a new tensor, through ``fused_forward`` when the op has it."""
+        fused = getattr(module, "fused_forward", None)
+        if fused is not None:
+            return fused(x, scale, x_relu if getattr(module, "relu_input", False) else None)
+        y = module(x)
+        return y if scale is None else y * scale
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | None = None,
+                x_relu: torch.Tensor | None = None) -> torch.Tensor:
+        """``sum_i weights[i] * op_i(x)``; with ``out`` (a tensor this edge's caller owns, e.g. the
+        partial sum of a cell node) the sum is added to ``out`` in place and ``out`` returned.
+        ``x_relu`` is ``relu(x)`` when the caller has it (computed here when some op needs it)."""
+        if x_relu is None and self.relu_input:
+            x_relu = torch.relu(x)
         for i, module in zip(self._active, self.ops.values()):
-            y = weights[i] * module(x)
-            out = y if out is None else out + y
+            term = self.op_term(module, x, weights[i], x_relu)
+            out = term if out is None else out.add_(term)
         if out is None:  # only zero ops on this edge
             n, c, h, w = x.shape
             s = self.stride
@@ -76,9 +105,19 @@ class Supernet(nn.Module, ABC):
             ct: nn.ParameterList([nn.Parameter(alpha_init_std * torch.randn(len(c))) for c in edges])
             for ct, edges in self.candidates.items()
         })
+        #: Architecture parameters other than the per-edge op alphas (e.g. PC-DARTS's per-edge
+        #: betas), added by subclasses. The strategy optimizes them with the alphas
+        #: (:meth:`arch_parameters` lists them after the alphas); :meth:`alpha_softmax`,
+        #: :meth:`alpha_grads` and the recorded gradient statistics are about the alphas only.
+        self.extra_arch = nn.ParameterDict()
+
+    def alpha_parameters(self) -> list[nn.Parameter]:
+        """The per-edge op alphas, cell type by cell type, edge by edge."""
+        return [p for ct in self.alphas.values() for p in ct]
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return [p for ct in self.alphas.values() for p in ct]
+        """Every architecture parameter: the alphas, then :attr:`extra_arch`."""
+        return self.alpha_parameters() + list(self.extra_arch.values())
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}

@@ -14,6 +14,7 @@ import nasreg
 from nasreg import Genotype, GenotypeError
 from nasreg.plugins import load_plugins
 from nasreg_darts.network import AuxiliaryHead, DartsEvalNetwork, drop_path
+from nasreg_darts.ops import PoolBN
 
 ROOT = Path(__file__).resolve().parents[1]
 GENOTYPES = ROOT / "genotypes"
@@ -68,15 +69,9 @@ def test_structure_follows_darts():
     # Pools are bare (eval_kwargs bn=False); every BN of the cells is affine.
     for cell in net.cells:
         for op in cell.ops:
-            if isinstance(op, nasreg_darts_pool()):
+            if isinstance(op, PoolBN):
                 assert isinstance(op.bn, nn.Identity)
     assert all(m.affine for m in net.modules() if isinstance(m, nn.BatchNorm2d))
-
-
-def nasreg_darts_pool():
-    from nasreg_darts.ops import PoolBN
-
-    return PoolBN
 
 
 def test_forward_with_auxiliary_head_on_tiny_input():

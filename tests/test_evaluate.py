@@ -242,3 +242,16 @@ def test_same_seed_same_training_metrics(tmp_path):
         runs.append([{k: v for k, v in json.loads(line).items() if "seconds" not in k and "memory" not in k}
                      for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
     assert runs[0] == runs[1] and len(runs[0]) == 2
+
+
+def test_the_search_hash_ignores_evaluate():
+    a, _ = S.load(SPECS / "quickstart.toml")
+    b, _ = S.load(SPECS / "quickstart.toml", ["evaluate.epochs=3"])
+    assert a.digest() == b.digest()
+    assert from_search_spec_digest(a) != from_search_spec_digest(b)
+
+
+def from_search_spec_digest(spec) -> str:
+    from nasreg.evaluate import from_search_spec
+
+    return from_search_spec(spec, load_plugins().registries).digest()

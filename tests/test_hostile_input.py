@@ -38,9 +38,8 @@ a newline and a tab many times wider than the terminal, an existing run director
   empty, binary, a directory, missing, ``/dev/zero``, nested 5000 deep, a 5000-digit number, the
   wrong schema (a list, another format, no cells, a bad edge), a version from the future, an
   unknown operation, an unknown search space, ``combine`` keys ``int()`` would accept ("1_0").
-
-Known open bug (marked xfail): parameters a strategy's factory rejects are found only after the
-run directory exists (nasreg.search.prepare does not build the strategy).
+* parameters only a factory rejects (darts ``alpha_betas = []``): found before the run directory
+  exists.
 """
 
 from __future__ import annotations
@@ -536,12 +535,11 @@ def test_train_dry_run_with_a_missing_genotype_or_a_directory(user):
     user.fails("train", "dir.json", "--dry-run", expect=("dir.json: cannot read: is a directory",))
 
 
-# --- known open bug -------------------------------------------------------------------------
+# --- parameters only a factory can check ------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="nasreg.search.prepare() does not build the strategy: a parameter its factory "
-                          "rejects is found after the run directory exists", strict=False)
 def test_strategy_parameters_are_checked_before_the_run_directory_exists(user, monkeypatch):
+    # alpha_betas=[] passes the annotation (a list of numbers); the darts factory rejects it.
     monkeypatch.setenv("NASREG_DISABLE_PLUGINS", "plots")
     spec = user.spec(QUICKSTART.read_text())
     user.fails("run", spec, "--set", "strategy.alpha_betas=[]", "--set", "search_space.cells=3",

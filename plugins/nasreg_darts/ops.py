@@ -23,6 +23,21 @@ Choices worth knowing:
   NASNet-A and AmoebaNet-A genotypes (``genotypes/``) use them, so those can be trained. They are
   not in the default candidate list of any shipped spec.
 
+Speed (the search supernet spends nearly all its time in these ops), without changing what they
+compute:
+
+* **Depthwise convolutions** are :class:`DepthwiseConv2d`, an ``nn.Conv2d`` (same parameters and
+  attributes) that on CPU runs a *dilated* depthwise conv as a non-dilated one: at stride 1 on
+  the ``d x d`` phase sub-images stacked along the batch (space-to-batch, as TensorFlow's atrous
+  conv), at stride ``d`` on the one phase the conv reads. oneDNN's dilated depthwise backward is
+  2 to 10x slower than its non-dilated one; the result is the same up to float rounding.
+* **The mixed-op fast path** (:meth:`fused_forward`, see :class:`nasreg.MixedOp`): an op that
+  starts with a ReLU takes the edge input's ReLU from its caller (computed once per cell node
+  instead of once per op and edge, and saved once for backward), and an op that ends with a
+  BatchNorm folds the mixing weight into the BN's affine transform (``w * BN(z)`` is a BN with
+  scale ``w``), which saves a multiply pass and the memory of the op output that
+  ``w * op(x)`` keeps for its backward. ``forward`` itself is unchanged.
+
 Registry metadata of every op:
 
 ``is_zero``
@@ -51,12 +66,112 @@ from torch import nn
 
 __all__ = [
     "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Zero", "PoolBN", "Conv7x1x7", "OPS",
-    "OP_METADATA",
+    "OP_METADATA", "DepthwiseConv2d", "batch_norm_scaled",
     "register_all",
 ]
 
 
-class ReLUConvBN(nn.Module):
+# --- building blocks of the fast path -------------------------------------------------------------
+
+def batch_norm_scaled(bn: nn.Module, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """``scale * bn(x)`` in one pass for a ``BatchNorm2d`` ``bn``: the (scalar) ``scale`` becomes
+    the BN's affine weight (times its own weight and bias when it has them).
+
+    Running statistics, ``num_batches_tracked`` and train/eval mode behave exactly as in
+    ``bn(x)``; a module that is not a plain BatchNorm falls back to ``scale * bn(x)``. Forward
+    hooks of ``bn`` are not called on this path.
+    """
+    if scale is None:
+        return bn(x)
+    if not isinstance(bn, nn.BatchNorm2d) or bn._forward_hooks or bn._forward_pre_hooks:
+        return bn(x) * scale
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep = not bn.training or bn.track_running_stats
+    weight = scale.expand(x.shape[1]) if bn.weight is None else bn.weight * scale
+    bias = None if bn.bias is None else bn.bias * scale
+    return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None, weight, bias,
+                        use_batch_stats, factor, bn.eps)
+
+
+def _sequential_fused(seq: nn.Sequential, x: torch.Tensor, scale: torch.Tensor | None,
+                      x_relu: torch.Tensor | None) -> torch.Tensor:
+    """``scale * seq(x)`` for a ReLU-first, BatchNorm-last ``Sequential``, reusing ``x_relu``."""
+    layers = list(seq)
+    h = x_relu if x_relu is not None else layers[0](x)
+    for layer in layers[1:-1]:
+        h = layer(h)
+    return batch_norm_scaled(layers[-1], h, scale)
+
+
+class _ReLUFirstSequential(nn.Module):
+    """Base of the ops that are ``self.op = nn.Sequential(ReLU, ..., BatchNorm2d)``."""
+
+    #: The op starts with ReLU(x): :meth:`fused_forward` accepts a shared ``relu(x)``.
+    relu_input = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+    def fused_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                      x_relu: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * self(x)``, with ``x_relu = relu(x)`` when the caller has it."""
+        return _sequential_fused(self.op, x, scale, x_relu)
+
+
+def _phase_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                     d: int, pad: int) -> torch.Tensor:
+    """A depthwise conv with dilation ``d`` and padding ``d * (k - 1) / 2`` (k odd), stride 1 or
+    ``d``, computed with non-dilated convs (see :class:`DepthwiseConv2d`)."""
+    C = x.shape[1]
+    p = pad // d
+    if stride == d:
+        # out[h] = sum_i w[i] x[d*h + d*i - pad] = sum_i w[i] x_0[h + i - p]: only phase 0 is read.
+        return F.conv2d(x[:, :, ::d, ::d], weight, bias, padding=p, groups=C)
+    N, _, H, W = x.shape
+    ph, pw = (-H) % d, (-W) % d
+    if ph or pw:  # zeros at the bottom/right: those rows and columns are the conv's padding anyway
+        x = F.pad(x, (0, pw, 0, ph))
+    Hd, Wd = (H + ph) // d, (W + pw) // d
+    # (N, C, H, W) -> (d*d*N, C, H/d, W/d), phase (a, b) = x[:, :, a::d, b::d]; channels-last inside
+    xs = (x.permute(0, 2, 3, 1).reshape(N, Hd, d, Wd, d, C).permute(2, 4, 0, 1, 3, 5)
+          .reshape(d * d * N, Hd, Wd, C).permute(0, 3, 1, 2))
+    y = F.conv2d(xs, weight, bias, padding=p, groups=C)
+    y = (y.permute(0, 2, 3, 1).reshape(d, d, N, Hd, Wd, C).permute(2, 3, 0, 4, 1, 5)
+         .reshape(N, Hd * d, Wd * d, C).permute(0, 3, 1, 2))
+    return y[:, :, :H, :W] if (ph or pw) else y
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` (``groups == in_channels == out_channels``); same parameters.
+
+    On CPU a dilated one (dilation ``d > 1``, the same in both directions, odd square kernel,
+    "same" padding ``d * (k - 1) / 2``, stride 1 or ``d``) runs as a non-dilated conv: at stride
+    ``d`` on ``x[:, :, ::d, ::d]``, the only pixels it reads; at stride 1 on the ``d * d`` phase
+    sub-images ``x[:, :, a::d, b::d]`` stacked along the batch, whose outputs interleave back into
+    the full output. Same arithmetic, different kernels: oneDNN's non-dilated depthwise kernels
+    (forward and, above all, backward) are several times faster than its dilated ones. Anything
+    else, and every other device, uses ``nn.Conv2d.forward``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        k, d, s, p = self.kernel_size, self.dilation, self.stride, self.padding
+        self._phase = (self.groups == self.in_channels == self.out_channels and d[0] == d[1] > 1
+                       and k[0] == k[1] and k[0] % 2 == 1 and s[0] == s[1] and s[0] in (1, d[0])
+                       and isinstance(p, tuple) and p[0] == p[1] == d[0] * (k[0] - 1) // 2
+                       and self.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._phase and x.device.type == "cpu" and x.dim() == 4:
+            return _phase_depthwise(x, self.weight, self.bias, self.stride[0], self.dilation[0], self.padding[0])
+        return super().forward(x)
+
+
+class ReLUConvBN(_ReLUFirstSequential):
     """ReLU, a (dense) convolution without bias, BatchNorm: the DARTS cell preprocessing block."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
@@ -68,11 +183,8 @@ class ReLUConvBN(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-class DilConv(nn.Module):
+class DilConv(_ReLUFirstSequential):
     """ReLU, depthwise kxk conv (with ``dilation``), pointwise 1x1 conv, BatchNorm."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
@@ -80,17 +192,14 @@ class DilConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                      groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                            groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-class SepConv(nn.Module):
+class SepConv(_ReLUFirstSequential):
     """Two (ReLU, depthwise kxk, pointwise 1x1, BN) blocks; only the first one has the stride."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
@@ -98,17 +207,14 @@ class SepConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),  # the input is shared with the other ops of the edge
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_in, 1, bias=False),
             nn.BatchNorm2d(C_in, affine=affine),
             nn.ReLU(inplace=True),  # acts on this op's own BN output: safe, saves a copy
-            nn.Conv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
 
 class FactorizedReduce(nn.Module):
@@ -126,12 +232,19 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
+    relu_input = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.fused_forward(x)
+
+    def fused_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                      x_relu: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * self(x)``, with ``x_relu = relu(x)`` when the caller has it."""
+        x = x_relu if x_relu is not None else self.relu(x)
         h, w = x.shape[-2:]
         shifted = x if not (h % 2 or w % 2) else F.pad(x, (0, w % 2, 0, h % 2))
         out = torch.cat([self.conv_1(x), self.conv_2(shifted[:, :, 1:, 1:])], dim=1)
-        return self.bn(out)
+        return batch_norm_scaled(self.bn, out, scale)
 
 
 class Zero(nn.Module):
@@ -163,8 +276,16 @@ class PoolBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.pool(x))
 
+    def fused_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                      x_relu: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * self(x)`` (the scale folded into the BN when there is one)."""
+        y = self.pool(x)
+        if isinstance(self.bn, nn.BatchNorm2d):
+            return batch_norm_scaled(self.bn, y, scale)
+        return y if scale is None else y * scale
 
-class Conv7x1x7(nn.Module):
+
+class Conv7x1x7(_ReLUFirstSequential):
     """ReLU, a 1x7 conv then a 7x1 conv (the stride split between them), BatchNorm (NASNet's op)."""
 
     def __init__(self, C: int, stride: int, affine: bool = True):
@@ -175,9 +296,6 @@ class Conv7x1x7(nn.Module):
             nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
             nn.BatchNorm2d(C, affine=affine),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
 
 # --- the registered factories ---------------------------------------------------------------------

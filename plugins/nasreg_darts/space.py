@@ -51,21 +51,83 @@ class DropPathMixedOp(nasreg.MixedOp):
         self._plan = [(self.candidates.index(name), not isinstance(module, nn.Identity), module)
                       for name, module in self.ops.items()]
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | None = None,
+                x_relu: torch.Tensor | None = None) -> torch.Tensor:
         p = self.drop_prob
         if not self.training or p <= 0.0 or not self._plan:
-            return super().forward(x, weights)
+            return super().forward(x, weights, out=out, x_relu=x_relu)
+        if x_relu is None and self.relu_input:
+            x_relu = torch.relu(x)
         keep = 1.0 - p
-        out = None
         for i, droppable, module in self._plan:
-            y = module(x)
             if droppable:
-                mask = torch.empty(y.shape[0], 1, 1, 1, device=y.device, dtype=y.dtype).bernoulli_(keep)
-                y = y * (weights[i] / keep * mask)  # one elementwise multiply for weight and mask
+                # weight / keep goes into the op (e.g. its BN), the 0/1 sample mask multiplies after
+                y = self.op_term(module, x, weights[i] / keep, x_relu)
+                mask = torch.empty(y.shape[0], *([1] * (y.dim() - 1)), device=y.device,
+                                   dtype=y.dtype).bernoulli_(keep)
+                y = y * mask
             else:
-                y = weights[i] * y
-            out = y if out is None else out + y
+                y = self.op_term(module, x, weights[i], x_relu)
+            out = y if out is None else out.add_(y)
         return out
+
+
+class PartialChannelMixedOp(DropPathMixedOp):
+    """PC-DARTS's partial channel connection (Xu et al., ICLR 2020) around a mixed op.
+
+    The first ``C / k`` channels of the edge input go through the mixed op (its ops are built with
+    ``C / k`` channels); the other channels bypass it (a 2x2 max pool, ``ceil_mode``, on stride-2
+    edges); the two parts are concatenated and the channels shuffled with ``k`` groups, as
+    PC-DARTS's ``channel_shuffle(cat([mixed, bypass]), k)`` (one copy here). ``edge_scale`` (the
+    PC-DARTS edge weight ``softmax(beta)``) multiplies the whole edge output, bypass included.
+    Parameter names are those of :class:`DropPathMixedOp` (``ops.<name>....``).
+    """
+
+    def __init__(self, candidates: list[str], C: int, stride: int, ops: nasreg.Registry,
+                 affine: bool = False, drop_prob: float = 0.0, k: int = 1):
+        if k < 1 or C % k:
+            raise ValueError(f"partial_channels: {C} channels are not divisible by {k}")
+        super().__init__(candidates, C // k, stride, ops, affine, drop_prob)
+        self.k = int(k)
+        self.C = int(C)
+        self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else None
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | None = None,
+                x_relu: torch.Tensor | None = None, edge_scale: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.C // self.k
+        if edge_scale is not None:
+            weights = weights * edge_scale
+        y = super().forward(x[:, :c], weights, x_relu=None if x_relu is None else x_relu[:, :c])
+        rest = x[:, c:]
+        if self.bypass_pool is not None:
+            rest = self.bypass_pool(rest)
+        if edge_scale is not None:
+            rest = rest * edge_scale
+        y = shuffle_concat(y, rest, self.k)
+        return y if out is None else out.add_(y)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """PC-DARTS's (and ShuffleNet's) channel shuffle: channel ``g * C/groups + j`` goes to
+    ``j * groups + g``."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def shuffle_concat(y: torch.Tensor, rest: torch.Tensor, groups: int) -> torch.Tensor:
+    """``channel_shuffle(torch.cat([y, rest], 1), groups)`` with one copy, where ``y`` has
+    ``C / groups`` channels and ``rest`` the other ``C - C / groups``; channels-last inputs give a
+    channels-last output."""
+    n, c, h, w = y.shape
+    if groups == 1:
+        return y
+    if y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous():
+        # (N, H, W, c, 1) and (N, H, W, c, groups - 1) -> (N, H, W, c, groups) -> (N, H, W, C)
+        yl = y.permute(0, 2, 3, 1).unsqueeze(4)
+        rl = rest.permute(0, 2, 3, 1).reshape(n, h, w, groups - 1, c).transpose(3, 4)
+        return torch.cat([yl, rl], dim=4).reshape(n, h, w, c * groups).permute(0, 3, 1, 2)
+    rl = rest.reshape(n, groups - 1, c, h, w).transpose(1, 2)
+    return torch.cat([y.unsqueeze(2), rl], dim=2).reshape(n, c * groups, h, w)
 
 
 class SearchCell(nn.Module):
@@ -73,7 +135,7 @@ class SearchCell(nn.Module):
 
     def __init__(self, cell_type: str, edges: list[tuple[int, int]], candidates: list[list[str]],
                  C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool, *,
-                 ops: nasreg.Registry, affine: bool, drop_prob: float):
+                 ops: nasreg.Registry, affine: bool, drop_prob: float, partial_channels: int = 1):
         super().__init__()
         self.cell_type = cell_type
         self.reduction = cell_type == "reduce"
@@ -83,21 +145,40 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=affine)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=affine)
         self.edges = nn.ModuleList()
+        self.partial = partial_channels > 1
         # node -> [(edge index, input node)] in edge order
         self._inputs: dict[int, list[tuple[int, int]]] = {}
         for idx, ((src, dst), cands) in enumerate(zip(edges, candidates)):
             stride = 2 if self.reduction and src < 2 else 1
-            self.edges.append(DropPathMixedOp(cands, C, stride, ops, affine, drop_prob))
+            if self.partial:
+                edge: nn.Module = PartialChannelMixedOp(cands, C, stride, ops, affine, drop_prob, partial_channels)
+            else:
+                edge = DropPathMixedOp(cands, C, stride, ops, affine, drop_prob)
+            self.edges.append(edge)
             self._inputs.setdefault(dst, []).append((idx, src))
         self._nodes = sorted(self._inputs)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: list[torch.Tensor],
+                edge_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``weights[e]``: edge ``e``'s op weights; ``edge_scales[e]`` (optional): a 0-d weight of
+        the whole edge output (PC-DARTS edge normalization)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        relus: dict[int, torch.Tensor] = {}  # relu(node) once per node, shared by all its edges' ops
         for node in self._nodes:
             total = None
             for idx, src in self._inputs[node]:
-                y = self.edges[idx](states[src], weights[idx])
-                total = y if total is None else total + y
+                edge = self.edges[idx]
+                x_relu = None
+                if edge.relu_input:
+                    x_relu = relus.get(src)
+                    if x_relu is None:
+                        x_relu = relus[src] = torch.relu(states[src])
+                if self.partial:
+                    total = edge(states[src], weights[idx], out=total, x_relu=x_relu,
+                                 edge_scale=None if edge_scales is None else edge_scales[idx])
+                else:
+                    w = weights[idx] if edge_scales is None else weights[idx] * edge_scales[idx]
+                    total = edge(states[src], w, out=total, x_relu=x_relu)
             states.append(total)
         return torch.cat(states[2:], dim=1)
 
@@ -109,6 +190,12 @@ class DartsSupernet(nasreg.Supernet):
                  in_channels: int, num_classes: int):
         super().__init__(candidates, alpha_init_std=space.alpha_init_std)
         edges = space.edges()
+        self.edge_normalization = space.edge_normalization
+        if space.edge_normalization:
+            # PC-DARTS's beta: one per edge, softmax over the edges entering each node
+            for ct, cell_edges in edges.items():
+                self.extra_arch[f"betas_{ct}"] = nn.Parameter(space.alpha_init_std * torch.randn(len(cell_edges)))
+            self._node_groups = {ct: _node_groups(cell_edges) for ct, cell_edges in edges.items()}
         C = space.channels
         C_curr = space.stem_multiplier * C
         self.stem = nn.Sequential(
@@ -126,7 +213,7 @@ class DartsSupernet(nasreg.Supernet):
             ct = "reduce" if reduction else "normal"
             self.cells.append(SearchCell(ct, edges[ct], self.candidates[ct], C_prev_prev, C_prev, C_curr,
                                          reduction_prev, ops=ops, affine=space.affine,
-                                         drop_prob=space.drop_path))
+                                         drop_prob=space.drop_path, partial_channels=space.partial_channels))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, space.nodes * C_curr
         self._used_types = sorted({cell.cell_type for cell in self.cells})
@@ -146,12 +233,51 @@ class DartsSupernet(nasreg.Supernet):
             if isinstance(m, DropPathMixedOp):
                 m.drop_prob = float(p)
 
+    def edge_scales(self, cell_type: str) -> list[torch.Tensor] | None:
+        """PC-DARTS edge normalization: per edge, softmax(beta) over the edges entering its node
+        (``None`` without ``edge_normalization``)."""
+        if not self.edge_normalization:
+            return None
+        betas = self.extra_arch[f"betas_{cell_type}"]
+        out: list[torch.Tensor] = [None] * betas.numel()  # type: ignore[list-item]
+        for group in self._node_groups[cell_type]:
+            soft = torch.softmax(betas[group], dim=-1)
+            for j, e in enumerate(group):
+                out[e] = soft[j]
+        return out
+
+    @torch.no_grad()
+    def alpha_softmax(self) -> dict[str, list[list[float]]]:
+        """softmax(alpha) per edge; with ``edge_normalization`` each edge's values are multiplied
+        by its edge weight softmax(beta), the weight of each op in its node's sum. The DARTS
+        derivation then ranks edges by (strongest op weight x edge weight), as PC-DARTS does, and
+        the recorded metrics show these products."""
+        out = super().alpha_softmax()
+        if self.edge_normalization:
+            for ct in out:
+                scales = self.edge_scales(ct)
+                out[ct] = [[v * float(scales[e]) for v in ops] for e, ops in enumerate(out[ct])]
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 4:
+            # oneDNN's convolutions and pools are 1.5-10x faster channels-last; every activation
+            # downstream inherits the format. (Other devices: [strategy] channels_last.)
+            x = x.contiguous(memory_format=torch.channels_last)
         weights = {ct: self.edge_weights(ct) for ct in self._used_types}  # one softmax per forward
+        scales = {ct: self.edge_scales(ct) for ct in self._used_types}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights[cell.cell_type])
+            s0, s1 = s1, cell(s0, s1, weights[cell.cell_type], scales[cell.cell_type])
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+def _node_groups(edges: list[tuple[int, int]]) -> list[list[int]]:
+    """Edge indices grouped by their output node."""
+    groups: dict[int, list[int]] = {}
+    for idx, (_, dst) in enumerate(edges):
+        groups.setdefault(dst, []).append(idx)
+    return [groups[n] for n in sorted(groups)]
 
 
 class DartsCellSpace(nasreg.SearchSpace):
@@ -161,7 +287,8 @@ class DartsCellSpace(nasreg.SearchSpace):
 
     def __init__(self, operations: list[str], nodes: int = 4, cells: int = 8, channels: int = 16,
                  stem_multiplier: int = 3, reductions: list[int] | None = None, drop_path: float = 0.0,
-                 affine: bool = False, alpha_init_std: float = 1e-3):
+                 affine: bool = False, alpha_init_std: float = 1e-3, partial_channels: int = 1,
+                 edge_normalization: bool = False):
         operations = list(operations)
         if not operations:
             raise ValueError("operations: expected at least one operation")
@@ -176,6 +303,9 @@ class DartsCellSpace(nasreg.SearchSpace):
                              f"(indices 0 to {cells - 1})")
         if len(set(reductions)) != len(reductions):
             raise ValueError(f"reductions: duplicate cell index in {list(reductions)}")
+        if partial_channels < 1 or channels % partial_channels:
+            raise ValueError(f"partial_channels: channels ({channels}) must be a multiple of partial_channels "
+                             f"({partial_channels})")
         self.operations = operations
         self.nodes = nodes
         self.cells = cells
@@ -185,6 +315,8 @@ class DartsCellSpace(nasreg.SearchSpace):
         self.drop_path = drop_path
         self.affine = affine
         self.alpha_init_std = alpha_init_std
+        self.partial_channels = int(partial_channels)
+        self.edge_normalization = bool(edge_normalization)
         missing = [ct for ct, n in (("normal", cells - len(self.reductions)), ("reduce", len(self.reductions)))
                    if n == 0]
         if missing:
@@ -238,8 +370,10 @@ class DartsCellSpace(nasreg.SearchSpace):
                                 auxiliary=auxiliary)
 
     def __repr__(self) -> str:
+        pc = f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else ""
+        en = ", edge_normalization=True" if self.edge_normalization else ""
         return (f"DartsCellSpace(nodes={self.nodes}, cells={self.cells}, channels={self.channels}, "
-                f"reductions={self.reductions}, ops={len(self.operations)})")
+                f"reductions={self.reductions}, ops={len(self.operations)}{pc}{en})")
 
 
 def darts_cell(
@@ -252,6 +386,8 @@ def darts_cell(
     drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.0,
     affine: bool = False,
     alpha_init_std: Annotated[float, Range(ge=0, le=10)] = 1e-3,
+    partial_channels: Annotated[int, Range(ge=1)] = 1,
+    edge_normalization: bool = False,
 ) -> DartsCellSpace:
     """The DARTS cell: 2 input nodes, `nodes` intermediate nodes, normal and reduction cells.
 
@@ -259,7 +395,16 @@ def darts_cell(
     ``2 * cells // 3``). ``drop_path`` applies drop path to every op output of every edge except
     identities while the supernet trains. ``affine`` gives the cells' BatchNorms (ops and
     preprocessing) a scale and shift; the stem's BN always has one, as in DARTS.
+
+    PC-DARTS (Xu et al., ICLR 2020): ``partial_channels`` = K > 1 sends only 1/K of each edge's
+    input channels through its mixed op (ops built with C/K channels: about K times less op
+    memory and compute), the rest bypass it, then the channels are shuffled in K groups;
+    ``channels`` must be a multiple of K. ``edge_normalization`` adds one architecture parameter
+    beta per edge: a node is the softmax(beta)-weighted sum of its incoming edges, and the
+    derivation ranks edges by op weight x edge weight (PC-DARTS's rule). PC-DARTS uses K = 4 with
+    edge normalization.
     """
     return DartsCellSpace(operations, nodes=nodes, cells=cells, channels=channels,
                           stem_multiplier=stem_multiplier, reductions=reductions, drop_path=drop_path,
-                          affine=affine, alpha_init_std=alpha_init_std)
+                          affine=affine, alpha_init_std=alpha_init_std, partial_channels=partial_channels,
+                          edge_normalization=edge_normalization)
