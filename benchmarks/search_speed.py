@@ -240,10 +240,18 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, auto")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="spec override (nasreg only)")
     p.add_argument("--json", help="write the rows here as JSON")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="only print the table of earlier --json files")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print(json.dumps(measure(json.loads(args.one))))
+        return
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
+        dev = next((r["device"] for r in rows if "device" in r), "?")
+        print_table(rows, f"search step, random 3x32x32 / 10 classes ({dev}; from {', '.join(args.merge)})")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"merged": args.merge, "rows": rows}, indent=2) + "\n")
         return
 
     stages = [0]

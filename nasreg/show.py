@@ -60,7 +60,7 @@ def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 #: Metrics ``show`` leaves out of its table (still in metrics.jsonl), and short column headers.
-HIDDEN_METRICS = ("wall_seconds", "peak_memory_mb", "test_error")
+HIDDEN_METRICS = ("wall_seconds", "peak_memory_mb", "test_error", "joint")
 METRIC_HEADERS = {"drop_path_prob": "drop path", "epoch_seconds": "s/epoch", "test_error": "test err"}
 
 
@@ -74,9 +74,9 @@ def _spec_value(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    """A metric in a table cell: floats with 4 significant digits."""
+    """A metric in a table cell: floats with 3 significant digits."""
     if isinstance(value, float) and not isinstance(value, bool):
-        return f"{value:.4g}"
+        return f"{value:.3g}"
     return _fmt(value)
 
 
@@ -213,8 +213,9 @@ def _show_metrics(path: Path, console: Console, last: int) -> None:
             if k not in columns and not isinstance(v, (dict, list)) and k not in HIDDEN_METRICS:
                 columns.append(k)
     table = Table(title=f"metrics (last {len(shown)} of {len(records)} epochs)", title_justify="left")
-    for col in columns:
-        table.add_column(escape(METRIC_HEADERS.get(col, col.replace("_", " "))), justify="right")
+    for col in columns:  # a narrow terminal folds a number onto two lines rather than cut it
+        table.add_column(escape(METRIC_HEADERS.get(col, col.replace("_", " "))), justify="right",
+                         overflow="fold")
     for r in shown:
         table.add_row(*[_short(r.get(c)) for c in columns])
     console.print(table)

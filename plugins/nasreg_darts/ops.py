@@ -91,7 +91,8 @@ def batch_norm_scaled(bn: nn.Module, x: torch.Tensor, scale: torch.Tensor | None
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     keep = not bn.training or bn.track_running_stats
-    weight = scale.expand(x.shape[1]) if bn.weight is None else bn.weight * scale
+    # contiguous: a stride-0 (expanded) weight sends native_batch_norm down a 2x slower path
+    weight = scale.expand(x.shape[1]).contiguous() if bn.weight is None else bn.weight * scale
     bias = None if bn.bias is None else bn.bias * scale
     return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None, weight, bias,
                         use_batch_stats, factor, bn.eps)

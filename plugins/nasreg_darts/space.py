@@ -241,7 +241,8 @@ class DartsSupernet(nasreg.Supernet):
         betas = self.extra_arch[f"betas_{cell_type}"]
         out: list[torch.Tensor] = [None] * betas.numel()  # type: ignore[list-item]
         for group in self._node_groups[cell_type]:
-            soft = torch.softmax(betas[group], dim=-1)
+            contiguous = group == list(range(group[0], group[-1] + 1))  # DARTS order: a slice, no index tensor
+            soft = torch.softmax(betas[group[0]:group[-1] + 1] if contiguous else betas[group], dim=-1)
             for j, e in enumerate(group):
                 out[e] = soft[j]
         return out

@@ -127,6 +127,13 @@ class DartsStrategy(SearchStrategy):
         self._device = torch.device("cpu")
         self._amp_dtype: torch.dtype | None = None
 
+    @property
+    def passes_per_step(self) -> int:
+        """Forward + backward passes of one step with an architecture update (first order: the
+        alpha step and the weight step; second order: virtual step, validation at w', two
+        finite-difference probes, weight step). The pre-flight FLOP estimate uses it."""
+        return 2 if self.order == 1 else 5
+
     # ------------------------------------------------------------------ setup and schedules
 
     def setup(self, model: Supernet, *, epochs: int, steps_per_epoch: int) -> None:

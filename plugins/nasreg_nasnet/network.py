@@ -134,7 +134,10 @@ class NasnetCell(nn.Module):
                 for h in outs[1:]:
                     total = total + h
                 states[node] = total
-        return torch.cat([states[i] for i in self.concat], dim=1)
+        # Contiguous (a no-op unless an op returned a channels-last tensor): on CPU, torch 2.14's
+        # oneDNN corrupts the heap in the backward pass of a 1x1 stride-2 convolution (the next
+        # cell's FactorizedReduce) on a channels-last input of fewer than 8 channels.
+        return torch.cat([states[i] for i in self.concat], dim=1).contiguous()
 
 
 class NasnetNetwork(nn.Module):

@@ -12,8 +12,8 @@ __all__ = ["plot_rewards"]
 
 def plot_rewards(children: Sequence[dict[str, Any]], updates: Sequence[dict[str, Any]], path: Path,
                  title: str = "", warn: Callable[[str], Any] = print) -> bool:
-    """Reward per child (dots), the moving average after each update and the best reward so far
-    (lines) against the child index; returns whether the file was written."""
+    """Reward per child (dots), each round's mean, the moving average after each update and the
+    best reward so far against the child index; returns whether the file was written."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -24,6 +24,8 @@ def plot_rewards(children: Sequence[dict[str, Any]], updates: Sequence[dict[str,
         xs = [c["index"] + 1 for c in children]
         ax.scatter(xs, [c["reward"] for c in children], s=14, alpha=0.6, label="child reward")
         ends = [u["last_child"] + 1 for u in updates]
+        centers = [(u["first_child"] + u["last_child"]) / 2 + 1 for u in updates]
+        ax.plot(centers, [u["mean_reward"] for u in updates], marker="o", ms=4, lw=1.0, label="round mean")
         ax.step(ends, [u["moving_average"] for u in updates], where="post", lw=1.8,
                 label="moving average (after each update)")
         ax.step(ends, [u["best_so_far"] for u in updates], where="post", lw=1.2, ls="--",

@@ -63,15 +63,17 @@ Count = Annotated[int, Range(ge=1, le=1_000_000)]
 Positive = Annotated[float, Range(gt=0, le=1e3)]
 
 
-def space_decisions(space: Any, name: str) -> list[tuple[str, int]]:
-    """The decisions of ``space``, or a :class:`SpecError` saying it cannot be sampled."""
+def space_decisions(space: Any, name: str, where: str = "") -> list[tuple[str, int]]:
+    """The decisions of ``space``, or a :class:`SpecError` saying it cannot be sampled (``where``:
+    the spec file, for the message)."""
+    where = f"{where}: " if where else ""
     if not (callable(getattr(space, "decisions", None)) and callable(getattr(space, "genotype_from_choices", None))):
-        raise SpecError(f"[search_space] name: search space {name!r} lists no discrete decisions "
+        raise SpecError(f"{where}[search_space] name: search space {name!r} lists no discrete decisions "
                         "(decisions() and genotype_from_choices()), so a sampling strategy cannot search it; "
                         "use 'nasnet-cell' or 'nas-layers', or a gradient strategy such as 'darts'")
     decisions = [(str(n), int(k)) for n, k in space.decisions()]
     if not decisions:
-        raise SpecError(f"[search_space]: search space {name!r} has nothing to decide with these keys "
+        raise SpecError(f"{where}[search_space]: search space {name!r} has nothing to decide with these keys "
                         "(every decision has a single choice)")
     return decisions
 
@@ -115,6 +117,10 @@ class ChildSearch(nasreg.SamplingStrategy):
     def finish(self, run: Any, space: Any) -> None:
         """Write the strategy's own files into the run directory."""
 
+    def policy_weights(self) -> int:
+        """How many trainable weights the policy has (for the progress display)."""
+        return 0
+
     # -- the loop --------------------------------------------------------------------------------
     def child_config(self, run: Any) -> ChildConfig:
         return ChildConfig(epochs=self.child_epochs, batch_size=self.child_batch_size, lr=self.child_lr,
@@ -124,7 +130,7 @@ class ChildSearch(nasreg.SamplingStrategy):
 
     def search(self, run: Any, bundle: Any, reporter: Any) -> dict[str, Any]:
         space = run.space
-        decisions = space_decisions(space, run.spec.search_space.name)
+        decisions = space_decisions(space, run.spec.search_space.name, str(run.spec.path))
         self.start(run, decisions)
         journal = _Journal(run.run_dir / CHILDREN_FILE)
         m = self.children_per_update
@@ -132,7 +138,9 @@ class ChildSearch(nasreg.SamplingStrategy):
         rounds: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         t_start = time.perf_counter()
-        reporter.stage_start(0, self.updates, m, sum(n for _name, n in decisions))
+        # The core's progress display, read as: "epochs" are updates, "steps" children, "weights"
+        # the policy's (the controller's; none for random search), "val acc" a round's mean reward.
+        reporter.stage_start(0, self.updates, m, self.policy_weights())
         with ChildTrainer(run, bundle, self.child_config(run), self.workers) as trainer:
             for update in range(self.updates):
                 t_round = time.perf_counter()
@@ -277,6 +285,9 @@ class ReinforceStrategy(ChildSearch):
 
     def propose(self, m: int) -> list[list[int]]:
         return self.controller.sample(m, self.generator).tolist()
+
+    def policy_weights(self) -> int:
+        return sum(p.numel() for p in self.controller.parameters())
 
     def learn(self, update: int, choices: list[list[int]], rewards: list[float]) -> dict[str, Any]:
         stats = reinforce_update(self.controller, self.optimizer, choices, rewards, self.baseline,

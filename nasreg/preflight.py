@@ -1,0 +1,233 @@
+"""Pre-flight estimate of a search: parameters, FLOPs per step and peak memory, before anything runs.
+
+:func:`preflight` takes a :class:`~nasreg.search.Prepared` search (``prepare(spec, plugins)``),
+builds the first stage's supernet on the CPU (the largest one: later stages only drop candidate
+ops), runs one forward pass of a probe batch of 2 images in training mode and measures, at once:
+
+* the FLOPs of that forward (convolution and linear modules, with the formulas of
+  ``torch.utils.flop_counter.FlopCounterMode``), scaled to the spec's batch size, then x 3 for forward + backward and x the number of
+  forward/backward passes the strategy makes per step (``strategy.passes_per_step``: DARTS first
+  order 2, second order 5; 2 when a strategy does not say);
+* the bytes of the tensors autograd saves for backward (``saved_tensors_hooks``, each storage
+  counted once), the bulk of a training step's memory. They grow linearly with the batch.
+
+The peak-memory estimate of a step is::
+
+    activations = saved bytes per image x batch size x 1.25   (backward's transient gradients)
+    weights     = weight bytes x (3 first order, 6 second order)  (weights, gradients, momentum;
+                  second order also the snapshot, the virtual step and the finite-difference copies)
+    peak        = activations + weights (+ on CUDA 10 % allocator slack and 300 MB for the
+                  cuDNN workspace)
+
+which is what the step allocates on top of what the process already holds. When it exceeds the
+device's free memory (CUDA: ``torch.cuda.mem_get_info``; CPU: ``MemAvailable`` in
+``/proc/meminfo``, not checked where that file does not exist) :func:`preflight` raises a
+:class:`~nasreg.errors.NasregError` naming the knobs that shrink it. The RNG state is restored
+afterwards, so a run with a pre-flight check is the same run as one without.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+
+from .errors import NasregError
+
+__all__ = ["Estimate", "estimate", "preflight", "free_memory_bytes", "measure_forward"]
+
+PROBE_BATCH = 2
+ACTIVATION_FACTOR = 1.25
+CUDA_SLACK = 1.10
+CUDA_WORKSPACE = 300 * 2**20
+
+
+@dataclass
+class Estimate:
+    """What one search step of a prepared spec costs (see the module docstring)."""
+
+    device: str
+    batch_size: int
+    num_weights: int
+    num_arch_parameters: int
+    forward_flops: int          # one forward pass of one batch
+    passes_per_step: int        # forward + backward passes per search step
+    step_flops: int             # forward_flops x 3 x passes_per_step
+    activation_bytes_per_image: int
+    weight_state_bytes: int
+    peak_bytes: int
+    free_bytes: int | None
+
+    def line(self) -> str:
+        free = "" if self.free_bytes is None else f"; {_gb(self.free_bytes)} free on {self.device}"
+        return (f"pre-flight: {self.num_weights:,} weights, {self.num_arch_parameters:,} architecture parameters; "
+                f"{self.step_flops / 1e9:,.1f} GFLOP per step ({self.forward_flops / 1e9:,.2f} GFLOP forward "
+                f"at batch {self.batch_size}, x 3 x {self.passes_per_step} passes); peak memory about "
+                f"{_gb(self.peak_bytes)}{free}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MB"
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Free memory of ``device``: CUDA's free bytes, or the CPU's ``MemAvailable``; None if unknown."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def _module_flops(module: torch.nn.Module, inputs: tuple, output: Any) -> int:
+    """FLOPs of one call of a convolution or linear module, by FlopCounterMode's formulas
+    (2 x multiply-adds; bias not counted)."""
+    if not isinstance(output, torch.Tensor):
+        return 0
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+        if module.transposed:
+            x = inputs[0]
+            return 2 * x.numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
+        return 2 * output.numel() * per_output
+    if isinstance(module, torch.nn.Linear):
+        return 2 * output.numel() * module.in_features
+    return 0
+
+
+def measure_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(FLOPs, bytes autograd saves) of one training-mode forward of ``model`` on ``x``.
+
+    FLOPs are those of the convolution and linear modules (forward hooks), computed with the
+    formulas of ``torch.utils.flop_counter.FlopCounterMode``, which gives the same total for
+    networks built from these modules at a fraction of its cost (it intercepts every aten op: a
+    few seconds for a supernet forward). Saved tensors are counted once per storage (a tensor
+    that several backward nodes keep, such as a shared ReLU output, is one allocation)."""
+    flops = [0]
+
+    def count(module: torch.nn.Module, inputs: tuple, output: Any) -> None:
+        flops[0] += _module_flops(module, inputs, output)
+
+    handles = [m.register_forward_hook(count) for m in model.modules()
+               if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))]
+    seen: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            key = (storage.data_ptr(), str(t.device))
+            if key[0]:
+                seen[key] = max(seen.get(key, 0), storage.nbytes())
+        except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. sparse)
+            pass
+        return t
+
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    del out
+    return flops[0], int(sum(seen.values()))
+
+
+def _passes_per_step(strategy: Any) -> int:
+    passes = getattr(strategy, "passes_per_step", None)
+    if callable(passes):
+        passes = passes()
+    return int(passes) if passes else 2
+
+
+def _weight_state_factor(strategy: Any) -> int:
+    return 6 if getattr(strategy, "order", 1) == 2 else 3
+
+
+def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
+    """The :class:`Estimate` of ``prepared`` (a :class:`nasreg.search.Prepared`)."""
+    spec, p = prepared.spec, prepared
+    batch = int(batch_size or spec.data.batch_size)
+    bundle = p.bundle
+    shape = (bundle.in_channels, bundle.image_size, bundle.image_size)
+    threads = torch.get_num_threads()
+    try:
+        # One thread: the probe's ops are tiny, and thread start-up and sync would dominate.
+        torch.set_num_threads(1)
+        with torch.random.fork_rng(devices=[]):  # the run's RNG stream is left untouched
+            model = p.space.build_supernet(p.space.full_candidates(), ops=p.plugins.registries.operations,
+                                           in_channels=bundle.in_channels, num_classes=bundle.num_classes)
+            strategy = spec.strategy.build()
+            x = torch.randn(PROBE_BATCH, *shape)
+            flops, saved = measure_forward(model, x)
+    finally:
+        torch.set_num_threads(threads)
+    arch = {id(a) for a in model.arch_parameters()}
+    num_weights = sum(t.numel() for t in model.parameters() if id(t) not in arch)
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.parameters() if id(t) not in arch)
+    weight_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
+    num_arch = sum(a.numel() for a in model.arch_parameters())
+    passes = _passes_per_step(strategy)
+    forward_flops = flops * batch // PROBE_BATCH
+    per_image = saved // PROBE_BATCH
+    weight_state = weight_bytes * _weight_state_factor(strategy)
+    peak = per_image * batch * ACTIVATION_FACTOR + weight_state
+    if p.device.type == "cuda":
+        peak = peak * CUDA_SLACK + CUDA_WORKSPACE
+    return Estimate(device=str(p.device), batch_size=batch, num_weights=num_weights, num_arch_parameters=num_arch,
+                    forward_flops=forward_flops, passes_per_step=passes, step_flops=3 * passes * forward_flops,
+                    activation_bytes_per_image=per_image, weight_state_bytes=weight_state,
+                    peak_bytes=int(math.ceil(peak)), free_bytes=free_memory_bytes(p.device))
+
+
+def _knobs(prepared: Any, est: Estimate) -> str:
+    spec = prepared.spec
+    knobs = [f"a smaller [data] batch_size (about {_fitting_batch(est)} fits)"]
+    factory = getattr(getattr(spec.search_space, "entry", None), "factory", None)
+    params = getattr(spec.search_space, "params", {}) or {}
+    takes_pc = "partial_channels" in params
+    if not takes_pc and factory is not None:
+        try:
+            takes_pc = "partial_channels" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            takes_pc = False
+    if takes_pc and int(params.get("partial_channels", 1) or 1) < 4:
+        knobs.append("[search_space] partial_channels = 4")
+    if getattr(spec.strategy, "params", {}).get("order") == 2:
+        knobs.append("[strategy] order = 1")
+    return ", ".join(knobs[:-1]) + (" or " if len(knobs) > 1 else "") + knobs[-1]
+
+
+def _fitting_batch(est: Estimate) -> int:
+    per_image = est.activation_bytes_per_image * ACTIVATION_FACTOR * (CUDA_SLACK if est.device.startswith("cuda") else 1)
+    room = (est.free_bytes or 0) - est.weight_state_bytes - (CUDA_WORKSPACE if est.device.startswith("cuda") else 0)
+    return max(1, int(room // max(per_image, 1)))
+
+
+def preflight(prepared: Any, *, echo: Callable[[str], Any] | None = print, check: bool = True,
+              batch_size: int | None = None) -> Estimate:
+    """Estimate one search step of ``prepared``, print it with ``echo`` (one line; None: quiet) and,
+    with ``check``, raise :class:`NasregError` when the peak-memory estimate exceeds the device's
+    free memory. Call it after :func:`nasreg.search.prepare` and before the run directory exists."""
+    est = estimate(prepared, batch_size=batch_size)
+    if echo is not None:
+        echo(est.line())
+    if check and est.free_bytes is not None and est.peak_bytes > est.free_bytes:
+        where = f"{prepared.spec.path}: " if getattr(prepared.spec, "path", None) else ""
+        raise NasregError(
+            f"{where}the search needs about {_gb(est.peak_bytes)} of {est.device} memory at batch "
+            f"{est.batch_size} but only {_gb(est.free_bytes)} is free; use {_knobs(prepared, est)}")
+    return est
