@@ -183,7 +183,7 @@ def test_pools_have_bn_with_given_affine_and_can_be_bare(name):
 
 def test_eval_kwargs_metadata_builds_bare_pools():
     """The evaluation network passes ``eval_kwargs``: DARTS's evaluation pools have no BN."""
-    for name in ALL_OPS:
+    for name in OPS.by_plugin("darts"):
         entry = OPS.get(name)
         module = entry.factory(4, 1, True, **entry.get("eval_kwargs", {}))
         if name in ("max_pool_3x3", "avg_pool_3x3"):

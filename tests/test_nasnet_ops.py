@@ -80,6 +80,6 @@ def test_a_layer_op_is_its_conv_at_its_own_filters_and_stride(h, w, f, s):
     y = layer(torch.randn(2, 3, 8, 8))
     assert y.shape == (2, f, -(-8 // s), -(-8 // s)) and y.min() >= 0  # ends in a ReLU
     assert layer.conv.kernel_size == (h, w)
-    with pytest.raises(ValueError, match=r"'conv_3x5_36' is a nas-layers layer \(36 filters, stride 1\); "
-                                         r"built with C=16, stride=2"):
-        OPS.get("conv_3x5_36").factory(16, 2, False)
+    # Like every op, it works at any C and stride (the layer's own values come from its metadata).
+    other = OPS.get("conv_3x5_36").factory(16, 2, False)
+    assert other(torch.randn(2, 16, 9, 9)).shape == (2, 16, 5, 5)

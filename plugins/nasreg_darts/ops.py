@@ -143,7 +143,9 @@ def _phase_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     y = F.conv2d(xs, weight, bias, padding=p, groups=C)
     y = (y.permute(0, 2, 3, 1).reshape(d, d, N, Hd, Wd, C).permute(2, 3, 0, 4, 1, 5)
          .reshape(N, Hd * d, Wd * d, C).permute(0, 3, 1, 2))
-    return y[:, :, :H, :W] if (ph or pw) else y
+    # Contiguous (NCHW) out: torch 2.14's CPU backward of a 1x1 stride-2 conv on a channels-last
+    # input with fewer than 8 channels corrupts memory, and the next op may be exactly that.
+    return (y[:, :, :H, :W] if (ph or pw) else y).contiguous()
 
 
 class DepthwiseConv2d(nn.Conv2d):

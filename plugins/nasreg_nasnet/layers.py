@@ -90,10 +90,9 @@ class LayerConv(nn.Module):
 
 def _layer_factory(height: int, width: int, filters: int, stride: int,
                    C: int, stride_arg: int, affine: bool, *, in_channels: int | None = None) -> nn.Module:
-    if C != filters or stride_arg != stride:
-        raise ValueError(f"operation {layer_op_name(height, width, filters, stride)!r} is a nas-layers layer "
-                         f"({filters} filters, stride {stride}); built with C={C}, stride={stride_arg}")
-    return LayerConv(in_channels or C, filters, height, width, stride, affine)
+    # The op contract: C channels in and out at the stride asked for (so the op works in any space).
+    # The nas-layers network asks for C = the layer's filters, its stride, and its input width.
+    return LayerConv(in_channels or C, C, height, width, stride_arg, affine)
 
 
 def register_layer_ops(register: Callable[..., object], heights: Sequence[int] = HEIGHTS,
