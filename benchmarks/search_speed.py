@@ -15,7 +15,10 @@ untimed ones, and reports:
   passes first order, x 5 second order, as in REFERENCE.md), the machine's measured rate on a large
   fp32 3x3 convolution in the same subprocess (GFLOP/s) and the fraction of it the step achieves;
 * ``nasreg / baseline``: the ratio of the medians of the two implementations for the same
-  (order, batch, stage, threads), measured back to back in this run.
+  (order, batch, stage, threads), measured back to back in this run; ``cpu ratio`` the same for
+  the process CPU time per step (user + system, all threads), which other processes competing
+  for the cores do not inflate the way they inflate wall time (at 1 thread it is the better
+  figure on a shared machine; with more threads it also counts threads spinning at barriers).
 
 ``baseline`` is ``benchmarks/reference_mixed_op.py``: the original DARTS code's structure (every op
 computed, the zero op as ``x.mul(0.)``, Python ``sum`` of weighted outputs, full ``backward()`` in
@@ -154,15 +157,16 @@ def measure(cfg: dict) -> dict:
     rss_before = _rss_now_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, cpu_times = [], []
     for i in range(cfg["warmup"] + cfg["steps"]):
         train, val = batches[i % len(batches)]
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step(train, val)
         _sync(device)
         if i >= cfg["warmup"]:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb())
     flops = forward_flops(model, batches[0][0][0])
     median = statistics.median(times)
@@ -171,6 +175,7 @@ def measure(cfg: dict) -> dict:
             "num_weights": num_weights,
             "num_candidate_ops": sum(len(c) for e in candidates.values() for c in e),
             "s_per_step": median, "s_per_step_min": min(times), "s_per_step_all": times,
+            "cpu_s_per_step": statistics.median(cpu_times), "cpu_s_per_step_min": min(cpu_times),
             "images_per_s": b / median, "peak_memory_mb": peak,
             "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS",
             "rss_before_steps_mb": rss_before if device.type == "cpu" else None,
@@ -202,23 +207,26 @@ def key(r: dict) -> tuple:
 
 def print_table(rows: list[dict], title: str) -> None:
     cols = ["impl", "order", "batch", "stage", "thr", "cand", "weights", "GFLOP/img", "s/step med",
-            "s/step min", "img/s", "peak MB", "conv GF/s", "achieved", "nasreg/base"]
+            "s/step min", "cpu s/step", "img/s", "peak MB", "conv GF/s", "achieved", "nasreg/base", "cpu ratio"]
     lines = []
     for r in rows:
         if "failed" in r:
             lines.append([r["impl"], r["order"], r["batch"], r["stage"], r["threads"], "", "", "", "FAILED",
-                          r["failed"][:40], "", "", "", "", ""])
+                          r["failed"][:40], "", "", "", "", "", "", ""])
             continue
-        ratio = ""
+        ratio = cpu_ratio = ""
         if r["impl"] == "nasreg":
             base = next((b for b in rows if b["impl"] == "baseline" and key(b) == key(r) and "failed" not in b),
                         None)
             if base is not None:
                 ratio = f"{r['s_per_step'] / base['s_per_step']:.3f}"
+                if "cpu_s_per_step" in r and "cpu_s_per_step" in base:
+                    cpu_ratio = f"{r['cpu_s_per_step'] / base['cpu_s_per_step']:.3f}"
+        cpu = f"{r['cpu_s_per_step']:.3f}" if "cpu_s_per_step" in r else ""
         lines.append([r["impl"], r["order"], r["batch"], r["stage"], r["threads"], r["num_candidate_ops"],
                       f"{r['num_weights']:,}", f"{r['forward_gflop_per_image']:.3f}", f"{r['s_per_step']:.3f}",
-                      f"{r['s_per_step_min']:.3f}", f"{r['images_per_s']:.1f}", f"{r['peak_memory_mb']:.0f}",
-                      f"{r['conv_gflops']:.0f}", f"{100 * r['achieved_fraction']:.1f}%", ratio])
+                      f"{r['s_per_step_min']:.3f}", cpu, f"{r['images_per_s']:.1f}", f"{r['peak_memory_mb']:.0f}",
+                      f"{r['conv_gflops']:.0f}", f"{100 * r['achieved_fraction']:.1f}%", ratio, cpu_ratio])
     widths = [max(len(str(c)), *(len(str(l[i])) for l in lines)) for i, c in enumerate(cols)]
     print(title)
     print("  ".join(str(c).rjust(w) for c, w in zip(cols, widths)))

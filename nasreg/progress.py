@@ -70,6 +70,9 @@ class RichTrainReporter(RichReporter):
     """The same bars for training a genotype's network (``nasreg train``, ``[evaluate]``)."""
 
     def train_start(self, epochs, steps, num_params):
+        if not self._started:
+            self.progress.start()
+            self._started = True
         self.console.print(f"[bold cyan]training[/]: {epochs} epochs x {steps} steps, {num_params:,} parameters")
         self._epoch_task = self.progress.add_task("epochs", total=epochs, info="")
         self._step_task = self.progress.add_task("steps", total=steps, info="")

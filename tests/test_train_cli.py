@@ -233,3 +233,10 @@ def test_help_lists_train_and_show():
     result = invoke("--help")
     assert "train" in result.output and "show" in result.output
     assert "--dry-run" in invoke("train", "--help").output
+
+
+def test_the_training_progress_display(tmp_path):
+    """Without -q the rich display shows the training bars (on stderr) and closes cleanly."""
+    result = invoke("train", DARTS_V2, "--out", tmp_path / "t", sets=TINY_TRAIN)
+    assert result.exit_code == 0, result.output
+    assert "training: 1 epochs x 4 steps" in result.stderr and "test acc" in result.stderr
