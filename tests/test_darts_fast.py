@@ -157,3 +157,42 @@ def test_supernet_runs_channels_last_on_cpu_for_images_of_16x16_and_more():
     assert net(torch.randn(2, 3, 16, 16, dtype=torch.float64)).shape == (2, 10)
     assert net(torch.randn(2, 3, 8, 8, dtype=torch.float64)).shape == (2, 10)
     assert seen == [True, False]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dilated_depthwise_keeps_the_input_memory_format(stride):
+    conv = DepthwiseConv2d(4, 4, 3, stride=stride, padding=2, dilation=2, groups=4, bias=False)
+    x = torch.randn(2, 4, 8, 8)
+    assert conv(x).is_contiguous()
+    y = conv(x.contiguous(memory_format=CL))
+    assert y.is_contiguous(memory_format=CL) and not y.is_contiguous()
+
+
+def test_factorized_reduce_on_few_channels_last_channels_survives_backward():
+    """torch 2.14's CPU backward of a 1x1 stride-2 conv on a channels-last input with 2 to 7
+    channels corrupts the heap (the process aborts): FactorizedReduce must not hit it. In a
+    subprocess, so that a regression fails this test instead of killing the test run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import torch
+        from nasreg_darts.ops import FactorizedReduce
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        for C in range(2, 8):
+            for C_out in (2, 4, 8, 16):
+                fr = FactorizedReduce(C, C_out, affine=False)
+                for _ in range(3):
+                    x = torch.randn(2, C, 16, 16).contiguous(memory_format=torch.channels_last)
+                    x.requires_grad_()
+                    grads = torch.autograd.grad(fr(x).sum(), [x, *fr.parameters()])
+                    x2 = x.detach().contiguous().requires_grad_()
+                    ref = torch.autograd.grad(fr(x2).sum(), [x2, *fr.parameters()])
+                    for a, b in zip(grads, ref):
+                        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

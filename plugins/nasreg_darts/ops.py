@@ -129,9 +129,10 @@ def _phase_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     ``d``, computed with non-dilated convs (see :class:`DepthwiseConv2d`)."""
     C = x.shape[1]
     p = pad // d
+    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format  # the output keeps it
     if stride == d:
         # out[h] = sum_i w[i] x[d*h + d*i - pad] = sum_i w[i] x_0[h + i - p]: only phase 0 is read.
-        return F.conv2d(x[:, :, ::d, ::d], weight, bias, padding=p, groups=C)
+        return F.conv2d(x[:, :, ::d, ::d].contiguous(memory_format=fmt), weight, bias, padding=p, groups=C)
     N, _, H, W = x.shape
     ph, pw = (-H) % d, (-W) % d
     if ph or pw:  # zeros at the bottom/right: those rows and columns are the conv's padding anyway
@@ -143,9 +144,12 @@ def _phase_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     y = F.conv2d(xs, weight, bias, padding=p, groups=C)
     y = (y.permute(0, 2, 3, 1).reshape(d, d, N, Hd, Wd, C).permute(2, 3, 0, 4, 1, 5)
          .reshape(N, Hd * d, Wd * d, C).permute(0, 3, 1, 2))
-    # Contiguous (NCHW) out: torch 2.14's CPU backward of a 1x1 stride-2 conv on a channels-last
-    # input with fewer than 8 channels corrupts memory, and the next op may be exactly that.
-    return (y[:, :, :H, :W] if (ph or pw) else y).contiguous()
+    # In the input's memory format (a channels-last input gets the channels-last result as is).
+    return (y[:, :, :H, :W] if (ph or pw) else y).contiguous(memory_format=fmt)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -246,7 +250,12 @@ class FactorizedReduce(nn.Module):
         x = x_relu if x_relu is not None else self.relu(x)
         h, w = x.shape[-2:]
         shifted = x if not (h % 2 or w % 2) else F.pad(x, (0, w % 2, 0, h % 2))
-        out = torch.cat([self.conv_1(x), self.conv_2(shifted[:, :, 1:, 1:])], dim=1)
+        x1 = x
+        if x.device.type == "cpu" and 2 <= x.shape[1] < 8 and _is_channels_last(x):
+            # torch 2.14 (oneDNN) corrupts the heap in the CPU backward of a 1x1 stride-2 conv on a
+            # channels-last input with 2 to 7 channels and an even size: give conv_1 NCHW.
+            x1 = x.contiguous()
+        out = torch.cat([self.conv_1(x1), self.conv_2(shifted[:, :, 1:, 1:])], dim=1)
         return batch_norm_scaled(self.bn, out, scale)
 
 
