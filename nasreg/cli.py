@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from . import distributed as ddp
 from .errors import NasregError
 from .registry import KINDS
 
@@ -69,6 +70,9 @@ _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PAT
                            help="Override a spec key; VALUE is a TOML literal (a bare word is a string).")
 _plugin_option = click.option("--plugin", "extra_plugins", multiple=True, metavar="MODULE|FILE.py",
                               help="Load an extra plugin module or file (repeatable).")
+_no_preflight_option = click.option(
+    "--no-preflight", is_flag=True,
+    help="Skip the pre-flight estimate (weights, FLOPs per step, peak memory) and its free-memory check.")
 
 
 @main.command()
@@ -79,25 +83,36 @@ _plugin_option = click.option("--plugin", "extra_plugins", multiple=True, metava
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: [run] out_dir / [run] name, numbered if taken).")
 @click.option("--force", is_flag=True, help="Replace an existing --out directory.")
+@_no_preflight_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @handle_errors
 def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, ...], out: Path | None,
-        force: bool, quiet: bool) -> None:
-    """Run the search a TOML spec describes (and its [evaluate] section, if any, after it)."""
+        force: bool, no_preflight: bool, quiet: bool) -> None:
+    """Run the search a TOML spec describes (and its [evaluate] section, if any, after it).
+
+    Before anything is written it prints the supernet's weights, FLOPs per step and peak-memory
+    estimate, and stops if that memory is not free on the device (--no-preflight skips this)."""
     from . import spec as spec_mod
     from .progress import QuietReporter, RichReporter
     from .rundir import create_run_dir
     from .search import prepare, run_search
 
     spec, plugins = spec_mod.load(spec_path, overrides, extra_plugins)
-    prepared = prepare(spec, plugins)
+    prepared = prepare(spec, plugins)  # under torchrun: joins the process group
+    main_rank = ddp.current().is_main
     eval_prepared = _prepare_evaluation(spec, plugins, prepared.space)  # None without [evaluate]
-    run_dir = create_run_dir(spec.run.out_dir, spec.run.name, out, force)
-    reporter = QuietReporter() if quiet else RichReporter(err_console)
+    if not no_preflight:
+        _preflight(prepared, quiet or not main_rank)
+    run_dir = ddp.open_run_dir(lambda: create_run_dir(spec.run.out_dir, spec.run.name, out, force))
+    reporter = QuietReporter() if quiet or not main_rank else RichReporter(err_console)
     try:
         summary = run_search(prepared, run_dir, reporter)
     finally:
         reporter.close()
+        ddp.close_run_dir(run_dir)
+        ddp.shutdown()  # [evaluate] below runs on rank 0 alone
+    if not main_rank:
+        return
     print_summary(summary)
     if eval_prepared is not None:
         _evaluate_after_search(eval_prepared, summary, run_dir, quiet)
@@ -106,13 +121,19 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
 @main.command()
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(path_type=Path))
 @_plugin_option
+@_no_preflight_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @handle_errors
-def resume(run_dir: Path, extra_plugins: tuple[str, ...], quiet: bool) -> None:
-    """Continue a stopped search from its last checkpoint (same results as an uninterrupted run)."""
+def resume(run_dir: Path, extra_plugins: tuple[str, ...], no_preflight: bool, quiet: bool) -> None:
+    """Continue a stopped search from its last checkpoint (same results as an uninterrupted run),
+    then run the spec's [evaluate] section, if any.
+
+    A run whose search finished but whose evaluation did not (no eval/results.json) runs the
+    evaluation again from its start."""
     from . import rundir as rd
     from . import spec as spec_mod
     from .errors import RunDirError
+    from .evaluate import EVAL_DIR, RESULTS_FILE
     from .progress import QuietReporter, RichReporter
     from .search import prepare, run_search
 
@@ -120,16 +141,61 @@ def resume(run_dir: Path, extra_plugins: tuple[str, ...], quiet: bool) -> None:
         raise RunDirError(f"{run_dir}: no such run directory")
     if not (run_dir / rd.SPEC_FILE).is_file():
         raise RunDirError(f"{run_dir}: not a nasreg run directory (no {rd.SPEC_FILE})")
-    if (run_dir / rd.SUMMARY_FILE).is_file():
+    finished = (run_dir / rd.SUMMARY_FILE).is_file()
+    if finished and (run_dir / EVAL_DIR / RESULTS_FILE).is_file():
         raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
     spec, plugins = spec_mod.load(run_dir / rd.SPEC_FILE, (), extra_plugins)
-    prepared = prepare(spec, plugins)
-    reporter = QuietReporter() if quiet else RichReporter(err_console)
+    if finished:
+        if spec.evaluate is None:
+            raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
+        summary = _read_summary(run_dir / rd.SUMMARY_FILE)
+        eval_prepared = _prepare_evaluation(spec, plugins, spec.search_space.build())
+        console.print(f"{run_dir}: the search has finished; its evaluation has not: running the evaluation "
+                      "from its start", highlight=False, soft_wrap=True, markup=False)
+        _evaluate_after_search(eval_prepared, summary, run_dir, quiet)
+        return
+    prepared = prepare(spec, plugins)  # under torchrun: joins the process group
+    main_rank = ddp.current().is_main
+    eval_prepared = _prepare_evaluation(spec, plugins, prepared.space)  # None without [evaluate]
+    if not no_preflight:
+        _preflight(prepared, quiet or not main_rank)
+    given_dir = run_dir
+    run_dir = ddp.open_run_dir(lambda: given_dir)  # other ranks: a scratch directory
+    reporter = QuietReporter() if quiet or not main_rank else RichReporter(err_console)
     try:
         summary = run_search(prepared, run_dir, reporter, resume=True)
     finally:
         reporter.close()
+        ddp.close_run_dir(run_dir)
+        ddp.shutdown()
+    if not main_rank:
+        return
     print_summary(summary)
+    if eval_prepared is not None:
+        _evaluate_after_search(eval_prepared, summary, run_dir, quiet)
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    from .errors import RunDirError
+
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read the search's summary: {exc}") from exc
+    if not isinstance(summary, dict) or not isinstance(summary.get("genotype"), dict):
+        raise RunDirError(f"{path}: not a search summary (no genotype)")
+    return summary
+
+
+def _preflight(prepared: Any, quiet: bool) -> None:
+    """Print the pre-flight estimate (unless quiet) and stop, before the run directory is touched,
+    when its peak memory exceeds the device's free memory (see :mod:`nasreg.preflight`)."""
+    from .preflight import preflight
+
+    def echo(line: str) -> None:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    preflight(prepared, echo=None if quiet else echo, check=True)
 
 
 @main.command()
@@ -211,13 +277,19 @@ def _evaluate_after_search(prepared: Any, summary: dict[str, Any], run_dir: Path
     from .evaluate import EVAL_DIR, run_evaluation, search_cost
     from .genotype import Genotype
     from .progress import QuietReporter, RichTrainReporter
-    from .rundir import GENOTYPE_FILE
+    from .rundir import CHECKPOINT_FILE, GENOTYPE_FILE, METRICS_FILE
 
     genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / GENOTYPE_FILE))
-    console.print(f"[bold]evaluation[/]: training the genotype found into {run_dir / EVAL_DIR}", highlight=False)
+    eval_dir = run_dir / EVAL_DIR
+    # An evaluation that was stopped starts again from its beginning: drop what it had appended
+    # (metrics.jsonl grows by a line per epoch) and its last epoch's checkpoint.
+    for name in (METRICS_FILE, CHECKPOINT_FILE):
+        (eval_dir / name).unlink(missing_ok=True)
+    console.print(f"[bold]evaluation[/]: training the genotype found into {escape(str(eval_dir))}",
+                  highlight=False)
     reporter = QuietReporter() if quiet else RichTrainReporter(err_console)
     try:
-        results = run_evaluation(prepared, genotype, run_dir / EVAL_DIR, reporter,
+        results = run_evaluation(prepared, genotype, eval_dir, reporter,
                                  source=str(run_dir / GENOTYPE_FILE), search_cost=search_cost(summary))
     finally:
         reporter.close()

@@ -1,12 +1,74 @@
-"""The dataset contract: what a ``register_datasets`` factory returns."""
+"""The dataset contract: what a ``register_datasets`` factory returns.
+
+A factory returns a :class:`DatasetBundle` of map-style datasets whose items are
+``(image tensor (C, H, W), int label)``. That is all the default loader (a
+``torch.utils.data.DataLoader``) needs.
+
+In-memory datasets: the ``memory_view()`` protocol
+----------------------------------------------------
+A dataset whose whole split is one image tensor in memory can also be served by
+:class:`nasreg.device_loader.DeviceLoader`, which keeps the split on the run's device (GPU memory,
+or RAM on a CPU) and builds every batch there: indexing, scaling, random crop and flip,
+normalization and cutout, vectorized over the batch (``[data] loader`` and ``[evaluate] loader``).
+To take part, a dataset defines a method ``memory_view() -> MemoryView | None``: the images as
+one ``(N, C, H, W)`` tensor (``uint8``, scaled by 1/255, or float), the labels, and what its
+per-item transform does (channel mean and standard deviation, random-crop padding, horizontal
+flip). It returns None when its transform cannot be reproduced that way (AutoAugment, PIL
+transforms, files read per item): the loader then is not used. ``torch.utils.data.Subset`` (also
+nested) of such a dataset is understood. The built-in ``data`` plugin's CIFAR-10/100, MNIST,
+Fashion-MNIST and digits datasets implement it; a third-party dataset plugin can implement the
+same method, no import of nasreg's loader needed.
+
+The device loader reproduces the transform's semantics, not its random numbers: item ``i`` of
+an epoch is ``normalize(flip(crop(pad(scale(images[i])))))`` with the pad, crop offsets and flip
+drawn from the loader's own generator.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    """A whole split held as one tensor, and the per-item transform applied to it (see above).
+
+    ``images``: ``(N, C, H, W)``, ``uint8`` (pixel values 0..255, scaled to [0, 1] first) or
+    floating point (used as is). ``targets``: ``(N,)`` integer labels. ``mean`` and ``std``: per
+    channel (or one value for all channels), applied after scaling, cropping and flipping:
+    ``(x - mean) / std`` (``(0.0,)``, ``(1.0,)``: images stored already normalized). ``padding``:
+    the random crop pads the scaled image with zeros by that many pixels on every side and takes
+    a crop of the original size at a uniformly random offset (0: no crop). ``flip``: mirror
+    left-right with probability 1/2. The crop and flip are applied only to training batches.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    mean: Sequence[float] = (0.0,)
+    std: Sequence[float] = (1.0,)
+    padding: int = 0
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
+            raise ValueError(f"MemoryView images: expected a (N, C, H, W) tensor, got "
+                             f"{getattr(self.images, 'shape', type(self.images).__name__)}")
+        if self.images.dtype != torch.uint8 and not self.images.is_floating_point():
+            raise ValueError(f"MemoryView images: expected uint8 or floating point, got {self.images.dtype}")
+        if len(self.targets) != len(self.images):
+            raise ValueError(f"MemoryView: {len(self.images)} images but {len(self.targets)} labels")
+        channels = self.images.shape[1]
+        for key in ("mean", "std"):
+            if len(getattr(self, key)) not in (1, channels):
+                raise ValueError(f"MemoryView {key}: expected 1 or {channels} values, got {len(getattr(self, key))}")
+        if any(s == 0 for s in self.std):
+            raise ValueError("MemoryView std: a standard deviation is 0")
+        if self.padding < 0:
+            raise ValueError(f"MemoryView padding: expected >= 0, got {self.padding}")
 
 
 @dataclass

@@ -49,6 +49,7 @@ from . import params as P
 from . import rundir as rd
 from . import spec as spec_mod
 from .data import DatasetBundle
+from .device_loader import DeviceLoader, build_device_loader, choose
 from .errors import DataError, GenotypeError, RegistryError, SpecError
 from .genotype import Genotype
 from .params import Component
@@ -303,17 +304,34 @@ def prepare_evaluation(espec: EvalSpec, plugins: Plugins, space: SearchSpace) ->
     if bundle.test is None or len(bundle.test) == 0:  # type: ignore[arg-type]
         raise DataError(f"{where}: dataset {espec.dataset.name!r} has no test split to evaluate on "
                         "(for digits: a test_fraction > 0)")
+    if espec.evaluate.loader == "device":  # on a dataset that cannot: one line, before training
+        for split in (bundle.train, bundle.test):
+            choose("device", split, device, where=f"{where} loader", name=espec.dataset.name)
     return PreparedEval(espec, plugins, device, space, bundle)
 
 
-def _loader(dataset: Any, ev: EvaluateSection, device: torch.device, shuffle: bool, seed: int) -> DataLoader:
+def _drop_last(n: int, batch_size: int, shuffle: bool) -> bool:
+    # a last training batch of one image breaks BatchNorm on 1x1 maps: drop it
+    return shuffle and n > batch_size and n % batch_size == 1
+
+
+def _loader(dataset: Any, ev: EvaluateSection, device: torch.device, shuffle: bool, seed: int,
+            on_device: bool = False) -> DataLoader | DeviceLoader:
+    """The training (``shuffle``) or test loader: a DataLoader, or with ``on_device`` the device
+    loader (the dataset's crop and flip, and cutout, on the device for training; none for test)."""
     n = len(dataset)
-    return DataLoader(dataset, batch_size=ev.batch_size, shuffle=shuffle,
-                      generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    if on_device:
+        loader = build_device_loader(dataset, batch_size=ev.batch_size, shuffle=shuffle, generator=generator,
+                                     device=device, train=shuffle, drop_last=_drop_last(n, ev.batch_size, shuffle),
+                                     cutout=ev.cutout_length if (shuffle and ev.cutout) else 0)
+        if loader is None:  # choose() said the dataset supports it
+            raise DataError("[evaluate] loader: the dataset cannot be held in memory for the device loader")
+        return loader
+    return DataLoader(dataset, batch_size=ev.batch_size, shuffle=shuffle, generator=generator,
                       num_workers=ev.num_workers, pin_memory=device.type == "cuda",
                       persistent_workers=ev.num_workers > 0,
-                      # a last batch of one image breaks BatchNorm on 1x1 maps: drop it
-                      drop_last=shuffle and n > ev.batch_size and n % ev.batch_size == 1)
+                      drop_last=_drop_last(n, ev.batch_size, shuffle))
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -370,8 +388,13 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
     if ev.limit and ev.limit < len(train_set):
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(run.seed))
         train_set = Subset(train_set, order[:ev.limit].tolist())
-    train_loader = _loader(train_set, ev, device, True, run.seed + 1)
-    test_loader = _loader(bundle.test, ev, device, False, 0)
+    where = f"{espec.path}: [evaluate] loader" if espec.path is not None else "[evaluate] loader"
+    train_on_device = choose(ev.loader, train_set, device, where=where, name=espec.dataset.name)
+    test_on_device = choose(ev.loader, bundle.test, device, where=where, name=espec.dataset.name)
+    train_loader = _loader(train_set, ev, device, True, run.seed + 1, on_device=train_on_device)
+    test_loader = _loader(bundle.test, ev, device, False, 0, on_device=test_on_device)
+    # The device loader cuts out on the device itself; the DataLoader's batches get it below.
+    loop_cutout = ev.cutout and not train_on_device
 
     run_dir.mkdir(parents=True, exist_ok=True)
     rd.write_toml(run_dir / rd.SPEC_FILE, spec_mod._drop_none(espec.resolved()))
@@ -398,7 +421,7 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
         loss_sum, correct, count = 0.0, 0, 0
         for step, (x, y) in enumerate(train_loader):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if ev.cutout:
+            if loop_cutout:
                 x = cutout(x, ev.cutout_length)
             with _autocast(device, ev.amp):
                 out = model(x)
@@ -438,7 +461,7 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
     results: dict[str, Any] = {
         "kind": "train", "name": run.name, "run_dir": str(run_dir), "genotype_source": source,
         "spec_hash": espec.digest(), "dataset": espec.dataset.name, "device": str(device),
-        "seed": run.seed, "epochs": ev.epochs,
+        "seed": run.seed, "epochs": ev.epochs, "loader": "device" if train_on_device else "dataloader",
         "test_acc": record.get("test_acc"), "test_error": record.get("test_error"),
         "test_error_percent": 100.0 * record["test_error"] if record else None,
         "test_loss": record.get("test_loss"), "train_acc": record.get("train_acc"),

@@ -24,6 +24,13 @@ device's free memory (CUDA: ``torch.cuda.mem_get_info``; CPU: ``MemAvailable`` i
 ``/proc/meminfo``, not checked where that file does not exist) :func:`preflight` raises a
 :class:`~nasreg.errors.NasregError` naming the knobs that shrink it. The RNG state is restored
 afterwards, so a run with a pre-flight check is the same run as one without.
+
+There is nothing to estimate for a sampling strategy (``SamplingStrategy``: REINFORCE, random
+search; no supernet) nor for a search space whose ``build_supernet`` raises a plain
+``NotImplementedError``: :func:`preflight` returns None for those (a
+:class:`~nasreg.errors.NasregError` from the space, such as a sampling-only space asked for a
+supernet, is raised: the run would fail on it anyway, later). Any other failure of the probe is
+reported as one line that names ``--no-preflight``.
 """
 
 from __future__ import annotations
@@ -35,14 +42,22 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import NasregError
+from . import distributed as ddp
 
-__all__ = ["Estimate", "estimate", "preflight", "free_memory_bytes", "measure_forward"]
+from .errors import NasregError
+from .strategy import SamplingStrategy
+
+__all__ = ["CannotEstimate", "Estimate", "estimate", "preflight", "free_memory_bytes", "measure_forward"]
 
 PROBE_BATCH = 2
 ACTIVATION_FACTOR = 1.25
 CUDA_SLACK = 1.10
 CUDA_WORKSPACE = 300 * 2**20
+
+
+class CannotEstimate(Exception):
+    """The prepared search has no supernet to estimate (a sampling strategy, or a space that
+    cannot build one); the message says why."""
 
 
 @dataclass
@@ -64,7 +79,7 @@ class Estimate:
     def line(self) -> str:
         free = "" if self.free_bytes is None else f"; {_gb(self.free_bytes)} free on {self.device}"
         return (f"pre-flight: {self.num_weights:,} weights, {self.num_arch_parameters:,} architecture parameters; "
-                f"{self.step_flops / 1e9:,.1f} GFLOP per step ({self.forward_flops / 1e9:,.2f} GFLOP forward "
+                f"{_flops(self.step_flops)} per step ({_flops(self.forward_flops)} forward "
                 f"at batch {self.batch_size}, x 3 x {self.passes_per_step} passes); peak memory about "
                 f"{_gb(self.peak_bytes)}{free}")
 
@@ -72,8 +87,16 @@ class Estimate:
         return asdict(self)
 
 
+def _flops(n: float) -> str:
+    if n >= 1e8:
+        return f"{n / 1e9:,.1f} GFLOP"
+    return f"{n / 1e6:,.1f} MFLOP" if n >= 1e5 else f"{n:,.0f} FLOP"
+
+
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MB"
+    if n >= 2**30 / 10:
+        return f"{n / 2**30:.1f} GB"
+    return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
 
 
 def free_memory_bytes(device: torch.device) -> int | None:
@@ -161,6 +184,9 @@ def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
     """The :class:`Estimate` of ``prepared`` (a :class:`nasreg.search.Prepared`)."""
     spec, p = prepared.spec, prepared
     batch = int(batch_size or spec.data.batch_size)
+    world = ddp.current().world_size
+    if world > 1 and not batch_size:  # under torchrun each process holds its share of the global batch
+        batch = max(1, batch // world)
     bundle = p.bundle
     shape = (bundle.in_channels, bundle.image_size, bundle.image_size)
     threads = torch.get_num_threads()
@@ -168,11 +194,20 @@ def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
         # One thread: the probe's ops are tiny, and thread start-up and sync would dominate.
         torch.set_num_threads(1)
         with torch.random.fork_rng(devices=[]):  # the run's RNG stream is left untouched
-            model = p.space.build_supernet(p.space.full_candidates(), ops=p.plugins.registries.operations,
-                                           in_channels=bundle.in_channels, num_classes=bundle.num_classes)
             strategy = spec.strategy.build()
+            if isinstance(strategy, SamplingStrategy):
+                raise CannotEstimate(f"strategy {spec.strategy.name!r} samples architectures (no supernet)")
+            try:
+                model = p.space.build_supernet(p.space.full_candidates(), ops=p.plugins.registries.operations,
+                                               in_channels=bundle.in_channels, num_classes=bundle.num_classes)
+            except NasregError:
+                raise
+            except NotImplementedError as exc:
+                raise CannotEstimate(f"search space {spec.search_space.name!r} cannot build a supernet"
+                                     + (f": {exc}" if str(exc) else "")) from exc
             x = torch.randn(PROBE_BATCH, *shape)
-            flops, saved = measure_forward(model, x)
+            with torch.enable_grad():  # saved tensors exist only with autograd on
+                flops, saved = measure_forward(model, x)
     finally:
         torch.set_num_threads(threads)
     arch = {id(a) for a in model.arch_parameters()}
@@ -195,7 +230,8 @@ def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
 
 def _knobs(prepared: Any, est: Estimate) -> str:
     spec = prepared.spec
-    knobs = [f"a smaller [data] batch_size (about {_fitting_batch(est)} fits)"]
+    fits = _fitting_batch(est)
+    knobs = [f"a smaller [data] batch_size (about {fits} fits)" if fits else "a smaller [data] batch_size"]
     factory = getattr(getattr(spec.search_space, "entry", None), "factory", None)
     params = getattr(spec.search_space, "params", {}) or {}
     takes_pc = "partial_channels" in params
@@ -214,15 +250,27 @@ def _knobs(prepared: Any, est: Estimate) -> str:
 def _fitting_batch(est: Estimate) -> int:
     per_image = est.activation_bytes_per_image * ACTIVATION_FACTOR * (CUDA_SLACK if est.device.startswith("cuda") else 1)
     room = (est.free_bytes or 0) - est.weight_state_bytes - (CUDA_WORKSPACE if est.device.startswith("cuda") else 0)
-    return max(1, int(room // max(per_image, 1)))
+    return max(0, int(room // max(per_image, 1)))  # 0: not even one image
 
 
 def preflight(prepared: Any, *, echo: Callable[[str], Any] | None = print, check: bool = True,
-              batch_size: int | None = None) -> Estimate:
+              batch_size: int | None = None) -> Estimate | None:
     """Estimate one search step of ``prepared``, print it with ``echo`` (one line; None: quiet) and,
     with ``check``, raise :class:`NasregError` when the peak-memory estimate exceeds the device's
-    free memory. Call it after :func:`nasreg.search.prepare` and before the run directory exists."""
-    est = estimate(prepared, batch_size=batch_size)
+    free memory. Call it after :func:`nasreg.search.prepare` and before the run directory exists.
+
+    Returns None, printing nothing, when there is no supernet to estimate (see the module
+    docstring)."""
+    try:
+        est = estimate(prepared, batch_size=batch_size)
+    except CannotEstimate:
+        return None
+    except NasregError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's module failing on the probe batch
+        where = f"{prepared.spec.path}: " if getattr(prepared.spec, "path", None) else ""
+        raise NasregError(f"{where}pre-flight estimate failed: {type(exc).__name__}: {exc} "
+                          "(--no-preflight skips it)") from exc
     if echo is not None:
         echo(est.line())
     if check and est.free_bytes is not None and est.peak_bytes > est.free_bytes:

@@ -25,8 +25,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import checkpoint
+from . import distributed as ddp
 from . import rundir as rd
 from .data import DatasetBundle, split_train_val
+from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
 from .errors import NasregError, SpecError
 from .genotype import Genotype
 from .plugins import Plugins
@@ -134,15 +136,39 @@ def _append_history(history: dict, per_edge: dict[str, list[list[float]]]) -> No
                 h[e][o].append(v)
 
 
-def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device) -> tuple[DataLoader, DataLoader]:
+def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device, kind: str | None = None
+                 ) -> tuple[DataLoader, DataLoader]:
+    """The search's train and validation loaders: shuffled by generators seeded from the run's
+    seed; under torchrun every rank gets its slice of each global batch (:mod:`nasreg.distributed`).
+
+    ``kind`` ("device" | "dataloader") overrides ``[data] loader`` (a resumed run keeps the kind
+    its checkpoint was written with: the two draw different random streams)."""
     train, val = split_train_val(bundle, spec.data.train_portion, spec.run.seed, spec.data.limit)
-    common = dict(batch_size=spec.data.batch_size, num_workers=spec.data.num_workers,
-                  pin_memory=device.type == "cuda", drop_last=False,
+    ctx = ddp.current()
+    where, name = f"{spec.path}: [data] loader", spec.data.dataset
+    value = kind or spec.data.loader
+    use_device = all(choose_loader(value, ds, device, where=where, name=name) for ds in (train, val))
+    if ddp.broadcast_object(use_device):  # "auto" looks at free memory: rank 0 decides for all
+        # The whole split on the device; batches made (and, for train, augmented) there.
+        kw = dict(batch_size=spec.data.batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size,
+                  drop_last=False, shuffle=True)
+        return (build_device_loader(train, generator=torch.Generator().manual_seed(spec.run.seed + 1),
+                                    train=True, **kw),
+                build_device_loader(val, generator=torch.Generator().manual_seed(spec.run.seed + 2),
+                                    train=False, **kw))
+    common = dict(num_workers=spec.data.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=spec.data.num_workers > 0)
-    g_train = torch.Generator().manual_seed(spec.run.seed + 1)
-    g_val = torch.Generator().manual_seed(spec.run.seed + 2)
-    return (DataLoader(train, shuffle=True, generator=g_train, **common),
-            DataLoader(val, shuffle=True, generator=g_val, **common))
+    loaders = []
+    for dataset, seed in ((train, spec.run.seed + 1), (val, spec.run.seed + 2)):
+        g = torch.Generator().manual_seed(seed)
+        if ctx.enabled:
+            sampler = ddp.RankBatchSampler(torch.utils.data.RandomSampler(dataset, generator=g),
+                                           spec.data.batch_size, ctx.rank, ctx.world_size)
+            loaders.append(DataLoader(dataset, batch_sampler=sampler, generator=g, **common))
+        else:
+            loaders.append(DataLoader(dataset, batch_size=spec.data.batch_size, shuffle=True, generator=g,
+                                      drop_last=False, **common))
+    return loaders[0], loaders[1]
 
 
 @torch.no_grad()
@@ -173,6 +199,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     for m, momentum in saved:
         m.momentum = momentum
     model.train()
+    loss_sum, correct, count = ddp.all_sum([loss_sum, correct, count])  # every rank's share (torchrun)
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
@@ -207,11 +234,17 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
     space: SearchSpace = spec.search_space.build()
     selector = spec.selector.build() if spec.selector is not None else None
     strategy = spec.strategy.build()
+    if isinstance(strategy, SamplingStrategy) and ddp.env_world_size() > 1:
+        raise SpecError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} samples and trains child "
+                        "networks itself and cannot run under torchrun; run it in one process")
+    _ctx, device = ddp.init_from_env(device, f"{spec.path}: [run] device")
     if not isinstance(strategy, SamplingStrategy) and selector is None:
         raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "
                         f"{spec.strategy.name!r} derives the genotype through a selector, e.g. 'argmax')")
     stages = check_stages(spec, selector)
     bundle: DatasetBundle = spec.dataset.build()
+    if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
+        choose_loader("device", bundle.train, device, where=f"{spec.path}: [data] loader", name=spec.data.dataset)
     return Prepared(spec, plugins, device, space, selector, stages, bundle)
 
 
@@ -310,22 +343,24 @@ class _Search:
             torch.set_num_threads(spec.run.threads)
         configure_determinism(spec.run.deterministic, p.device)
         seed_everything(spec.run.seed)
-        train_loader, val_loader = make_loaders(spec, p.bundle, p.device)
-        steps = min(len(train_loader), len(val_loader))
         run = Run(spec=spec, plugins=p.plugins, run_dir=self.run_dir, device=p.device, space=p.space)
 
         ckpt: dict[str, Any] | None = None
-        if resume and not self.ckpt_path.exists():
+        main = ddp.current().is_main
+        # Rank 0 reads the run directory; the other ranks (torchrun) get what it read.
+        if resume and not ddp.broadcast_object(self.ckpt_path.exists() if main else None):
             # Stopped before its first checkpoint: nothing to keep, start the same run afresh.
-            self.reporter.message(f"{self.run_dir}: no checkpoint yet; starting the run from the beginning")
-            self.metrics_path.unlink(missing_ok=True)
+            if main:
+                self.reporter.message(f"{self.run_dir}: no checkpoint yet; starting the run from the beginning")
+                self.metrics_path.unlink(missing_ok=True)
             resume = False
         if resume:
-            ckpt = checkpoint.load(self.ckpt_path)
+            ckpt = ddp.broadcast_object(checkpoint.load(self.ckpt_path) if main else None)
             done = (ckpt["stage"], ckpt["epoch"])
-            kept = [m for m in rd.read_jsonl(self.metrics_path)
-                    if (m.get("stage", -1), m.get("epoch", -1)) < done]
-            rd.atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+            if main:
+                kept = [m for m in rd.read_jsonl(self.metrics_path)
+                        if (m.get("stage", -1), m.get("epoch", -1)) < done]
+                rd.atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
             candidates, stage_infos, gradients = ckpt["candidates"], ckpt["stage_infos"], ckpt["gradients"]
             elapsed = float(ckpt["elapsed"])
             self.reporter.message(f"resuming {self.run_dir} at stage {ckpt['stage']}, epoch {ckpt['epoch']}"
@@ -333,8 +368,12 @@ class _Search:
         else:
             rd.write_toml(self.run_dir / rd.SPEC_FILE, spec.resolved())
             candidates, stage_infos, gradients, elapsed = p.space.full_candidates(), [], [], 0.0
+        train_loader, val_loader = make_loaders(spec, p.bundle, p.device, ckpt.get("loader") if ckpt else None)
+        self.loader_kind = "device" if isinstance(train_loader, DeviceLoader) else "dataloader"
+        steps = min(len(train_loader), len(val_loader))
         t_start = time.perf_counter() - elapsed
-        notify(p.plugins, "on_run_start", self.reporter, run=run)
+        if main:
+            notify(p.plugins, "on_run_start", self.reporter, run=run)
 
         previous: Supernet | None = None
         result: StageResult | None = None
@@ -347,6 +386,9 @@ class _Search:
             if previous is not None and getattr(p.selector, "inherit_weights", False):
                 inherit(model, previous)
             model = model.to(p.device)
+            if ddp.current().enabled:  # one model on every rank: global-batch BatchNorm, rank 0's weights
+                ddp.sync_batch_norm_(model)
+                ddp.broadcast_module_(model)
             strategy = spec.strategy.build()
             strategy.setup(model, epochs=epochs, steps_per_epoch=steps)
             st = {"grad_history": {}, "alpha_history": {}, "epoch_seconds": [], "step_times": []}
@@ -389,18 +431,21 @@ class _Search:
                     out = strategy.step((xt, yt), (xv, yv), update_alpha=joint)
                     if joint:
                         recorder.add()
-                    loss = float(out["train_loss"])
+                    n = int(out.get("train_count", yt.numel()))
+                    # The global batch's figures, and a stop request every rank agrees on (torchrun).
+                    loss_n, n_correct, n, stops = ddp.all_sum(
+                        [float(out["train_loss"]) * n, int(out["train_correct"]), n, self.stop.requested])
+                    loss, stop_now = loss_n / max(n, 1), stops > 0
                     if not _finite(loss):
                         raise DivergenceError(
                             f"training diverged: loss is {loss} at stage {stage}, epoch {epoch}, step {i}; "
                             f"{self._last_good()}; try a lower [strategy] w_lr or alpha_lr")
-                    n = int(out.get("train_count", yt.numel()))
-                    loss_sum += loss * n
-                    correct += int(out["train_correct"])
-                    count += n
+                    loss_sum += loss_n
+                    correct += int(n_correct)
+                    count += int(n)
                     st["step_times"].append(time.perf_counter() - t_step)
-                    self.reporter.step(i + 1, out)
-                    if self.stop.requested and i + 1 < steps:
+                    self.reporter.step(i + 1, {**out, "train_loss": loss})
+                    if stop_now and i + 1 < steps:
                         self._save(stage, epoch, i + 1, candidates, model, strategy, st, recorder,
                                    loader_states, (loss_sum, correct, count), stage_infos, gradients, t_start)
                         raise Interrupted(
@@ -430,13 +475,15 @@ class _Search:
                 }
                 rd.append_jsonl(self.metrics_path, last_metrics)
                 self.reporter.epoch_end(last_metrics)
-                notify(p.plugins, "on_epoch_end", self.reporter, run=run, stage=stage, epoch=epoch,
-                       metrics=last_metrics)
+                if main:
+                    notify(p.plugins, "on_epoch_end", self.reporter, run=run, stage=stage, epoch=epoch,
+                           metrics=last_metrics)
                 last_epoch = epoch + 1 == epochs
-                if (epoch + 1) % spec.run.checkpoint_every == 0 or last_epoch or self.stop.requested:
+                stop_now = ddp.agree(self.stop.requested)
+                if (epoch + 1) % spec.run.checkpoint_every == 0 or last_epoch or stop_now:
                     self._save(stage, epoch + 1, 0, candidates, model, strategy, st, recorder,
                                _loader_states(train_loader, val_loader), None, stage_infos, gradients, t_start)
-                if self.stop.requested and not last_epoch:
+                if stop_now and not last_epoch:
                     raise Interrupted(f"interrupted after stage {stage}, epoch {epoch}; checkpoint written; "
                                       f"continue with: nasreg resume {self.run_dir}")
             ckpt = None
@@ -458,16 +505,18 @@ class _Search:
             rd.write_json(self.run_dir / rd.STAGES_FILE, stage_infos)
             rd.write_json(self.run_dir / rd.GRADIENTS_FILE, {"stat": spec.search.grad_stat, "stages": gradients})
             self.reporter.stage_end(stage)
-            notify(p.plugins, "on_stage_end", self.reporter, run=run, stage=stage, result=result)
+            if main:
+                notify(p.plugins, "on_stage_end", self.reporter, run=run, stage=stage, result=result)
             if stage + 1 < len(p.stages):
-                candidates = p.selector.next_candidates(result, run)
+                # Every rank asks its selector (it may keep state); rank 0's answer is used.
+                candidates = ddp.broadcast_object(p.selector.next_candidates(result, run))
             previous = model
-            if self.stop.requested and stage + 1 < len(p.stages):
+            if ddp.agree(self.stop.requested) and stage + 1 < len(p.stages):
                 raise Interrupted(f"interrupted after stage {stage}; checkpoint written; "
                                   f"continue with: nasreg resume {self.run_dir}")
 
         assert result is not None
-        genotype: Genotype = p.selector.derive(result, run)
+        genotype: Genotype = ddp.broadcast_object(p.selector.derive(result, run))
         genotype.save(self.run_dir / rd.GENOTYPE_FILE)
         if not last_metrics:
             done = rd.read_jsonl(self.metrics_path)
@@ -475,13 +524,16 @@ class _Search:
         summary = {
             "name": spec.run.name, "run_dir": str(self.run_dir), "spec_hash": spec.digest(),
             "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed,
-            "final_val_acc": last_metrics.get("val_acc"), "final_val_loss": last_metrics.get("val_loss"),
+            "loader": self.loader_kind, "final_val_acc": last_metrics.get("val_acc"), "final_val_loss": last_metrics.get("val_loss"),
             "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
             "stages": [{k: v for k, v in s.items() if k != "candidates"} for s in stage_infos],
             "genotype": genotype.to_dict(),
         }
+        if ddp.current().enabled:
+            summary["world_size"] = ddp.current().world_size
         rd.write_json(self.run_dir / rd.SUMMARY_FILE, summary)
-        notify(p.plugins, "on_run_end", self.reporter, run=run, genotype=genotype, summary=summary)
+        if main:
+            notify(p.plugins, "on_run_end", self.reporter, run=run, genotype=genotype, summary=summary)
         return summary
 
     def _last_good(self) -> str:
@@ -491,11 +543,13 @@ class _Search:
 
     def _save(self, stage, epoch, step, candidates, model, strategy, st, recorder, loader_states, accum,
               stage_infos, gradients, t_start) -> None:
+        if not ddp.current().is_main:  # under torchrun only rank 0 writes the checkpoint
+            return
         checkpoint.save(self.ckpt_path, {
             "stage": stage, "epoch": epoch, "step": step, "candidates": candidates,
             "model": model.state_dict(), "strategy": strategy.state_dict(), "stage_state": st,
             "recorder": {"acc": recorder.acc.cpu() if recorder.acc is not None else None,
                          "count": recorder.count},
             "loader_states": loader_states, "accum": accum, "stage_infos": stage_infos,
-            "gradients": gradients, "elapsed": time.perf_counter() - t_start,
+            "gradients": gradients, "elapsed": time.perf_counter() - t_start, "loader": self.loader_kind,
         })

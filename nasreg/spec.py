@@ -4,8 +4,9 @@ A spec has these tables (``name``-style keys pick registry entries; the other ke
 table are passed to that entry's factory and checked against its signature):
 
 ``[run]``           name, seed, device, threads, out_dir, deterministic, plugins, checkpoint_every
-``[data]``          ``dataset`` (registry name), batch_size, train_portion, num_workers, limit; any
-                    other key goes to the dataset factory (``root``, ``download``, ...)
+``[data]``          ``dataset`` (registry name), batch_size, train_portion, num_workers, limit,
+                    loader ("auto" | "dataloader" | "device": :class:`DataSection`); any other key
+                    goes to the dataset factory (``root``, ``download``, ...)
 ``[search_space]``  ``name``, ``operations`` (the candidate op list, in order), space keys
 ``[search]``        epochs and warmup_epochs per stage, the gradient statistic
 ``[strategy]``      ``name`` and its keys (``darts``: order, learning rates, ...)
@@ -67,6 +68,13 @@ class DataSection:
     train_portion: Annotated[float, Range(gt=0, lt=1)] = 0.5
     num_workers: Annotated[int, Range(ge=0, le=256)] = 0
     limit: Annotated[int, Range(ge=0)] = 0
+    #: How batches are made (nasreg.device_loader). "auto": the device loader (the split held on
+    #: the GPU, crop/flip/normalization done there per batch) when the run's device is CUDA and the
+    #: dataset supports it (in-memory datasets: CIFAR, MNIST, digits; not image_folder, not with
+    #: AutoAugment), else a torch DataLoader. "dataloader": always a DataLoader. "device": always
+    #: the device loader, also on a CPU (tensors in RAM, batched indexing: much faster than a
+    #: per-item DataLoader for small images); an error if the dataset cannot be held in memory.
+    loader: Literal["auto", "dataloader", "device"] = "auto"
 
 
 Epochs = Annotated[int, Range(ge=0, le=100_000)]
@@ -106,7 +114,9 @@ class EvaluateSection:
     dataset is used (for ``nasreg train`` without a spec: CIFAR-10). The network trains on the
     whole train split and is tested on the test split. ``augment`` (random crop and flip) is
     passed to the dataset when set (unset: the dataset's default), ``autoaugment`` when true;
-    cutout is applied to the normalized training batches by the training loop.
+    cutout is applied to the normalized training batches by the training loop. ``loader`` picks
+    the batch maker as ``[data] loader`` does; with the device loader the crop, flip, normalization
+    and cutout of the training batches run on the device (the test set is never augmented).
     """
 
     epochs: Annotated[int, Range(ge=1, le=100_000)] = 600
@@ -129,6 +139,8 @@ class EvaluateSection:
     amp: bool = False
     limit: Annotated[int, Range(ge=0)] = 0  # train images used (0: all), for quick trials
     num_workers: Annotated[int, Range(ge=0, le=256)] = 0
+    #: "auto" | "dataloader" | "device": as ``[data] loader`` (see DataSection).
+    loader: Literal["auto", "dataloader", "device"] = "auto"
     data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:

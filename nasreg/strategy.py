@@ -17,6 +17,10 @@ class SearchStrategy(ABC):
     supernet, :meth:`step` once per pair of batches, :meth:`end_epoch` after each epoch.
     After a step that updated the architecture, every architecture parameter's ``.grad`` must
     still hold the gradient used for that update: the core records it (DG-DARTS clusters it).
+
+    Under ``torchrun`` each rank's batches are its slice of the global batch and the supernet's
+    BatchNorms are synchronized; a strategy makes its updates global by passing every gradient it
+    computes to :func:`nasreg.distributed.average_` (a no-op in one process) before using it.
     """
 
     @abstractmethod

@@ -148,6 +148,8 @@ def _no_debug_env(monkeypatch):
     """``nasreg --debug`` sets NASREG_DEBUG in the process; never let it leak between tests."""
     monkeypatch.delenv("NASREG_DEBUG", raising=False)
     monkeypatch.delenv("NASREG_DISABLE_PLUGINS", raising=False)
+    yield
+    os.environ.pop("NASREG_DEBUG", None)  # set by the CLI itself: not undone by monkeypatch
 
 
 @pytest.fixture

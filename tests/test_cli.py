@@ -267,6 +267,92 @@ def test_run_the_toy_search_end_to_end(toy_spec, tmp_path, restore_torch_threads
     assert not list(out.glob("*.png"))  # the disabled plugin did not observe the run
 
 
+# --- run: the pre-flight estimate -----------------------------------------------------------
+
+SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+#: DARTS's spec (second order) shrunk to a tiny supernet on digits.
+TINY_DARTS = [a for kv in ("data.dataset=digits", "data.limit=64", "data.batch_size=8", "data.num_workers=0",
+                           "search_space.cells=3", "search_space.channels=4", "run.threads=1", "run.device=cpu",
+                           "search.epochs=1")
+              for a in ("--set", kv)]
+
+
+def test_run_prints_the_preflight_estimate(toy_spec, tmp_path, restore_torch_threads, monkeypatch):
+    monkeypatch.setenv("NASREG_DISABLE_PLUGINS", "plots")
+    out = tmp_path / "run"
+    result = invoke("run", toy_spec, "--out", out, "--set", "search.epochs=1", "--set", "search.warmup_epochs=0")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("pre-flight: ")]
+    assert len(lines) == 1, result.stdout
+    assert "119 weights, 9 architecture parameters" in lines[0]  # the toy supernet's
+    for fragment in ("0.1 MFLOP per step (21,888 FLOP forward at batch 8, x 3 x 2 passes)", "peak memory about ",
+                     "free on cpu"):
+        assert fragment in lines[0]
+    assert result.stdout.index("pre-flight: ") < result.stdout.index("genotype")
+    # quiet: no estimate printed (it is still checked: see below)
+    quiet = invoke("run", toy_spec, "--out", tmp_path / "quiet", "-q", "--set", "search.epochs=1",
+                   "--set", "search.warmup_epochs=0")
+    assert quiet.exit_code == 0, quiet.output
+    assert "pre-flight" not in quiet.output
+
+
+def test_the_estimate_comes_before_the_run_directory(toy_spec, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("x")
+    result = invoke("run", toy_spec, "--out", taken)
+    assert_one_line_error(result, "run directory already exists")
+    assert result.stdout.startswith("pre-flight: ")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_run_stops_before_anything_when_memory_does_not_fit(tmp_path, monkeypatch, quiet):
+    import nasreg.preflight as pf
+
+    monkeypatch.setattr(pf, "free_memory_bytes", lambda device: 2**20)
+    out = tmp_path / "out"
+    spec = SPECS_DIR / "darts.toml"
+    result = invoke("run", spec, *TINY_DARTS, "--out", out, *(["-q"] if quiet else []))
+    line = assert_one_line_error(result, f"error: {spec}: the search needs about ", "of cpu memory at batch 8",
+                                 "but only 1 MB is free", "[data] batch_size", "[search_space] partial_channels = 4",
+                                 "[strategy] order = 1")
+    assert "Traceback" not in line
+    assert not out.exists()
+    assert ("pre-flight: " in result.stdout) is not quiet
+
+
+def test_an_absurd_batch_fails_on_the_real_free_memory(tmp_path):
+    # 65536 images of a 64-channel supernet: terabytes of activations, whatever the machine
+    if not Path("/proc/meminfo").exists():
+        pytest.skip("the CPU's free memory is unknown here")
+    out = tmp_path / "out"
+    result = invoke("run", SPECS_DIR / "quickstart.toml", "--out", out, "-q", "--set", "data.limit=64",
+                    "--set", "data.batch_size=65536", "--set", "search_space.channels=64", "--set", "run.device=cpu")
+    assert_one_line_error(result, "at batch 65536", "is free; use a smaller [data] batch_size (about ",
+                          "[search_space] partial_channels = 4")
+    assert not out.exists()
+
+
+def test_no_preflight_skips_the_estimate_and_its_check(toy_spec, tmp_path, restore_torch_threads, monkeypatch):
+    import nasreg.preflight as pf
+
+    monkeypatch.setenv("NASREG_DISABLE_PLUGINS", "plots")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the estimate ran")
+
+    monkeypatch.setattr(pf, "estimate", fail)
+    monkeypatch.setattr(pf, "free_memory_bytes", lambda device: 1)
+    out = tmp_path / "run"
+    result = invoke("run", toy_spec, "--out", out, "--no-preflight", "--set", "search.epochs=1",
+                    "--set", "search.warmup_epochs=0")
+    assert result.exit_code == 0, result.output
+    assert "pre-flight" not in result.output
+    assert (out / "summary.json").is_file()
+    assert "--no-preflight" in invoke("run", "--help").output
+    assert "--no-preflight" in invoke("resume", "--help").output
+
+
 # --- the shipped specs ----------------------------------------------------------------------
 
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.toml"))

@@ -353,7 +353,7 @@ def test_bind_defaults_are_the_darts_reference():
     assert bind(DartsStrategy, {}, "[strategy]") == {
         "order": 1, "w_lr": 0.025, "w_lr_min": 0.001, "w_momentum": 0.9, "w_weight_decay": 3e-4,
         "w_grad_clip": 5.0, "alpha_lr": 3e-4, "alpha_betas": [0.5, 0.999], "alpha_weight_decay": 1e-3,
-        "unrolled_lr": None, "finite_diff_eps": 0.01, "amp": "off", "channels_last": False}
+        "unrolled_lr": None, "finite_diff_eps": 0.01, "amp": "off", "channels_last": False, "compile": False}
     keys = bind(DartsStrategy, {"order": 2, "w_lr": 1, "unrolled_lr": 0.01, "amp": "bf16"}, "[strategy]")
     assert keys["w_lr"] == 1.0 and isinstance(keys["w_lr"], float)
     DartsStrategy(**keys)
@@ -411,3 +411,37 @@ def test_amp_on_cpu():
         s16 = setup_strategy(TinyNet().float(), amp="fp16")
     assert s16._amp_dtype is None and s16.w_scaler is None
     assert any("fp16" in str(w.message) for w in caught)
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_compile_runs_every_pass_through_torch_compile_with_the_eager_results(monkeypatch, order):
+    """``compile = true``: the passes go through ``torch.compile`` of the supernet (here with the
+    ``aot_eager`` backend: the graph capture and AOT autograd without inductor's C++ build) and
+    the steps give the eager steps' weights and alphas; the checkpointed state is the model's."""
+    real, calls = torch.compile, []
+
+    def compile_for_test(model, **kw):
+        calls.append(kw)
+        return real(model, backend="aot_eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", compile_for_test)
+    torch._dynamo.reset()
+    train, val = make_batches()
+    eager_model, compiled_model = make_model(), make_model()
+    eager = setup_strategy(eager_model, order=order)
+    compiled = setup_strategy(compiled_model, order=order, compile=True)
+    assert calls == [{"dynamic": False}] and compiled._net is not compiled_model
+    for _ in range(2):
+        a = eager.step(train, val, update_alpha=True)
+        b = compiled.step(train, val, update_alpha=True)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-9)
+    sa, sb = eager_model.state_dict(), compiled_model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sb[k], sa[k], rtol=1e-7, atol=1e-9)
+    for pa, pb in zip(eager_model.arch_parameters(), compiled_model.arch_parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-7, atol=1e-9)
+    torch._dynamo.reset()

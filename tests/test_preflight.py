@@ -114,3 +114,55 @@ def test_free_memory_of_the_cpu():
     free = pf.free_memory_bytes(torch.device("cpu"))
     if Path("/proc/meminfo").exists():
         assert free is not None and free > 0
+
+
+# --- what cannot be estimated ---------------------------------------------------------------
+
+
+def test_a_sampling_strategy_has_nothing_to_estimate():
+    s, plugins = spec_mod.load(ROOT / "specs" / "random.toml", ["data.limit=64", "run.device=cpu"])
+    lines = []
+    assert pf.preflight(prepare(s, plugins), echo=lines.append) is None
+    assert lines == []
+
+
+def test_a_space_without_a_supernet_is_skipped_but_its_spec_errors_are_not(monkeypatch):
+    p = prepared()
+    lines = []
+    monkeypatch.setattr(type(p.space), "build_supernet", lambda self, *a, **k: (_ for _ in ()).throw(
+        NotImplementedError("no supernet here")))
+    assert pf.preflight(p, echo=lines.append) is None and lines == []
+
+    class Refused(NotImplementedError, NasregError):
+        pass
+
+    monkeypatch.setattr(type(p.space), "build_supernet", lambda self, *a, **k: (_ for _ in ()).throw(
+        Refused("x.toml: search space 'y' has no supernet")))
+    with pytest.raises(Refused):
+        pf.preflight(p, echo=lines.append)
+
+
+def test_a_probe_that_fails_is_one_line_naming_no_preflight(monkeypatch):
+    p = prepared()
+
+    def broken(model, x):
+        raise RuntimeError("shapes do not match\nat line 3")
+
+    monkeypatch.setattr(pf, "measure_forward", broken)
+    with pytest.raises(NasregError) as info:
+        pf.preflight(p, echo=None)
+    msg = str(info.value)
+    assert msg.startswith(f"{p.spec.path}: pre-flight estimate failed: RuntimeError: shapes do not match")
+    assert "--no-preflight" in msg
+
+
+def test_small_figures_keep_their_units():
+    assert pf._flops(2.5e9) == "2.5 GFLOP" and pf._flops(3.2e6) == "3.2 MFLOP" and pf._flops(21888) == "21,888 FLOP"
+    assert pf._gb(3 * 2**30) == "3.0 GB" and pf._gb(18 * 2**20) == "18 MB" and pf._gb(29608) == "29 KB"
+
+
+def test_no_batch_fits_when_the_weights_alone_do_not(monkeypatch):
+    monkeypatch.setattr(pf, "free_memory_bytes", lambda device: 1)
+    with pytest.raises(NasregError) as info:
+        pf.preflight(prepared(), echo=None)
+    assert "use a smaller [data] batch_size, " in str(info.value) and "fits" not in str(info.value)

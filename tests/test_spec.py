@@ -59,7 +59,7 @@ def test_resolved_spec_has_every_default_and_round_trips_through_toml(regs, writ
     resolved = spec.resolved()
     assert resolved["run"]["checkpoint_every"] == 1 and resolved["run"]["plugins"] == []
     assert resolved["data"] == {"dataset": "toy-data", "batch_size": 8, "train_portion": 0.5, "num_workers": 0,
-                                "limit": 0, "size": 32, "image_size": 4, "classes": 3}
+                                "limit": 0, "loader": "auto", "size": 32, "image_size": 4, "classes": 3}
     assert resolved["selector"] == {"name": "toy-select", "stages": 1, "min_ops": 1,
                                     "clusterer": {"name": "toy-split", "n_clusters": 2}}  # None dropped
     assert resolved["search"]["eval_batch_norm"] == "batch"

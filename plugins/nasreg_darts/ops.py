@@ -83,8 +83,8 @@ def batch_norm_scaled(bn: nn.Module, x: torch.Tensor, scale: torch.Tensor | None
     """
     if scale is None:
         return bn(x)
-    if not isinstance(bn, nn.BatchNorm2d) or bn._forward_hooks or bn._forward_pre_hooks:
-        return bn(x) * scale
+    if type(bn) is not nn.BatchNorm2d or bn._forward_hooks or bn._forward_pre_hooks:
+        return bn(x) * scale  # e.g. a synchronized BatchNorm (torchrun): its own forward
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)

@@ -22,6 +22,7 @@ from torch import nn
 
 import nasreg
 from nasreg import Range, Ref
+from nasreg.distributed import sample_rows
 
 from .ops import FactorizedReduce, ReLUConvBN
 
@@ -66,9 +67,10 @@ class DropPathMixedOp(nasreg.MixedOp):
             if droppable:
                 # weight / keep goes into the op (e.g. its BN), the 0/1 sample mask multiplies after
                 y = self.op_term(module, x, weights[i] / keep, x_relu)
-                mask = torch.empty(y.shape[0], *([1] * (y.dim() - 1)), device=y.device,
-                                   dtype=y.dtype).bernoulli_(keep)
-                y = y * mask
+                # Masks for the whole global batch, this rank's rows kept (torchrun = one process).
+                n, rows = sample_rows(y.shape[0])
+                mask = torch.empty(n, *([1] * (y.dim() - 1)), device=y.device, dtype=y.dtype).bernoulli_(keep)
+                y = y * mask[rows]
             else:
                 y = self.op_term(module, x, weights[i], x_relu)
             out = y if out is None else out.add_(y)

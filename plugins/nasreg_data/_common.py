@@ -45,6 +45,26 @@ class ImageTensorDataset(Dataset):
             image = self.transform(image)
         return image, int(self.targets[index])
 
+    def memory_view(self) -> Any:
+        """The split as a :class:`nasreg.data.MemoryView` (for the device loader), or None when
+        the transform is not one it can reproduce (AutoAugment, or an arbitrary callable).
+
+        Without a transform the stored images are the items (float, already normalized); with an
+        :class:`ImageTransform` the stored ``uint8`` images are scaled, cropped, flipped and
+        normalized as it says.
+        """
+        from nasreg.data import MemoryView
+
+        t = self.transform
+        if t is None:
+            if not self.images.is_floating_point():
+                return None  # items would be raw integers: nothing the loader should normalize
+            return MemoryView(self.images, self.targets)
+        if type(t) is not ImageTransform or t.autoaugment is not None or self.images.dtype != torch.uint8:
+            return None
+        return MemoryView(self.images, self.targets, mean=tuple(t.mean.flatten().tolist()),
+                          std=tuple(t.std.flatten().tolist()), padding=t.padding, flip=t.flip)
+
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape
         return f"{type(self).__name__}({n} images, {c}x{h}x{w}, transform={self.transform!r})"

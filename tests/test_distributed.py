@@ -1,0 +1,193 @@
+"""Multi-process search with torchrun: 2 CPU processes on the gloo backend.
+
+The acceptance test: a 2-process search gives the genotype of the 1-process search with the same
+global batch, and metrics equal within floating-point tolerance. The pieces it rests on
+(synchronized BatchNorm, rank-sliced batches) are tested on their own too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler
+
+from nasreg import distributed as ddp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "scratch"),
+           "NASREG_DIST_TIMEOUT": "300", "PYTHONUNBUFFERED": "1"}
+    (tmp_path / "scratch").mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "--max_restarts=0", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------ pieces, one process
+
+
+def test_one_process_context_is_rank_0_of_1_and_collectives_are_identities():
+    ctx = ddp.current()
+    assert (ctx.rank, ctx.world_size, ctx.enabled, ctx.is_main) == (0, 1, False, True)
+    g = [torch.ones(3), None]
+    ddp.average_(g)
+    assert torch.equal(g[0], torch.ones(3))
+    assert ddp.all_sum([1.5, 2]) == [1.5, 2.0]
+    assert ddp.agree(True) is True and ddp.agree(False) is False
+    assert ddp.broadcast_object({"a": 1}) == {"a": 1}
+
+
+@pytest.mark.parametrize("n,batch,world", [(32, 16, 2), (37, 16, 2), (37, 10, 3), (5, 4, 2), (3, 4, 4)])
+def test_rank_batches_are_equal_slices_of_the_global_batches(n, batch, world):
+    data = list(range(n))
+    per_rank = []
+    for rank in range(world):
+        g = torch.Generator().manual_seed(7)
+        sampler = ddp.RankBatchSampler(RandomSampler(data, generator=g), batch, rank, world)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        per_rank.append(batches)
+    g = torch.Generator().manual_seed(7)
+    order = list(RandomSampler(data, generator=g))
+    expected = [order[i:i + batch] for i in range(0, n, batch)]
+    expected = [b[:len(b) // world * world] for b in expected if len(b) >= world]
+    assert len({len(b) for b in per_rank}) == 1  # every rank takes as many steps
+    for step, global_batch in enumerate(expected):
+        sizes = {len(per_rank[r][step]) for r in range(world)}
+        assert sizes == {len(global_batch) // world}  # equal shares
+        assert sum((per_rank[r][step] for r in range(world)), []) == global_batch
+
+
+def test_sync_batch_norm_conversion_keeps_parameters_and_state_dict_keys():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                              torch.nn.BatchNorm2d(4, affine=False), torch.nn.GroupNorm(2, 4))
+    keys, weight = list(net.state_dict()), net[1].weight
+    assert ddp.sync_batch_norm_(net) == 2
+    assert list(net.state_dict()) == keys and net[1].weight is weight
+    assert isinstance(net[1], ddp.SyncBatchNorm2d) and type(net[3]) is torch.nn.GroupNorm
+    # In one process it is plain BatchNorm.
+    x = torch.randn(4, 3, 6, 6)
+    ref = torch.nn.BatchNorm2d(4)
+    ref.load_state_dict(net[1].state_dict())
+    h = net[0](x)
+    torch.testing.assert_close(net[1](h), ref(h), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ two processes (gloo)
+
+SYNC_BN_CHECK = textwrap.dedent("""
+    import torch, torch.distributed as dist
+    from torch import nn
+    from nasreg import distributed as ddp
+    torch.set_num_threads(1)
+    ctx, _ = ddp.init_from_env(torch.device("cpu"))
+    torch.manual_seed(0)
+    N, C = 8, 3
+    x = torch.randn(N, C, 5, 5, dtype=torch.float64) * 3 + 1
+    gy = torch.randn(N, C, 5, 5, dtype=torch.float64)
+    for affine in (True, False):
+        for momentum in (0.1, None, 0.0):
+            ref = nn.BatchNorm2d(C, affine=affine, momentum=momentum).double()
+            if affine:
+                with torch.no_grad():
+                    ref.weight.uniform_(0.5, 2); ref.bias.uniform_(-1, 1)
+            bn = nn.BatchNorm2d(C, affine=affine, momentum=momentum).double()
+            bn.load_state_dict(ref.state_dict())
+            ddp.sync_batch_norm_(bn)
+            for _ in range(2):  # running statistics over two steps
+                for p in (*ref.parameters(), *bn.parameters()):
+                    p.grad = None
+                xr = x.clone().requires_grad_()
+                yr = ref(xr); (yr * gy).sum().backward()
+                lo, hi = ddp.rank_slice(N, ctx.rank, ctx.world_size)
+                xl = x[lo:hi].clone().requires_grad_()
+                yl = bn(xl); (yl * gy[lo:hi]).sum().backward()
+                torch.testing.assert_close(yl, yr[lo:hi])
+                torch.testing.assert_close(xl.grad, xr.grad[lo:hi])
+                torch.testing.assert_close(bn.running_mean, ref.running_mean)
+                torch.testing.assert_close(bn.running_var, ref.running_var)
+                assert int(bn.num_batches_tracked) == int(ref.num_batches_tracked)
+                if affine:  # this rank's share; their sum is the global gradient
+                    gw, gb = bn.weight.grad.clone(), bn.bias.grad.clone()
+                    dist.all_reduce(gw); dist.all_reduce(gb)
+                    torch.testing.assert_close(gw, ref.weight.grad)
+                    torch.testing.assert_close(gb, ref.bias.grad)
+            bn.eval(); ref.eval()  # eval mode: running statistics, no communication
+            torch.testing.assert_close(bn(x), ref(x))
+    # float32 and a bfloat16 input: statistics in float32
+    bn = ddp.SyncBatchNorm2d(C)
+    y = bn(x[lo:hi].float().bfloat16())
+    assert y.dtype == torch.bfloat16
+    open(f"ok{ctx.rank}", "w").close()
+    ddp.shutdown()
+""")
+
+
+def test_sync_batch_norm_over_two_processes_equals_batch_norm_over_the_global_batch(tmp_path):
+    script = tmp_path / "sync_bn.py"
+    script.write_text(SYNC_BN_CHECK)
+    out = _torchrun([str(script)], tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()  # both ranks checked
+
+
+TINY = ["data.dataset=digits", "data.limit=128", "data.batch_size=32", "data.num_workers=0",
+        "search_space.cells=3", "search_space.channels=4", "run.threads=1", "run.device=cpu",
+        "run.seed=3"]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("spec,extra", [
+    ("dgdarts.toml", ["search.epochs=2", "search.warmup_epochs=1"]),
+    ("darts.toml", ["search.epochs=2", "strategy.order=2"]),
+    ("dgdarts.toml", ["search.epochs=[1, 2]", "search.warmup_epochs=0", "data.loader=device"]),
+], ids=["dgdarts-first-order-2-stages", "darts-second-order", "device-loader"])
+def test_two_process_search_matches_one_process_search_with_the_same_global_batch(tmp_path, spec, extra):
+    sets = [a for o in [*TINY, *extra] for a in ("--set", o)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.run([sys.executable, "-m", "nasreg", "run", str(ROOT / "specs" / spec), "--out", str(one),
+                             "-q", "--no-preflight", *sets], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = _torchrun(["-m", "nasreg", "run", str(ROOT / "specs" / spec), "--out", str(two), "-q",
+                       "--no-preflight", *sets], tmp_path)
+    assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
+
+    assert json.loads((two / "genotype.json").read_text())["cells"] == \
+        json.loads((one / "genotype.json").read_text())["cells"]
+    m1, m2 = _metrics(one), _metrics(two)
+    assert [(m["stage"], m["epoch"]) for m in m2] == [(m["stage"], m["epoch"]) for m in m1]
+    for a, b in zip(m1, m2):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a["stage"], a["epoch"])
+        for ct in a["alphas"]:  # per edge (stage 1's candidate sets differ in size)
+            assert len(b["alphas"][ct]) == len(a["alphas"][ct])
+            for ea, eb in zip(a["alphas"][ct], b["alphas"][ct]):
+                assert eb == pytest.approx(ea, rel=1e-4, abs=1e-6)
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    # Only rank 0 wrote: one run directory, and rank 1's scratch directory is gone.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["one", "scratch", "two"]
+    assert not list((tmp_path / "scratch").glob("nasreg-rank*"))
+
+
+def test_sampling_strategies_refuse_torchrun_with_one_line(tmp_path):
+    out = _torchrun(["-m", "nasreg", "run", str(ROOT / "specs" / "random.toml"), "--out", str(tmp_path / "r"),
+                     "-q", "--set", "run.device=cpu"], tmp_path)
+    assert out.returncode != 0
+    assert "cannot run under torchrun" in out.stderr
+    worker_lines = [line for line in out.stderr.splitlines() if line.startswith("[rank")]
+    assert not any("Traceback" in line for line in worker_lines), out.stderr[-3000:]
+    assert not (tmp_path / "r").exists()
