@@ -93,7 +93,7 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
     Before anything is written it prints the supernet's weights, FLOPs per step and peak-memory
     estimate, and stops if that memory is not free on the device (--no-preflight skips this)."""
     from . import spec as spec_mod
-    from .progress import QuietReporter, RichReporter
+    from .progress import QuietReporter, RichReporter, SilentReporter
     from .rundir import create_run_dir
     from .search import prepare, run_search
 
@@ -104,7 +104,7 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
     if not no_preflight:
         _preflight(prepared, quiet or not main_rank)
     run_dir = ddp.open_run_dir(lambda: create_run_dir(spec.run.out_dir, spec.run.name, out, force))
-    reporter = QuietReporter() if quiet or not main_rank else RichReporter(err_console)
+    reporter = SilentReporter() if not main_rank else QuietReporter() if quiet else RichReporter(err_console)
     try:
         summary = run_search(prepared, run_dir, reporter)
     finally:
@@ -134,7 +134,7 @@ def resume(run_dir: Path, extra_plugins: tuple[str, ...], no_preflight: bool, qu
     from . import spec as spec_mod
     from .errors import RunDirError
     from .evaluate import EVAL_DIR, RESULTS_FILE
-    from .progress import QuietReporter, RichReporter
+    from .progress import QuietReporter, RichReporter, SilentReporter
     from .search import prepare, run_search
 
     if not run_dir.is_dir():
@@ -161,7 +161,7 @@ def resume(run_dir: Path, extra_plugins: tuple[str, ...], no_preflight: bool, qu
         _preflight(prepared, quiet or not main_rank)
     given_dir = run_dir
     run_dir = ddp.open_run_dir(lambda: given_dir)  # other ranks: a scratch directory
-    reporter = QuietReporter() if quiet or not main_rank else RichReporter(err_console)
+    reporter = SilentReporter() if not main_rank else QuietReporter() if quiet else RichReporter(err_console)
     try:
         summary = run_search(prepared, run_dir, reporter, resume=True)
     finally:

@@ -23,6 +23,12 @@ class QuietReporter:
         print(text, file=sys.stderr)
 
 
+class SilentReporter(QuietReporter):
+    """Shows nothing at all: the reporter of torchrun's ranks other than 0 (rank 0 speaks for all)."""
+
+    def message(self, text: str) -> None: ...
+
+
 class RichReporter(QuietReporter):
     """Epoch and step bars with the current losses, accuracy and ETA."""
 

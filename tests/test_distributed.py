@@ -32,6 +32,30 @@ def _torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: int = 60
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (from /proc: Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 # ------------------------------------------------------------------ pieces, one process
 
 
@@ -191,3 +215,54 @@ def test_sampling_strategies_refuse_torchrun_with_one_line(tmp_path):
     worker_lines = [line for line in out.stderr.splitlines() if line.startswith("[rank")]
     assert not any("Traceback" in line for line in worker_lines), out.stderr[-3000:]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers to kill through /proc")
+def test_two_process_search_killed_and_resumed_under_torchrun_matches_one_process(tmp_path):
+    """SIGKILL to the whole torchrun job after its first checkpoint; `torchrun -m nasreg resume`
+    then ends with the one-process run's genotype and metrics."""
+    import signal
+    import time
+
+    sets = [a for o in [*TINY, "search.epochs=3", "search.warmup_epochs=1", "selector.stages=2"]
+            for a in ("--set", o)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.run([sys.executable, "-m", "nasreg", "run", str(ROOT / "specs" / "dgdarts.toml"),
+                             "--out", str(one), "-q", "--no-preflight", *sets], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    (tmp_path / "scratch").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "scratch"), "NASREG_DIST_TIMEOUT": "300"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max_restarts=0"]
+    job = subprocess.Popen([*launcher, "-m", "nasreg", "run", str(ROOT / "specs" / "dgdarts.toml"), "--out", str(two),
+                            "-q", "--no-preflight", *sets], cwd=tmp_path, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    metrics = two / "metrics.jsonl"
+    while time.monotonic() < deadline and job.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:  # stage 0, epochs 0 and 1 done
+            break
+        time.sleep(0.2)
+    assert job.poll() is None, "the run ended before it could be killed"
+    victims = _descendants(job.pid)  # torchrun starts its workers in sessions of their own
+    for pid in [job.pid, *victims]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    job.wait()
+    while any(Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "X") for pid in victims):
+        time.sleep(0.1)
+    assert (two / "checkpoint.pt").is_file() and not (two / "summary.json").exists()
+
+    resumed = subprocess.run([*launcher, "-m", "nasreg", "resume", str(two), "-q", "--no-preflight"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert json.loads((two / "genotype.json").read_text())["cells"] == \
+        json.loads((one / "genotype.json").read_text())["cells"]
+    m1, m2 = _metrics(one), _metrics(two)
+    assert [(m["stage"], m["epoch"]) for m in m2] == [(m["stage"], m["epoch"]) for m in m1]
+    for a, b in zip(m1, m2):
+        for key in ("train_loss", "val_loss", "val_acc"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a["stage"], a["epoch"])
