@@ -35,8 +35,8 @@ The ``[evaluate]`` retraining after a search runs on rank 0 alone.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
-import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -126,8 +126,8 @@ def init_from_env(device: torch.device, where: str = "[run] device") -> tuple[Co
         timeout = datetime.timedelta(seconds=_env_int("NASREG_DIST_TIMEOUT", 1800))
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
-        if device.type == "cuda":
-            kwargs["device_id"] = device
+        if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+            kwargs["device_id"] = device  # binds NCCL to this rank's GPU (torch >= 2.3)
         dist.init_process_group(**kwargs)
     _current = Context(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
     return _current, device
@@ -217,15 +217,6 @@ def broadcast_module_(module: nn.Module, src: int = 0) -> None:
         dist.broadcast(flat, src=src)
         for t, part in zip(ts, flat.split([t.numel() for t in ts])):
             t.copy_(part.view_as(t))
-
-
-def check_identical(obj: Any, what: str) -> None:
-    """Raise on every rank if ``obj`` (picklable) differs between ranks (a consistency guard)."""
-    if not _current.enabled:
-        return
-    mine = pickle.dumps(obj)
-    if agree(mine != broadcast_object(mine)):
-        raise RuntimeError(f"{what} differs between ranks")
 
 
 # ------------------------------------------------------------------ the run directory

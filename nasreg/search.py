@@ -37,7 +37,7 @@ from .run import Run
 from .selector import StageResult
 from .strategy import SamplingStrategy
 from .spec import Spec, check_stages
-from .supernet import Candidates, SearchSpace, Supernet
+from .supernet import SearchSpace, Supernet
 
 
 class DivergenceError(NasregError):
