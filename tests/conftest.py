@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
 
 from nasreg.plugins import Plugins, load_plugins
 
@@ -150,6 +151,15 @@ def _no_debug_env(monkeypatch):
     monkeypatch.delenv("NASREG_DISABLE_PLUGINS", raising=False)
     yield
     os.environ.pop("NASREG_DEBUG", None)  # set by the CLI itself: not undone by monkeypatch
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks: one torch thread is fastest (two oversubscribe a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -14,13 +14,7 @@ REGS = load_plugins().registries
 OPS = REGS.operations
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is fastest (and two oversubscribe a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 NEW_OPS = ["conv_1x3_3x1", "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3"]
 
 

@@ -10,12 +10,7 @@ import torch
 from nasreg_rl.controller import Controller, reinforce_update
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(sizes, seed=0, hidden=16, lr=0.05):
