@@ -379,17 +379,22 @@ def print_summary(summary: dict[str, Any]) -> None:
     from .genotype import Genotype
 
     genotype = Genotype.from_dict(summary["genotype"])
-    table = Table(title=f"run {summary['name']}: {summary['run_dir']}")
-    table.add_column("stage")
-    table.add_column("weights", justify="right")
-    table.add_column("candidate ops", justify="right")
-    table.add_column("s/epoch", justify="right")
-    table.add_column("s/step", justify="right")
-    for s in summary["stages"]:
-        ep = s["epoch_seconds"]
-        table.add_row(str(s["stage"]), f"{s['num_weights']:,}", str(s["num_candidate_ops"]),
-                      f"{sum(ep) / max(len(ep), 1):.2f}", f"{s['step_seconds']:.3f}")
-    console.print(table)
+    if summary.get("stages"):  # supernet searches; a sampling strategy has children, not stages
+        table = Table(title=f"run {summary['name']}: {summary['run_dir']}")
+        table.add_column("stage")
+        table.add_column("weights", justify="right")
+        table.add_column("candidate ops", justify="right")
+        table.add_column("s/epoch", justify="right")
+        table.add_column("s/step", justify="right")
+        for s in summary["stages"]:
+            ep = s["epoch_seconds"]
+            table.add_row(str(s["stage"]), f"{s['num_weights']:,}", str(s["num_candidate_ops"]),
+                          f"{sum(ep) / max(len(ep), 1):.2f}", f"{s['step_seconds']:.3f}")
+        console.print(table)
+    elif summary.get("children") is not None:
+        console.print(f"[bold]{summary.get('strategy', 'search')}[/]: {summary['children']} children trained, "
+                      f"best reward {summary.get('best_reward', float('nan')):.4f} (child {summary.get('best_child')})",
+                      highlight=False)
     console.print("[bold]genotype[/]\n" + genotype.describe(), highlight=False)
     acc = summary.get("final_val_acc")
     if acc is not None:

@@ -77,6 +77,10 @@ def test_reinforce_on_nasnet_cells_end_to_end_and_its_genotype_trains(tmp_path):
     assert result.exit_code == 0, result.output
     genotype = check_run_dir(run_dir, "reinforce", "nasnet-cell", 4)
     assert set(genotype.cells) == {"normal", "reduce"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # The summary says what a sampling search did (no empty stage table).
+    assert f"reinforce: 4 children trained, best reward {summary['best_reward']:.4f}" in result.output
+    assert "candidate ops" not in result.output
     controller = json.loads((run_dir / "controller.json").read_text())
     assert len(controller["decisions"]) == 2 * 5 * 2  # 2 cells x 5 decisions x 2 blocks
     assert [u["update"] for u in controller["updates"]] == [0, 1]
