@@ -524,7 +524,8 @@ class _Search:
         summary = {
             "name": spec.run.name, "run_dir": str(self.run_dir), "spec_hash": spec.digest(),
             "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed,
-            "loader": self.loader_kind, "final_val_acc": last_metrics.get("val_acc"), "final_val_loss": last_metrics.get("val_loss"),
+            "loader": self.loader_kind,
+            "final_val_acc": last_metrics.get("val_acc"), "final_val_loss": last_metrics.get("val_loss"),
             "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
             "stages": [{k: v for k, v in s.items() if k != "candidates"} for s in stage_infos],
             "genotype": genotype.to_dict(),
