@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,8 @@ def test_evaluate_key_errors():
 def test_search_spec_evaluate_defaults_to_the_search_dataset(tmp_path):
     spec, plugins = S.load(SPECS / "quickstart.toml")
     assert spec.evaluate is not None and spec.eval_dataset.name == "digits"
-    assert spec.evaluate.cells == 8 and spec.evaluate.cutout is False
+    written = tomllib.loads((SPECS / "quickstart.toml").read_text())["evaluate"]
+    assert spec.evaluate.cells == written["cells"] and spec.evaluate.cutout is False
     resolved = spec.resolved()
     assert resolved["evaluate"]["data"]["dataset"] == "digits"
     # The resolved spec (as written into the run directory) is a valid spec again.
@@ -112,7 +114,8 @@ def test_search_spec_evaluate_defaults_to_the_search_dataset(tmp_path):
 
 def test_a_search_spec_serves_nasreg_train():
     espec, _ = load_eval_spec(SPECS / "quickstart.toml")
-    assert espec.dataset.name == "digits" and espec.evaluate.cells == 8
+    written = tomllib.loads((SPECS / "quickstart.toml").read_text())["evaluate"]
+    assert espec.dataset.name == "digits" and espec.evaluate.cells == written["cells"] != 20  # the spec's value, not the default
     assert espec.search_space is not None and espec.search_space.name == "darts-cell"
     espec, _ = load_eval_spec(SPECS / "darts.toml")  # no [evaluate]: the defaults, on its data
     assert espec.dataset.name == "cifar10" and espec.evaluate.epochs == 600
