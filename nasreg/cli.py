@@ -148,6 +148,9 @@ def resume(run_dir: Path, extra_plugins: tuple[str, ...], no_preflight: bool, qu
     if finished:
         if spec.evaluate is None:
             raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
+        if ddp.env_world_size() > 1:  # [evaluate] runs in one process
+            raise RunDirError(f"{run_dir}: the search has finished and its evaluation runs in one process; "
+                              f"run `nasreg resume {run_dir}` without torchrun")
         summary = _read_summary(run_dir / rd.SUMMARY_FILE)
         eval_prepared = _prepare_evaluation(spec, plugins, spec.search_space.build())
         console.print(f"{run_dir}: the search has finished; its evaluation has not: running the evaluation "
