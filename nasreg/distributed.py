@@ -144,14 +144,15 @@ def shutdown() -> None:
 # ------------------------------------------------------------------ collectives
 
 
-def _flat_all_reduce(tensors: Sequence[torch.Tensor]) -> None:
-    """All-reduce (sum) ``tensors`` in place: one collective per (device, dtype) group."""
+def _flat_collective(tensors: Sequence[torch.Tensor], collective: Callable[[torch.Tensor], Any]) -> None:
+    """Run ``collective`` (in place on a flat tensor) over ``tensors``, in place: one call per
+    (device, dtype) group of them, on their concatenation."""
     groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
     for t in tensors:
         groups.setdefault((t.device, t.dtype), []).append(t)
     for ts in groups.values():
-        flat = torch.cat([t.reshape(-1) for t in ts])
-        dist.all_reduce(flat)
+        flat = torch.cat([t.detach().reshape(-1) for t in ts])
+        collective(flat)
         for t, part in zip(ts, flat.split([t.numel() for t in ts])):
             t.copy_(part.view_as(t))
 
@@ -168,7 +169,7 @@ def average_(tensors: Sequence[torch.Tensor | None]) -> None:
     ts = [t for t in tensors if t is not None]
     if not ts:
         return
-    _flat_all_reduce(ts)
+    _flat_collective(ts, dist.all_reduce)
     torch._foreach_div_(ts, float(_current.world_size))
 
 
@@ -208,15 +209,7 @@ def broadcast_module_(module: nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers into every rank's ``module``."""
     if not _current.enabled:
         return
-    tensors = [t for t in (*module.parameters(), *module.buffers())]
-    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-    for t in tensors:
-        groups.setdefault((t.device, t.dtype), []).append(t)
-    for ts in groups.values():
-        flat = torch.cat([t.detach().reshape(-1) for t in ts])
-        dist.broadcast(flat, src=src)
-        for t, part in zip(ts, flat.split([t.numel() for t in ts])):
-            t.copy_(part.view_as(t))
+    _flat_collective([*module.parameters(), *module.buffers()], lambda flat: dist.broadcast(flat, src=src))
 
 
 # ------------------------------------------------------------------ the run directory
