@@ -1,34 +1,91 @@
 """nasreg: plugin-based, declarative neural architecture search for PyTorch.
 
-The public API for plugin authors::
+Everything a user script or a plugin may rely on is exported here, and only here: the names in
+``__all__`` are the public, documented and stable surface. The modules behind them are internal
+(a plugin that imports ``nasreg.something`` directly is broken by any refactor; a test keeps the
+built-in plugins honest about this).
+
+``import nasreg`` does not import torch: the names that need it are loaded on first use, so the
+command line (``nasreg --help``, ``validate``, ``list-plugins``) starts fast.
+
+For scripts (see the README's "Python API")::
+
+    import nasreg
+    spec = nasreg.load_spec("specs/quickstart.toml", overrides=["search.epochs=1"])
+    result = nasreg.search(spec)                  # a SearchResult: genotype, summary, run_dir
+    net = nasreg.build_network(result.genotype, spec=spec)
+
+For plugin authors (see CONTRIBUTING.md)::
 
     from nasreg import hookimpl            # the marker for hook implementations
     from nasreg import Range, Ref          # annotations that make factory params checked spec keys
     from nasreg import SearchSpace, Supernet, MixedOp, SearchStrategy, Selector, StageResult
-    from nasreg import Genotype, DatasetBundle, MemoryView, NasregError
+    from nasreg import Genotype, DatasetBundle, MemoryView, RunContext, NasregError
 """
 
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = _version("nasreg")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from .data import DatasetBundle, MemoryView
+# Torch-free names, imported at once (cheap).
 from .errors import (DataError, GenotypeError, NasregError, PluginError, RegistryError, RunDirError,
                      SpecError)
-from .genotype import CellGenotype, Genotype, GenotypeEdge, derive_topk
+from .genotype import CellGenotype, Genotype, GenotypeEdge
 from .hookspecs import hookimpl
 from .params import Component, Range, Ref
 from .registry import Entry, Registry
-from .selector import Selector, StageResult
-from .strategy import SamplingStrategy, SearchStrategy
-from .supernet import Candidates, MixedOp, SearchSpace, Supernet
+
+#: Names loaded on first access (their modules import torch): name -> (module, attribute).
+_LAZY: dict[str, tuple[str, str]] = {
+    # plugin contracts
+    "SearchSpace": (".supernet", "SearchSpace"),
+    "Supernet": (".supernet", "Supernet"),
+    "MixedOp": (".supernet", "MixedOp"),
+    "Candidates": (".supernet", "Candidates"),
+    "SearchStrategy": (".strategy", "SearchStrategy"),
+    "SamplingStrategy": (".strategy", "SamplingStrategy"),
+    "Selector": (".selector", "Selector"),
+    "StageResult": (".selector", "StageResult"),
+    "DatasetBundle": (".data", "DatasetBundle"),
+    "MemoryView": (".data", "MemoryView"),
+    "derive_topk": (".genotype", "derive_topk"),
+    # SDK helpers
+    "component": (".params", "component"),
+    "write_json": (".rundir", "write_json"),
+}
 
 __all__ = [
     "__version__", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
-    "SearchSpace", "Supernet", "MixedOp", "Candidates", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
-    "Genotype", "CellGenotype", "GenotypeEdge", "derive_topk", "DatasetBundle", "MemoryView",
+    "Genotype", "CellGenotype", "GenotypeEdge",
     "NasregError", "SpecError", "RegistryError", "PluginError", "GenotypeError", "RunDirError", "DataError",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'nasreg' has no attribute {name!r}") from None
+    value = getattr(import_module(module, __name__), attr)
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .data import DatasetBundle, MemoryView
+    from .genotype import derive_topk
+    from .selector import Selector, StageResult
+    from .strategy import SamplingStrategy, SearchStrategy
+    from .supernet import Candidates, MixedOp, SearchSpace, Supernet

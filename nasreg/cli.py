@@ -16,7 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from . import distributed as ddp
 from .errors import NasregError
 from .registry import KINDS
 
@@ -92,6 +91,7 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
 
     Before anything is written it prints the supernet's weights, FLOPs per step and peak-memory
     estimate, and stops if that memory is not free on the device (--no-preflight skips this)."""
+    from . import distributed as ddp
     from . import spec as spec_mod
     from .progress import QuietReporter, RichReporter, SilentReporter
     from .rundir import create_run_dir
@@ -130,6 +130,7 @@ def resume(run_dir: Path, extra_plugins: tuple[str, ...], no_preflight: bool, qu
 
     A run whose search finished but whose evaluation did not (no eval/results.json) runs the
     evaluation again from its start."""
+    from . import distributed as ddp
     from . import rundir as rd
     from . import spec as spec_mod
     from .errors import RunDirError
