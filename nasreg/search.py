@@ -452,6 +452,7 @@ class _Search:
                             f"interrupted at stage {stage}, epoch {epoch}, step {i + 1}; checkpoint written; "
                             f"continue with: nasreg resume {self.run_dir}")
                 start_step = 0
+                lr = strategy.current_lr()  # the rate this epoch trained at (end_epoch advances it)
                 strategy.end_epoch()
                 val_loss, val_acc = evaluate(model, val_loader, p.device, spec.search.eval_batch_norm == "batch")
                 epoch_time = time.perf_counter() - t_epoch
@@ -469,7 +470,7 @@ class _Search:
                 last_metrics = {
                     "stage": stage, "epoch": epoch, "joint": joint,
                     "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
-                    "val_loss": val_loss, "val_acc": val_acc, "lr": strategy.current_lr(),
+                    "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
                     "epoch_seconds": epoch_time, "wall_seconds": time.perf_counter() - t_start,
                     "peak_memory_mb": peak_memory_mb(p.device), "alphas": alphas,
                 }
