@@ -240,7 +240,8 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
     infos = list(plugins.infos.values())
     if as_json:
         click.echo(json.dumps({"plugins": [i.to_dict() for i in infos],
-                               "registries": {reg.kind: {e.name: {"plugin": e.plugin, "description": e.description}
+                               "registries": {reg.kind: {reg.display_name(e): {"plugin": e.plugin,
+                                                                               "description": e.description}
                                                          for e in reg} for reg in plugins.registries}},
                               indent=2))
         return

@@ -27,7 +27,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, RegistryError
-from .registry import KINDS, Registries
+from .registry import KINDS, Entry, Registries
 
 ENTRY_POINT_GROUP = "nasreg"
 #: Comma-separated plugin names not to load (like pytest's ``-p no:name``).
@@ -191,48 +191,37 @@ class Plugins:
     def fill_registries(self) -> Registries:
         """Ask every loaded plugin, one at a time, to register what it provides.
 
-        A plugin whose hook raises registers nothing. A name registered by two plugins is an error
-        of both (it names both); looking the name up raises it, so neither silently wins, and
-        each plugin's other entries stay usable. Calling this again rebuilds the registries from
-        scratch (load errors stay, registration errors are recomputed).
+        A plugin whose hook raises registers nothing. A name registered by two plugins is kept
+        twice, each entry under its qualified name (``plugin:name``); only a lookup of the shared
+        bare name fails (see :class:`~nasreg.registry.Registry`), and neither plugin is failed. A
+        plugin registering one name twice is failed, and that name's lookups raise. Each plugin's
+        ``registered`` lists the names to use: bare, or qualified where shared. Calling this again
+        rebuilds the registries from scratch (load errors stay, registration errors are recomputed).
         """
         regs = self.registries = Registries()
         for info in self.infos.values():
             info.error = self._load_errors.get(info.name)
             info.registered = {}
         reg_errors: dict[str, list[str]] = {}
+        entries: list[tuple[PluginInfo, str, Entry]] = []
         for info in self.infos.values():
             if info.name in self._load_errors:
                 continue
-            plugin = self.pm.get_plugin(info.name)
-            staged: list[tuple[str, tuple, dict]] = []
             try:
-                for kind, hook_name, _noun in KINDS:
-                    caller = getattr(self.pm.hook, hook_name)
-                    for impl in caller.get_hookimpls():
-                        if impl.plugin is not plugin:
-                            continue
-                        register = _stager(kind, staged)
-                        impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
+                staged = self._staged(info.name)
             except Exception as exc:  # noqa: BLE001
                 reg_errors.setdefault(info.name, []).append(f"failed while registering: {_describe(exc)}")
                 if os.environ.get("NASREG_DEBUG"):
                     traceback.print_exc()
                 continue
             for kind, (name, factory), metadata in staged:
-                registry = regs[kind]
-                first = registry._entries.get(name) if isinstance(name, str) else None
                 try:
-                    registry.register(name, factory, plugin=info.name, **metadata)
+                    entries.append((info, kind, regs[kind].register(name, factory, plugin=info.name, **metadata)))
                 except RegistryError as exc:
-                    if isinstance(name, str) and name:
-                        # Looking the name up raises this error, never a quietly chosen winner.
-                        registry.conflicts[name] = str(exc)
                     reg_errors.setdefault(info.name, []).append(str(exc))
-                    if first is not None and first.plugin != info.name:
-                        reg_errors.setdefault(first.plugin, []).append(str(exc))
-                else:
-                    info.registered.setdefault(kind, []).append(name)
+        # Only now that every plugin registered is it known which names are shared.
+        for info, kind, entry in entries:
+            info.registered.setdefault(kind, []).append(regs[kind].display_name(entry))
         for name, errors in reg_errors.items():
             self.infos[name].error = "; ".join(dict.fromkeys(errors))
         failed = {i.name: i.error for i in self.infos.values() if not i.ok}
@@ -240,6 +229,18 @@ class Plugins:
             reg.failed_plugins = dict(failed)  # type: ignore[arg-type]
         self._filled = True
         return regs
+
+    def _staged(self, name: str) -> list[tuple[str, tuple, dict]]:
+        """What plugin ``name``'s registration hooks register: ``(kind, (name, factory), metadata)``
+        each, in order (raising whatever a hook raises)."""
+        plugin = self.pm.get_plugin(name)
+        staged: list[tuple[str, tuple, dict]] = []
+        for kind, hook_name, _noun in KINDS:
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is plugin:
+                    register = _stager(kind, staged)
+                    impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
+        return staged
 
     def require_ok(self, names: Sequence[str]) -> None:
         """Raise for the first of ``names`` (plugins a run asked for) that failed to load."""

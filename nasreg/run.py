@@ -37,5 +37,5 @@ class Run:
         return self.plugins.hook
 
     def zero_ops(self) -> set[str]:
-        """Names of the registered ops that declare ``is_zero``."""
-        return {e.name for e in self.registries.operations if e.get("is_zero", False)}
+        """Names (bare and qualified) of the registered ops that declare ``is_zero``."""
+        return {n for e in self.registries.operations if e.get("is_zero", False) for n in (e.name, e.qualified)}

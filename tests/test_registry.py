@@ -59,19 +59,52 @@ def test_registry_error_is_a_user_error():
     assert RegistryError.exit_code == 2
 
 
-def test_duplicate_name_names_both_plugins(ops):
+def test_a_name_two_plugins_register_is_kept_twice(ops):
+    mine = ops.register("sep_conv_3x3", undocumented, plugin="my_plugin")  # no error at registration
+    assert mine.qualified == "my_plugin:sep_conv_3x3"
+    assert ops.get("my_plugin:sep_conv_3x3") is mine
+    assert ops.get("darts:sep_conv_3x3").factory is sep_conv
+    assert ops.get("sep_conv_5x5").plugin == "darts"  # the plugins' other names are untouched
+    assert ops.names().count("sep_conv_3x3") == 1
+    assert ops.qualified_names()[-1] == "my_plugin:sep_conv_3x3"
+    assert len(ops) == 5 and "sep_conv_3x3" in ops and "my_plugin:sep_conv_3x3" in ops
+
+
+def test_a_shared_bare_name_is_an_error_only_when_looked_up(ops):
+    ops.register("sep_conv_3x3", undocumented, plugin="my_plugin")
+    ops.register("sep_conv_3x3", undocumented, plugin="acme")
     with pytest.raises(RegistryError) as err:
-        ops.register("sep_conv_3x3", undocumented, plugin="my_plugin")
-    msg = str(err.value)
-    assert "'sep_conv_3x3'" in msg
-    assert "'darts'" in msg and "'my_plugin'" in msg
-    assert ops.get("sep_conv_3x3").factory is sep_conv  # the first registration is untouched
-
-
-def test_conflicting_name_raises_the_conflict_on_lookup(ops):
-    ops.conflicts["sep_conv_3x3"] = "operation 'sep_conv_3x3' is registered twice: by plugin 'a' and by plugin 'b'"
-    with pytest.raises(RegistryError, match="registered twice: by plugin 'a' and by plugin 'b'"):
         ops.get("sep_conv_3x3")
+    assert str(err.value) == ("'sep_conv_3x3' is registered by 3 plugins: use 'acme:sep_conv_3x3', "
+                              "'darts:sep_conv_3x3' or 'my_plugin:sep_conv_3x3'")
+
+
+def test_display_name_is_qualified_only_where_shared(ops):
+    mine = ops.register("sep_conv_3x3", undocumented, plugin="my_plugin")
+    assert ops.display_name(mine) == "my_plugin:sep_conv_3x3"
+    assert ops.display_name(ops.get("darts:sep_conv_3x3")) == "darts:sep_conv_3x3"
+    assert ops.display_name(ops.get("sep_conv_5x5")) == "sep_conv_5x5"
+
+
+def test_an_unknown_qualified_name_suggests_the_plugins_that_have_it(ops):
+    ops.register("sep_conv_3x3", undocumented, plugin="acme")
+    with pytest.raises(RegistryError) as err:
+        ops.get("nasnet:sep_conv_3x3")
+    assert str(err.value).startswith("unknown operation 'nasnet:sep_conv_3x3'; did you mean "
+                                     "'darts:sep_conv_3x3', 'acme:sep_conv_3x3'")
+    with pytest.raises(RegistryError, match="^unknown operation 'darts:nope'"):
+        ops.get("darts:nope")
+    with pytest.raises(RegistryError, match="^unknown operation ':sep_conv_3x3'"):
+        ops.get(":sep_conv_3x3")
+
+
+def test_one_plugin_registering_a_name_twice_raises_and_so_do_its_lookups(ops):
+    with pytest.raises(RegistryError, match="^plugin 'darts' registered operation 'sep_conv_3x3' twice$"):
+        ops.register("sep_conv_3x3", undocumented, plugin="darts")
+    for name in ("sep_conv_3x3", "darts:sep_conv_3x3"):  # neither registration silently wins
+        with pytest.raises(RegistryError, match="registered operation 'sep_conv_3x3' twice"):
+            ops.get(name)
+    assert ops.get("sep_conv_5x5").plugin == "darts"
 
 
 def test_description_defaults_to_the_first_docstring_line():
@@ -106,7 +139,7 @@ def test_metadata_is_kept(ops):
     assert "description" not in entry.metadata
 
 
-@pytest.mark.parametrize("name", ["", None, 3])
+@pytest.mark.parametrize("name", ["", None, 3, "a:b"])
 def test_invalid_names_are_rejected(name):
     with pytest.raises(RegistryError, match="invalid name"):
         Registry("operations", "operation").register(name, sep_conv, plugin="p")
