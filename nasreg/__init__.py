@@ -55,8 +55,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "StageResult": (".selector", "StageResult"),
     "DatasetBundle": (".data", "DatasetBundle"),
     "MemoryView": (".data", "MemoryView"),
-    "derive_topk": (".genotype", "derive_topk"),
     # SDK helpers
+    "genotype_from_edges": (".genotype", "genotype_from_edges"),
     "component": (".params", "component"),
     "write_json": (".rundir", "write_json"),
 }
@@ -85,7 +85,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .data import DatasetBundle, MemoryView
-    from .genotype import derive_topk
+    from .genotype import genotype_from_edges
     from .selector import Selector, StageResult
     from .strategy import SamplingStrategy, SearchStrategy
     from .supernet import Candidates, MixedOp, SearchSpace, Supernet

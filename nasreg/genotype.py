@@ -191,27 +191,30 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def derive_topk(alphas: dict[str, list[list[float]]], candidates: dict[str, list[list[str]]],
-                edges: dict[str, list[tuple[int, int]]], zero_ops: set[str], k: int = 2
-                ) -> dict[str, list[GenotypeEdge]]:
-    """The DARTS derivation: for every node keep the ``k`` incoming edges whose strongest non-zero
-    op weighs most, and on each the strongest non-zero op. Ties go to the earlier edge/op."""
-    out: dict[str, list[GenotypeEdge]] = {}
-    for ct, cell_edges in edges.items():
-        by_node: dict[int, list[tuple[float, int, GenotypeEdge]]] = {}
-        for idx, (src, dst) in enumerate(cell_edges):
-            best = None
-            for w, op in zip(alphas[ct][idx], candidates[ct][idx]):
-                if op in zero_ops:
-                    continue
-                if best is None or w > best[0]:
-                    best = (w, op)
-            if best is None:
-                continue  # an edge with only zero ops can never be kept
-            by_node.setdefault(dst, []).append((best[0], idx, GenotypeEdge(dst, src, best[1])))
-        kept: list[GenotypeEdge] = []
-        for dst in sorted(by_node):
-            ranked = sorted(by_node[dst], key=lambda t: (-t[0], t[1]))[:k]
-            kept.extend(e for _, _, e in sorted(ranked, key=lambda t: t[1]))
-        out[ct] = kept
-    return out
+def genotype_from_edges(edges: dict[str, list[GenotypeEdge]], run: Any, *, selector: str, stages: int,
+                        **provenance: Any) -> Genotype:
+    """The :class:`Genotype` of a search: the kept ``edges`` of every cell type, with provenance.
+
+    What a selector's ``derive`` returns once it has picked the edges (itself, or with the
+    space's rule ``run.space.derive(result, run.zero_ops())``)::
+
+        kept = run.space.derive(result, run.zero_ops())
+        return nasreg.genotype_from_edges(kept, run, selector="my-selector", stages=result.stage + 1)
+
+    The genotype's space is ``[search_space] name`` (``run.spec.search_space.name``); each cell
+    concatenates ``run.space.concat(cell_type)``. The provenance holds, in this order,
+    ``spec_hash`` (``run.spec.digest()``), ``nasreg_version``, ``seed`` (``run.seed``),
+    ``selector``, ``stages`` (how many search stages the run had), then the ``provenance``
+    keywords as given (JSON values: a selector's own settings, say).
+    """
+    from . import __version__
+
+    cells = {ct: CellGenotype(edges=list(kept), concat=list(run.space.concat(ct))) for ct, kept in edges.items()}
+    return Genotype(space=run.spec.search_space.name, cells=cells, provenance={
+        "spec_hash": run.spec.digest(),
+        "nasreg_version": __version__,
+        "seed": run.seed,
+        "selector": selector,
+        "stages": stages,
+        **provenance,
+    })

@@ -1,8 +1,9 @@
-"""The argmax selector (DARTS derivation) and the shared genotype helper."""
+"""The DARTS derivation (nasreg_darts.derive, the darts-cell space's ``derive``) and the argmax selector."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,9 @@ from nasreg.params import component
 from nasreg.plugins import load_plugins
 from nasreg.run import Run
 from nasreg.spec import validate
-from nasreg_darts.selector import ArgmaxSelector, genotype_from_result
+from nasreg import GenotypeEdge
+from nasreg_darts.derive import derive_topk
+from nasreg_darts.selector import ArgmaxSelector
 
 PLUGINS = load_plugins()
 REGS = PLUGINS.registries
@@ -79,9 +82,9 @@ def test_picks_top2_edges_by_strongest_non_none_op_and_ignores_none():
     genotype = ArgmaxSelector().derive(result_for(space, weights), fake_run(space))
     for ct in ("normal", "reduce"):
         got = [(e.node, e.input, e.op) for e in genotype.cells[ct].edges]
-        assert got == [(2, 0, "sep_conv_3x3"), (2, 1, "skip_connect"),
-                       (3, 1, "dil_conv_5x5"), (3, 2, "avg_pool_3x3"),
-                       (4, 0, "sep_conv_5x5"), (4, 3, "sep_conv_3x3")]
+        assert got == [(2, 0, "sep_conv_3x3"), (2, 1, "skip_connect"),  # stronger edge first
+                       (3, 2, "avg_pool_3x3"), (3, 1, "dil_conv_5x5"),
+                       (4, 3, "sep_conv_3x3"), (4, 0, "sep_conv_5x5")]
         assert all(e.op != "none" for e in genotype.cells[ct].edges)
         assert genotype.cells[ct].concat == [2, 3, 4]
     assert genotype.space == "darts-cell"
@@ -107,22 +110,46 @@ def test_per_edge_candidates_are_respected():
         return [1.0 / len(ops) + 0.01 * k for k in range(len(ops))]  # the last op is the strongest
 
     g = ArgmaxSelector().derive(result_for(space, weights, stage=1, candidates=cands), fake_run(space))
-    # node 3: edge (1,3) has only `none` and can never be kept
+    # node 2: sep_conv_3x3 (1.0, alone on its edge) outweighs skip_connect (0.51): listed first;
+    # node 3: edge (1,3) has only `none` and can never be kept, the other two tie (lower input first)
     assert [(e.node, e.input, e.op) for e in g.cells["normal"].edges] == [
-        (2, 0, "skip_connect"), (2, 1, "sep_conv_3x3"), (3, 0, "dil_conv_3x3"), (3, 2, "sep_conv_5x5")]
+        (2, 1, "sep_conv_3x3"), (2, 0, "skip_connect"), (3, 0, "dil_conv_3x3"), (3, 2, "sep_conv_5x5")]
     assert g.provenance["stages"] == 2
 
 
-def test_provenance_and_helper():
+def test_provenance():
     space = make_space(nodes=2)
     result = result_for(space, lambda ct, i, ops: one_hot(ops, "sep_conv_3x3", 0.5))
-    run = fake_run(space, seed=11)
-    g = ArgmaxSelector().derive(result, run)
+    g = ArgmaxSelector().derive(result, fake_run(space, seed=11))
     assert g.provenance == {"spec_hash": "feedfacecafebeef", "nasreg_version": nasreg.__version__,
                             "seed": 11, "selector": "argmax", "stages": 1}
-    g2 = genotype_from_result(result, run, "my-selector", groups=[1, 2])
-    assert g2.provenance["selector"] == "my-selector" and g2.provenance["groups"] == [1, 2]
-    assert g2.cells["normal"].edges == g.cells["normal"].edges
+
+
+def test_argmax_applies_the_space_derivation_rule():
+    """argmax holds no rule: what the space's derive keeps is the genotype (here a k=1 space)."""
+    space = make_space(nodes=2)
+    space.inputs_per_node = 1
+    result = result_for(space, lambda ct, i, ops: one_hot(ops, "sep_conv_3x3", 0.1 * (i + 1)))
+    g = ArgmaxSelector().derive(result, fake_run(space))
+    assert [(e.node, e.input) for e in g.cells["normal"].edges] == [(2, 1), (3, 2)]
+
+
+def test_a_space_without_a_derivation_rule_is_a_one_line_error():
+    class NoRule(nasreg.SearchSpace):
+        operations = ["sep_conv_3x3"]
+
+        def edges(self):
+            return {"normal": [(0, 1)]}
+
+        def concat(self, cell_type):
+            return [1]
+
+        def build_supernet(self, candidates, *, ops, in_channels, num_classes):
+            raise AssertionError("not built")
+
+    space = NoRule()
+    with pytest.raises(SpecError, match=r"^\[search_space\]: NoRule has no derivation rule .*\[selector\]"):
+        ArgmaxSelector().derive(result_for(space, lambda ct, i, ops: [1.0]), fake_run(space))
 
 
 def test_genotype_json_round_trip_and_validation(tmp_path):
@@ -165,3 +192,64 @@ def test_with_a_real_run(tmp_path):
     assert g.provenance["spec_hash"] == spec.digest() and g.provenance["seed"] == 4
     assert {e.op for c in g.cells.values() for e in c.edges} == {"dil_conv_3x3"}
     g.validate(REGS)
+
+
+# --- derive_topk: the rule itself ---------------------------------------------------------
+
+
+def test_derive_topk_keeps_the_strongest_non_zero_edges_per_node_stronger_first():
+    edges = {"normal": [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]}
+    cands = {"normal": [["none", "conv", "skip"]] * 5}
+    alphas = {"normal": [[0.9, 0.05, 0.05],   # (0,2): none dominates, best real op 0.05
+                         [0.1, 0.2, 0.7],     # (1,2): skip 0.7
+                         [0.1, 0.5, 0.4],     # (0,3): conv 0.5
+                         [0.1, 0.45, 0.45],   # (1,3): tie conv/skip 0.45 -> conv (earlier)
+                         [0.0, 0.3, 0.6]]}    # (2,3): skip 0.6
+    out = derive_topk(alphas, cands, edges, zero_ops={"none"}, k=2)
+    assert out["normal"] == [GenotypeEdge(2, 1, "skip"), GenotypeEdge(2, 0, "conv"),
+                             GenotypeEdge(3, 2, "skip"), GenotypeEdge(3, 0, "conv")]
+    out1 = derive_topk(alphas, cands, edges, zero_ops={"none"}, k=1)
+    assert out1["normal"] == [GenotypeEdge(2, 1, "skip"), GenotypeEdge(3, 2, "skip")]
+
+
+def test_derive_topk_breaks_ties_between_edges_by_the_lower_input():
+    edges = {"c": [(0, 3), (1, 3), (2, 3)]}
+    cands = {"c": [["conv"], ["conv"], ["conv"]]}
+    out = derive_topk({"c": [[0.2], [0.5], [0.5]]}, cands, edges, zero_ops=set(), k=2)
+    assert out["c"] == [GenotypeEdge(3, 1, "conv"), GenotypeEdge(3, 2, "conv")]
+
+
+def test_derive_topk_never_keeps_an_edge_with_only_zero_ops():
+    out = derive_topk({"c": [[1.0], [0.2, 0.8]]}, {"c": [["none"], ["none", "conv"]]},
+                      {"c": [(0, 2), (1, 2)]}, zero_ops={"none"})
+    assert out["c"] == [GenotypeEdge(2, 1, "conv")]
+
+
+def reference_parse(W, ops, steps):
+    """The DARTS reference derivation (``_parse`` of ``model_search.py``, quark0/darts), restated:
+    ``W`` is one cell's weights, edges in its order (node 2's two, node 3's three, ...); a node's
+    edges are sorted (stably) by their strongest non-``none`` weight, descending, the first two
+    kept, each with its strongest non-``none`` op. Returns the gene, [(op, input), ...]."""
+    none = ops.index("none")
+    gene, start = [], 0
+    for i in range(steps):
+        rows = W[start:start + i + 2]
+        strength = [max(w for k, w in enumerate(row) if k != none) for row in rows]
+        for j in sorted(range(i + 2), key=lambda x: -strength[x])[:2]:
+            best = max((k for k in range(len(ops)) if k != none), key=lambda k: (rows[j][k], -k))
+            gene.append((ops[best], j))
+        start += i + 2
+    return gene
+
+
+def test_the_darts_cell_derivation_equals_the_reference_parse_on_random_weights():
+    space = make_space(nodes=4)
+    rng = random.Random(0)
+    for trial in range(50):
+        # Rounded weights: ties between edges and between ops happen too.
+        result = result_for(space, lambda ct, i, ops: [round(rng.random(), 1) for _ in ops])
+        kept = space.derive(result, {"none"})
+        for ct in ("normal", "reduce"):
+            expected = reference_parse(result.alphas[ct], DARTS_OPS, steps=4)
+            assert [(e.op, e.input) for e in kept[ct]] == expected, (trial, ct)
+            assert [e.node for e in kept[ct]] == [2, 2, 3, 3, 4, 4, 5, 5]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 
-from nasreg import CellGenotype, Genotype, GenotypeEdge, derive_topk
+import nasreg
+from nasreg import CellGenotype, Genotype, GenotypeEdge, genotype_from_edges
 from nasreg.errors import GenotypeError, NasregError
 from nasreg.genotype import FORMAT, VERSION
 
@@ -150,25 +152,32 @@ def test_validation_against_registries(toy_plugins, tmp_path):
         Genotype.load(path, regs)
 
 
-# --- derive_topk ----------------------------------------------------------------------------
+# --- genotype_from_edges: the selectors' helper ------------------------------------------
 
 
-def test_derive_topk_keeps_the_strongest_non_zero_edges_per_node():
-    edges = {"normal": [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]}
-    cands = {"normal": [["none", "conv", "skip"]] * 5}
-    alphas = {"normal": [[0.9, 0.05, 0.05],   # (0,2): none dominates, best real op 0.05
-                         [0.1, 0.2, 0.7],     # (1,2): skip 0.7
-                         [0.1, 0.5, 0.4],     # (0,3): conv 0.5
-                         [0.1, 0.45, 0.45],   # (1,3): tie conv/skip 0.45 -> conv (earlier)
-                         [0.0, 0.3, 0.6]]}    # (2,3): skip 0.6
-    out = derive_topk(alphas, cands, edges, zero_ops={"none"}, k=2)
-    assert out["normal"] == [GenotypeEdge(2, 0, "conv"), GenotypeEdge(2, 1, "skip"),
-                             GenotypeEdge(3, 0, "conv"), GenotypeEdge(3, 2, "skip")]
-    out1 = derive_topk(alphas, cands, edges, zero_ops={"none"}, k=1)
-    assert out1["normal"] == [GenotypeEdge(2, 1, "skip"), GenotypeEdge(3, 2, "skip")]
+def fake_run(seed=7):
+    """The parts of a run the helper reads: the spec's space name and digest, the seed, the space."""
+    spec = SimpleNamespace(digest=lambda: "cafe0123", search_space=SimpleNamespace(name="toy-space"))
+    space = SimpleNamespace(concat=lambda ct: [2, 3] if ct == "normal" else [3])
+    return SimpleNamespace(spec=spec, seed=seed, space=space)
 
 
-def test_derive_topk_never_keeps_an_edge_with_only_zero_ops():
-    out = derive_topk({"c": [[1.0], [0.2, 0.8]]}, {"c": [["none"], ["none", "conv"]]},
-                      {"c": [(0, 2), (1, 2)]}, zero_ops={"none"})
-    assert out["c"] == [GenotypeEdge(2, 1, "conv")]
+def test_genotype_from_edges_adds_the_space_concat_and_provenance():
+    kept = {"normal": [GenotypeEdge(2, 1, "toy_skip"), GenotypeEdge(2, 0, "toy_conv")],
+            "reduce": [GenotypeEdge(3, 2, "toy_conv")]}
+    g = genotype_from_edges(kept, fake_run(), selector="my-selector", stages=2, groups=[1, 2])
+    assert g.space == "toy-space"
+    assert g.cells["normal"] == CellGenotype(edges=kept["normal"], concat=[2, 3])
+    assert g.cells["reduce"] == CellGenotype(edges=kept["reduce"], concat=[3])
+    assert list(g.provenance.items()) == [("spec_hash", "cafe0123"), ("nasreg_version", nasreg.__version__),
+                                          ("seed", 7), ("selector", "my-selector"), ("stages", 2),
+                                          ("groups", [1, 2])]
+    kept["normal"].pop()  # the genotype holds its own lists
+    assert len(g.cells["normal"].edges) == 2
+    assert Genotype.from_dict(json.loads(json.dumps(g.to_dict()))) == g  # plain JSON
+
+
+def test_genotype_from_edges_is_public_and_documented():
+    assert "genotype_from_edges" in nasreg.__all__ and nasreg.genotype_from_edges is genotype_from_edges
+    assert "derive_topk" not in nasreg.__all__  # the DARTS rule lives in the darts plugin
+    assert "run.space.derive" in genotype_from_edges.__doc__

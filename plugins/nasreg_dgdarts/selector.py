@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import nasreg
-from nasreg import Genotype, NasregError, Range, Ref, Selector, SpecError, StageResult
-from nasreg.params import Component, component
-from nasreg.rundir import write_json
-from nasreg_darts.selector import genotype_from_result
+from nasreg import (Component, Genotype, NasregError, Range, Ref, Selector, SpecError, StageResult, component,
+                    genotype_from_edges, write_json)
 
 from .grouping import EdgeDecision, NoneGroupWins, Normalize, group_and_select
 
@@ -176,9 +174,13 @@ class GradientGroupedSelector(Selector):
 
     # -- the genotype ----------------------------------------------------------------------------
     def derive(self, result: StageResult, run: Any) -> Genotype:
+        """The space's derivation of the final stage (for darts-cell, the DARTS rule: the paper's
+        last stage is plain DARTS), with the candidate counts of every stage in the provenance."""
         counts = [t["candidate_counts"]["before"] for t in load_clusters(Path(run.run_dir)).get("transitions", [])
                   if isinstance(t, dict) and t.get("from_stage", -1) < result.stage]
-        return genotype_from_result(result, run, NAME, candidates_per_stage=[*counts, _counts(result.candidates)])
+        kept = run.space.derive(result, run.zero_ops())
+        return genotype_from_edges(kept, run, selector=NAME, stages=result.stage + 1,
+                                   candidates_per_stage=[*counts, _counts(result.candidates)])
 
 
 def _single_threaded():
