@@ -41,20 +41,17 @@ from .genotype import CellGenotype, Genotype, GenotypeEdge
 from .hookspecs import hookimpl
 from .params import Component, Range, Ref
 from .registry import Entry, Registry
+# plugin contracts (torch is imported by their methods only)
+from .data import DatasetBundle, MemoryView
+from .selector import Selector, StageResult
+from .space import Candidates, SearchSpace
+from .strategy import SamplingStrategy, SearchStrategy
 
 #: Names loaded on first access (their modules import torch): name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
     # plugin contracts
-    "SearchSpace": (".supernet", "SearchSpace"),
     "Supernet": (".supernet", "Supernet"),
     "MixedOp": (".supernet", "MixedOp"),
-    "Candidates": (".supernet", "Candidates"),
-    "SearchStrategy": (".strategy", "SearchStrategy"),
-    "SamplingStrategy": (".strategy", "SamplingStrategy"),
-    "Selector": (".selector", "Selector"),
-    "StageResult": (".selector", "StageResult"),
-    "DatasetBundle": (".data", "DatasetBundle"),
-    "MemoryView": (".data", "MemoryView"),
     # SDK helpers
     "genotype_from_edges": (".genotype", "genotype_from_edges"),
     "component": (".params", "component"),
@@ -64,6 +61,8 @@ _LAZY: dict[str, tuple[str, str]] = {
 __all__ = [
     "__version__", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
     "Genotype", "CellGenotype", "GenotypeEdge",
+    "SearchSpace", "Candidates", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
+    "DatasetBundle", "MemoryView",
     "NasregError", "SpecError", "RegistryError", "PluginError", "GenotypeError", "RunDirError", "DataError",
     *_LAZY,
 ]
@@ -84,8 +83,5 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .data import DatasetBundle, MemoryView
     from .genotype import genotype_from_edges
-    from .selector import Selector, StageResult
-    from .strategy import SamplingStrategy, SearchStrategy
-    from .supernet import Candidates, MixedOp, SearchSpace, Supernet
+    from .supernet import MixedOp, Supernet

@@ -2,7 +2,8 @@
 
 A factory returns a :class:`DatasetBundle` of map-style datasets whose items are
 ``(image tensor (C, H, W), int label)``. That is all the default loader (a
-``torch.utils.data.DataLoader``) needs.
+``torch.utils.data.DataLoader``) needs. This module does not import torch until a split is made
+or a :class:`MemoryView` checked (a dataset plugin imports it at load time).
 
 In-memory datasets: the ``memory_view()`` protocol
 ----------------------------------------------------
@@ -27,10 +28,11 @@ drawn from the loader's own generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-from torch.utils.data import Dataset, Subset
+if TYPE_CHECKING:  # pragma: no cover - annotations only (this module does not import torch)
+    import torch
+    from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class MemoryView:
     flip: bool = False
 
     def __post_init__(self) -> None:
+        import torch  # a MemoryView holds tensors: torch is loaded already
+
         if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
             raise ValueError(f"MemoryView images: expected a (N, C, H, W) tensor, got "
                              f"{getattr(self.images, 'shape', type(self.images).__name__)}")
@@ -92,6 +96,9 @@ class DatasetBundle:
 def split_train_val(bundle: DatasetBundle, portion: float, seed: int, limit: int = 0
                     ) -> tuple[Dataset, Dataset]:
     """Shuffle the train indices with ``seed`` and cut them at ``portion`` (after ``limit``)."""
+    import torch
+    from torch.utils.data import Subset
+
     n = len(bundle.train)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g).tolist()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .genotype import Genotype
-from .supernet import Candidates, Edge
+from .space import Candidates, Edge
 
 
 @dataclass

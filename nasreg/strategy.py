@@ -1,13 +1,18 @@
-"""The search-strategy contract: how weights and architecture parameters are optimized."""
+"""The search-strategy contract: how weights and architecture parameters are optimized.
+
+This module does not import torch (a strategy plugin subclasses these at import time; validating
+a spec must not pay for torch): the torch types below are annotations only.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    import torch
 
-from .supernet import Supernet
+    from .supernet import Supernet
 
 
 class SearchStrategy(ABC):

@@ -1,25 +1,23 @@
-"""The search-space side of the core: per-edge candidate sets, the mixed op, the supernet base.
+"""The torch side of the search space: the mixed op and the supernet base.
 
 Nothing here knows an operation by name. Ops are built through their registry factories and
 described by their metadata (``is_zero``), so a third-party op works like a built-in one.
 
-``Candidates`` maps a cell type (``"normal"``, ``"reduce"``) to one list of op names per edge, in
-the space's edge order. Every stage of a staged search builds a fresh supernet from its own
-candidates: stage 1 of DG-DARTS is this same code over smaller per-edge sets.
+The space contract and the ``Candidates`` mapping (cell type -> one list of op names per edge) are
+in :mod:`nasreg.space`, which does not import torch. Every stage of a staged search builds a fresh
+supernet from its own candidates: stage 1 of DG-DARTS is this same code over smaller per-edge sets.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
 
 from .registry import Registry
-
-Candidates = dict[str, list[list[str]]]
-Edge = tuple[int, int]  # (input node, output node)
+from .space import Candidates, Edge, SearchSpace  # noqa: F401 - SearchSpace: core modules import it from here
 
 
 def is_zero_op(ops: Registry, name: str) -> bool:
@@ -146,47 +144,6 @@ class Supernet(nn.Module, ABC):
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images."""
-
-
-class SearchSpace(ABC):
-    """What a ``register_search_spaces`` factory returns.
-
-    A space knows its cell types, its edges and how to build a :class:`Supernet` over given
-    per-edge candidates. DAG spaces in which each node keeps ``inputs_per_node`` incoming edges
-    (the DARTS cell) get the DARTS derivation from :func:`nasreg.genotype.derive_topk`.
-    """
-
-    #: The candidate ops of every edge at the start of a search (``[search_space] operations``).
-    operations: list[str]
-    #: How many incoming edges each node keeps in a derived genotype.
-    inputs_per_node: int = 2
-
-    @abstractmethod
-    def edges(self) -> dict[str, list[Edge]]:
-        """Per cell type, its edges as (input node, output node), in alpha order."""
-
-    @abstractmethod
-    def concat(self, cell_type: str) -> list[int]:
-        """The nodes a cell of ``cell_type`` concatenates as its output."""
-
-    def full_candidates(self) -> Candidates:
-        return {ct: [list(self.operations) for _ in edges] for ct, edges in self.edges().items()}
-
-    @abstractmethod
-    def build_supernet(self, candidates: Candidates, *, ops: Registry, in_channels: int,
-                       num_classes: int) -> Supernet:
-        """The supernet over ``candidates`` for images with ``in_channels`` and ``num_classes``."""
-
-    def build_network(self, genotype: Any, *, ops: Registry, in_channels: int, num_classes: int,
-                      **keys: Any) -> nn.Module:
-        """The discrete network a genotype describes (for final evaluation).
-
-        :mod:`nasreg.evaluate` passes ``cells``, ``channels`` and ``auxiliary`` (the ``[evaluate]``
-        keys) in ``keys``. The network returns the logits, or ``(logits, auxiliary_logits)`` in
-        training mode when it has an auxiliary head (an ``auxiliary_head`` attribute); a
-        ``drop_path_prob`` attribute, if any, is set before every epoch.
-        """
-        raise NotImplementedError(f"{type(self).__name__} cannot build an evaluation network")
 
 
 def count_parameters(params: Iterable[torch.Tensor]) -> int:

@@ -33,27 +33,10 @@ The forward pass returns the logits; in training mode with the auxiliary head it
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 import nasreg
-from nasreg import GenotypeError
-
-from .ops import FactorizedReduce, ReLUConvBN
+from nasreg import AuxiliaryHead, GenotypeError, drop_path
 
 __all__ = ["AuxiliaryHead", "DartsEvalNetwork", "EvalCell", "drop_path", "cell_plan"]
-
-
-def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero whole samples of ``x`` with probability ``p``; scale the kept ones by 1 / (1 - p)."""
-    if p <= 0.0:
-        return x
-    keep = 1.0 - p
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x * (mask / keep)
 
 
 def cell_plan(genotype: nasreg.Genotype, cell_type: str
@@ -90,92 +73,26 @@ def cell_plan(genotype: nasreg.Genotype, cell_type: str
     return by_node, concat
 
 
-class EvalCell(nn.Module):
-    """One cell of the evaluation network: preprocessing, one op per genotype edge, concat."""
+class EvalCell(nasreg.CellBase):
+    """One cell of the evaluation network: preprocessing, one op per genotype edge, nodes summed,
+    the ``concat`` nodes concatenated (:class:`nasreg.CellBase`)."""
 
     def __init__(self, by_node: dict[int, list[nasreg.GenotypeEdge]], concat: list[int],
                  C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool,
                  ops: nasreg.Registry):
-        super().__init__()
-        self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=True)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=True)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=True)
-        self.ops = nn.ModuleList()
-        #: per node, in order: [(index into self.ops, input node, may it be dropped)]
-        self._nodes: list[list[tuple[int, int, bool]]] = []
+        super().__init__(C_prev_prev, C_prev, C, reduction, reduction_prev, concat)
         for node in sorted(by_node):
-            inputs = []
-            for edge in by_node[node]:
-                entry = ops.get(edge.op)
-                stride = 2 if reduction and edge.input < 2 else 1
-                module = entry.factory(C, stride, True, **dict(entry.get("eval_kwargs", None) or {}))
-                if not isinstance(module, nn.Module):
-                    raise TypeError(f"operation {edge.op!r} factory returned {type(module).__name__}, "
-                                    "not an nn.Module")
-                inputs.append((len(self.ops), edge.input, not isinstance(module, nn.Identity)))
-                self.ops.append(module)
-            self._nodes.append(inputs)
-        self.concat = list(concat)
-        self.multiplier = len(concat)
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        dropping = self.training and drop_prob > 0.0
-        for inputs in self._nodes:
-            total = None
-            for idx, src, droppable in inputs:
-                h = self.ops[idx](states[src])
-                if dropping and droppable:
-                    h = drop_path(h, drop_prob)
-                total = h if total is None else total + h
-            states.append(total)
-        return torch.cat([states[i] for i in self.concat], dim=1)
+            self.add_node(node, by_node[node], C, ops)
 
 
-class AuxiliaryHead(nn.Module):
-    """DARTS's CIFAR auxiliary head: ReLU, 5x5 average pool (stride 3), 1x1 conv to 128, BN, ReLU,
-    2x2 conv to 768, BN, ReLU, linear classifier.
-
-    On CIFAR the head sees 8x8 maps and this is exactly DARTS's head. Maps smaller than 8x8
-    (tiny images) are average-pooled to 2x2 instead of the 5x5/3 pool, and a result larger than
-    1x1 (big images) is averaged to 1x1 before the classifier, so any input size works with the
-    same weights.
-    """
-
-    def __init__(self, C: int, num_classes: int):
-        super().__init__()
-        self.pool = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
-        self.features = nn.Sequential(
-            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)  # not in place: x is the next cells' input too
-        x = self.pool(x) if min(x.shape[-2:]) >= 8 else F.adaptive_avg_pool2d(x, 2)
-        x = self.features(x)
-        if x.shape[-2:] != (1, 1):
-            x = F.adaptive_avg_pool2d(x, 1)
-        return self.classifier(x.flatten(1))
-
-
-class DartsEvalNetwork(nn.Module):
+class DartsEvalNetwork(nasreg.CellNetwork):
     """DARTS's evaluation network for a genotype (see the module docstring)."""
 
     def __init__(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
                  num_classes: int, cells: int = 20, channels: int = 36, stem_multiplier: int = 3,
                  auxiliary: bool = False):
-        super().__init__()
-        if cells < 1 or channels < 1:
-            raise ValueError(f"cells and channels must be >= 1, got cells={cells}, channels={channels}")
-        self.num_cells = cells
-        self.reductions = sorted({cells // 3, 2 * cells // 3})
-        types = {"reduce" if i in self.reductions else "normal" for i in range(cells)}
-        plans = {ct: cell_plan(genotype, ct) for ct in sorted(types)}
+        reductions = nasreg.default_reductions(cells)
+        plans = {ct: cell_plan(genotype, ct) for ct in self.cell_types(cells, channels, reductions)}
         for ct, (by_node, _concat) in plans.items():
             for edges in by_node.values():
                 for e in edges:
@@ -183,42 +100,11 @@ class DartsEvalNetwork(nn.Module):
                         ops.get(e.op)
                     except nasreg.RegistryError as exc:
                         raise GenotypeError(f"cells.{ct}: {exc}") from None
-        #: The drop-path probability of the next forward passes (set per epoch by the training loop).
-        self.drop_path_prob = 0.0
-        C_curr = stem_multiplier * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        self.auxiliary_index = 2 * cells // 3
-        C_aux = C_prev
-        for i in range(cells):
-            reduction = i in self.reductions
-            if reduction:
-                C_curr *= 2
+
+        def make_cell(C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool) -> EvalCell:
             by_node, concat = plans["reduce" if reduction else "normal"]
-            cell = EvalCell(by_node, concat, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, ops)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == self.auxiliary_index:
-                C_aux = C_prev
-        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes) if auxiliary else None
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
+            return EvalCell(by_node, concat, C_prev_prev, C_prev, C, reduction, reduction_prev, ops)
 
-    def num_parameters(self, auxiliary: bool = False) -> int:
-        """Trainable parameters, the auxiliary head's included only with ``auxiliary``."""
-        head = {id(p) for p in self.auxiliary_head.parameters()} if self.auxiliary_head is not None else set()
-        return sum(p.numel() for p in self.parameters() if auxiliary or id(p) not in head)
-
-    def forward(self, x: torch.Tensor) -> Any:
-        aux_logits = None
-        s0 = s1 = self.stem(x)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.auxiliary_index and self.auxiliary_head is not None and self.training:
-                aux_logits = self.auxiliary_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
-        return (logits, aux_logits) if aux_logits is not None else logits
+        super().__init__(make_cell, in_channels=in_channels, num_classes=num_classes, cells=cells,
+                         channels=channels, stem_multiplier=stem_multiplier, reductions=reductions,
+                         auxiliary=auxiliary)

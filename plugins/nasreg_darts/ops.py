@@ -64,39 +64,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import nasreg
+from nasreg import FactorizedReduce, ReLUConvBN, batch_norm_scaled
+
 __all__ = [
     "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Zero", "PoolBN", "Conv7x1x7", "OPS",
-    "OP_METADATA", "DepthwiseConv2d", "batch_norm_scaled",
+    "OP_METADATA", "OPERATIONS", "DepthwiseConv2d", "batch_norm_scaled",
     "register_all",
 ]
 
 
 # --- building blocks of the fast path -------------------------------------------------------------
-
-def batch_norm_scaled(bn: nn.Module, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """``scale * bn(x)`` in one pass for a ``BatchNorm2d`` ``bn``: the (scalar) ``scale`` becomes
-    the BN's affine weight (times its own weight and bias when it has them).
-
-    Running statistics, ``num_batches_tracked`` and train/eval mode behave exactly as in
-    ``bn(x)``; a module that is not a plain BatchNorm falls back to ``scale * bn(x)``. Forward
-    hooks of ``bn`` are not called on this path.
-    """
-    if scale is None:
-        return bn(x)
-    if type(bn) is not nn.BatchNorm2d or bn._forward_hooks or bn._forward_pre_hooks:
-        return bn(x) * scale  # e.g. a synchronized BatchNorm (torchrun): its own forward
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-    keep = not bn.training or bn.track_running_stats
-    # contiguous: a stride-0 (expanded) weight sends native_batch_norm down a 2x slower path
-    weight = scale.expand(x.shape[1]).contiguous() if bn.weight is None else bn.weight * scale
-    bias = None if bn.bias is None else bn.bias * scale
-    return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None, weight, bias,
-                        use_batch_stats, factor, bn.eps)
-
 
 def _sequential_fused(seq: nn.Sequential, x: torch.Tensor, scale: torch.Tensor | None,
                       x_relu: torch.Tensor | None) -> torch.Tensor:
@@ -178,19 +156,6 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-class ReLUConvBN(_ReLUFirstSequential):
-    """ReLU, a (dense) convolution without bias, BatchNorm: the DARTS cell preprocessing block."""
-
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
-                 affine: bool = True):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
-        )
-
-
 class DilConv(_ReLUFirstSequential):
     """ReLU, depthwise kxk conv (with ``dilation``), pointwise 1x1 conv, BatchNorm."""
 
@@ -222,41 +187,6 @@ class SepConv(_ReLUFirstSequential):
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
-
-
-class FactorizedReduce(nn.Module):
-    """Halve H and W with two 1x1 stride-2 convs, the second offset by one pixel; concat; BN.
-
-    Output is (N, C_out, ceil(H/2), ceil(W/2)) for any H, W >= 1 (odd sizes are zero-padded at the
-    bottom/right before the offset; even sizes are exactly DARTS). An odd ``C_out`` gives the
-    second conv the extra channel.
-    """
-
-    def __init__(self, C_in: int, C_out: int, affine: bool = True):
-        super().__init__()
-        self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(C_out, affine=affine)
-
-    relu_input = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fused_forward(x)
-
-    def fused_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
-                      x_relu: torch.Tensor | None = None) -> torch.Tensor:
-        """``scale * self(x)``, with ``x_relu = relu(x)`` when the caller has it."""
-        x = x_relu if x_relu is not None else self.relu(x)
-        h, w = x.shape[-2:]
-        shifted = x if not (h % 2 or w % 2) else F.pad(x, (0, w % 2, 0, h % 2))
-        x1 = x
-        if x.device.type == "cpu" and 2 <= x.shape[1] < 8 and _is_channels_last(x):
-            # torch 2.14 (oneDNN) corrupts the heap in the CPU backward of a 1x1 stride-2 conv on a
-            # channels-last input with 2 to 7 channels and an even size: give conv_1 NCHW.
-            x1 = x.contiguous()
-        out = torch.cat([self.conv_1(x1), self.conv_2(shifted[:, :, 1:, 1:])], dim=1)
-        return batch_norm_scaled(self.bn, out, scale)
 
 
 class Zero(nn.Module):
@@ -312,86 +242,76 @@ class Conv7x1x7(_ReLUFirstSequential):
 
 # --- the registered factories ---------------------------------------------------------------------
 
+#: The registered ops with their metadata (see the module docstring), in DARTS's PRIMITIVES order,
+#: then the two NASNet ops.
+OPERATIONS = nasreg.OperationTable()
+_POOL = {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}}
+_CONV = {"is_zero": False, "parameter_free": False, "kind": "conv"}
+
+
+@OPERATIONS.add(is_zero=True, parameter_free=True, kind="zero")
 def none(C: int, stride: int, affine: bool) -> nn.Module:
     """Zeros of the output shape (the 'no edge' op)."""
     return Zero(stride)
 
 
+@OPERATIONS.add(**_POOL)
 def max_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
     """3x3 max pooling, padding 1, then BatchNorm (``bn=False``: bare pool, as in DARTS evaluation)."""
     return PoolBN("max", C, stride, affine, bn=bn)
 
 
+@OPERATIONS.add(**_POOL)
 def avg_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
     """3x3 average pooling (padding 1, padding not counted), then BatchNorm (``bn=False``: bare pool)."""
     return PoolBN("avg", C, stride, affine, bn=bn)
 
 
+@OPERATIONS.add(is_zero=False, parameter_free=True, kind="identity")
 def skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
     """Identity at stride 1; FactorizedReduce at stride 2."""
     return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
 
 
+@OPERATIONS.add(**_CONV)
 def sep_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
     """Separable 3x3 convolution (ReLU, depthwise 3x3, pointwise 1x1, BN; twice)."""
     return SepConv(C, C, 3, stride, 1, affine=affine)
 
 
+@OPERATIONS.add(**_CONV)
 def sep_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
     """Separable 5x5 convolution (ReLU, depthwise 5x5, pointwise 1x1, BN; twice)."""
     return SepConv(C, C, 5, stride, 2, affine=affine)
 
 
+@OPERATIONS.add(**_CONV)
 def dil_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
     """Dilated separable 3x3 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
     return DilConv(C, C, 3, stride, 2, 2, affine=affine)
 
 
+@OPERATIONS.add(**_CONV)
 def dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
     """Dilated separable 5x5 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
     return DilConv(C, C, 5, stride, 4, 2, affine=affine)
 
 
+@OPERATIONS.add(**_CONV)
 def sep_conv_7x7(C: int, stride: int, affine: bool) -> nn.Module:
     """Separable 7x7 convolution (ReLU, depthwise 7x7, pointwise 1x1, BN; twice), a NASNet op."""
     return SepConv(C, C, 7, stride, 3, affine=affine)
 
 
+@OPERATIONS.add(**_CONV)
 def conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:
     """ReLU, 1x7 convolution, 7x1 convolution, BN (a NASNet op)."""
     return Conv7x1x7(C, stride, affine=affine)
 
 
-#: The factories in DARTS's PRIMITIVES order, then the two NASNet ops.
-OPS: dict[str, Callable[..., nn.Module]] = {
-    "none": none,
-    "max_pool_3x3": max_pool_3x3,
-    "avg_pool_3x3": avg_pool_3x3,
-    "skip_connect": skip_connect,
-    "sep_conv_3x3": sep_conv_3x3,
-    "sep_conv_5x5": sep_conv_5x5,
-    "dil_conv_3x3": dil_conv_3x3,
-    "dil_conv_5x5": dil_conv_5x5,
-    "sep_conv_7x7": sep_conv_7x7,
-    "conv_7x1_1x7": conv_7x1_1x7,
-}
+#: name -> factory, and name -> registry metadata, in registration order.
+OPS: dict[str, Callable[..., nn.Module]] = OPERATIONS.factories()
+OP_METADATA: dict[str, dict[str, object]] = OPERATIONS.metadata()
 
-#: The registry metadata of each op (see the module docstring for the definitions).
-OP_METADATA: dict[str, dict[str, object]] = {
-    "none": {"is_zero": True, "parameter_free": True, "kind": "zero"},
-    "max_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
-    "avg_pool_3x3": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
-    "skip_connect": {"is_zero": False, "parameter_free": True, "kind": "identity"},
-    "sep_conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-    "sep_conv_5x5": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-    "dil_conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-    "dil_conv_5x5": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-    "sep_conv_7x7": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-    "conv_7x1_1x7": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-}
-
-
-def register_all(register: Callable[..., object]) -> None:
-    """Register the ten ops with their metadata through a ``register_operations`` callable."""
-    for name, factory in OPS.items():
-        register(name, factory, **OP_METADATA[name])
+#: Registers the ten ops with their metadata through a ``register_operations`` callable.
+register_all = OPERATIONS.register_all

@@ -24,17 +24,11 @@ import nasreg
 from nasreg import Range, Ref
 from nasreg.distributed import sample_rows
 
-from .ops import FactorizedReduce, ReLUConvBN
 
 CELL_TYPES = ("normal", "reduce")
 
 #: On CPU the supernet runs channels-last for inputs of at least this many pixels (H * W).
 CHANNELS_LAST_MIN_PIXELS = 16 * 16
-
-
-def default_reductions(cells: int) -> list[int]:
-    """The DARTS rule: reduction cells at ``cells // 3`` and ``2 * cells // 3`` (deduplicated)."""
-    return sorted({cells // 3, 2 * cells // 3})
 
 
 class DropPathMixedOp(nasreg.MixedOp):
@@ -144,11 +138,7 @@ class SearchCell(nn.Module):
         super().__init__()
         self.cell_type = cell_type
         self.reduction = cell_type == "reduce"
-        if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=affine)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=affine)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=affine)
+        self.preprocess0, self.preprocess1 = nasreg.cell_inputs(C_prev_prev, C_prev, C, reduction_prev, affine)
         self.edges = nn.ModuleList()
         self.partial = partial_channels > 1
         # node -> [(edge index, input node)] in edge order
@@ -297,14 +287,9 @@ class DartsCellSpace(nasreg.SearchSpace):
                  stem_multiplier: int = 3, reductions: list[int] | None = None, drop_path: float = 0.0,
                  affine: bool = False, alpha_init_std: float = 1e-3, partial_channels: int = 1,
                  edge_normalization: bool = False):
-        operations = list(operations)
-        if not operations:
-            raise ValueError("operations: expected at least one operation")
-        dupes = sorted({op for op in operations if operations.count(op) > 1})
-        if dupes:
-            raise ValueError(f"operations: {', '.join(map(repr, dupes))} listed more than once")
+        operations = nasreg.operation_names(operations)
         if reductions is None:
-            reductions = default_reductions(cells)
+            reductions = nasreg.default_reductions(cells)
         bad = [r for r in reductions if not 0 <= r < cells]
         if bad:
             raise ValueError(f"reductions: cell index {bad[0]} is out of range: there are {cells} cells "

@@ -21,15 +21,11 @@ training loop) zeroes op outputs per sample, never those of an ``nn.Identity``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 import nasreg
 from nasreg import GenotypeError
-from nasreg_darts.network import AuxiliaryHead, drop_path
-from nasreg_darts.ops import FactorizedReduce, ReLUConvBN
 
 __all__ = ["COMBINE_METHODS", "NasnetCell", "NasnetNetwork", "cell_plan"]
 
@@ -81,109 +77,47 @@ def cell_plan(genotype: nasreg.Genotype, cell_type: str, ops: nasreg.Registry
     return by_node, concat, combine
 
 
-class NasnetCell(nn.Module):
-    """One NASNet cell: preprocessing, the blocks (one op per input, add or concat), concat."""
+class NasnetCell(nasreg.CellBase):
+    """One NASNet cell: preprocessing, the blocks (one op per input, add or concat), concat
+    (:class:`nasreg.CellBase`; a concat block adds a 1x1 ReLUConvBN back to the cell's channels)."""
 
     def __init__(self, by_node: dict[int, list[nasreg.GenotypeEdge]], concat: list[int],
                  combine: dict[int, str], C_prev_prev: int, C_prev: int, C: int, reduction: bool,
                  reduction_prev: bool, ops: nasreg.Registry):
-        super().__init__()
-        self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=True)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=True)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=True)
-        self.ops = nn.ModuleList()
+        super().__init__(C_prev_prev, C_prev, C, reduction, reduction_prev, concat)
         #: per concat-combining node: the 1x1 ReLUConvBN back to C channels
         self.combiners = nn.ModuleDict()
-        #: per node, in order: (node, [(index into self.ops, input node, may it be dropped)])
-        self._nodes: list[tuple[int, list[tuple[int, int, bool]]]] = []
         for node in sorted(by_node):
-            inputs = []
-            for edge in by_node[node]:
-                entry = ops.get(edge.op)
-                stride = 2 if reduction and edge.input < 2 else 1
-                module = entry.factory(C, stride, True, **dict(entry.get("eval_kwargs", None) or {}))
-                if not isinstance(module, nn.Module):
-                    raise TypeError(f"operation {edge.op!r} factory returned {type(module).__name__}, "
-                                    "not an nn.Module")
-                inputs.append((len(self.ops), edge.input, not isinstance(module, nn.Identity)))
-                self.ops.append(module)
-            if combine[node] == "concat" and len(inputs) > 1:
-                self.combiners[str(node)] = ReLUConvBN(len(inputs) * C, C, 1, 1, 0, affine=True)
-            self._nodes.append((node, inputs))
-        self.concat = list(concat)
-        self.multiplier = len(concat)
+            inputs = self.add_node(node, by_node[node], C, ops)
+            if combine[node] == "concat" and inputs > 1:
+                self.combiners[str(node)] = nasreg.ReLUConvBN(inputs * C, C, 1, 1, 0, affine=True)
+
+    def combine(self, node: int, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The block's concat combiner on its concatenated op outputs, else their sum."""
+        if str(node) in self.combiners:
+            return self.combiners[str(node)](torch.cat(outputs, dim=1))
+        return super().combine(node, outputs)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states: dict[int, torch.Tensor] = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
-        dropping = self.training and drop_prob > 0.0
-        for node, inputs in self._nodes:
-            outs = []
-            for idx, src, droppable in inputs:
-                h = self.ops[idx](states[src])
-                if dropping and droppable:
-                    h = drop_path(h, drop_prob)
-                outs.append(h)
-            combiner = self.combiners[str(node)] if str(node) in self.combiners else None
-            if combiner is not None:
-                states[node] = combiner(torch.cat(outs, dim=1))
-            else:
-                total = outs[0]
-                for h in outs[1:]:
-                    total = total + h
-                states[node] = total
         # Contiguous (a no-op unless an op returned a channels-last tensor): on CPU, torch 2.14's
         # oneDNN corrupts the heap in the backward pass of a 1x1 stride-2 convolution (the next
         # cell's FactorizedReduce) on a channels-last input of fewer than 8 channels.
-        return torch.cat([states[i] for i in self.concat], dim=1).contiguous()
+        return super().forward(s0, s1, drop_prob).contiguous()
 
 
-class NasnetNetwork(nn.Module):
+class NasnetNetwork(nasreg.CellNetwork):
     """The network of a ``nasnet-cell`` genotype (see the module docstring)."""
 
     def __init__(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
                  num_classes: int, cells: int = 5, channels: int = 8, stem_multiplier: int = 3,
                  auxiliary: bool = False):
-        super().__init__()
-        if cells < 1 or channels < 1:
-            raise ValueError(f"cells and channels must be >= 1, got cells={cells}, channels={channels}")
-        self.reductions = sorted({cells // 3, 2 * cells // 3}) if cells >= 3 else []
-        types = {"reduce" if i in self.reductions else "normal" for i in range(cells)}
-        plans = {ct: cell_plan(genotype, ct, ops) for ct in sorted(types)}
-        #: The drop-path probability of the next forward passes (set per epoch by the training loop).
-        self.drop_path_prob = 0.0
-        C_curr = stem_multiplier * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        self.auxiliary_index = 2 * cells // 3
-        C_aux = C_prev
-        for i in range(cells):
-            reduction = i in self.reductions
-            if reduction:
-                C_curr *= 2
-            by_node, concat, combine = plans["reduce" if reduction else "normal"]
-            cell = NasnetCell(by_node, concat, combine, C_prev_prev, C_prev, C_curr, reduction,
-                              reduction_prev, ops)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == self.auxiliary_index:
-                C_aux = C_prev
-        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes) if auxiliary else None
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
+        reductions = nasreg.default_reductions(cells) if cells >= 3 else []
+        plans = {ct: cell_plan(genotype, ct, ops) for ct in self.cell_types(cells, channels, reductions)}
 
-    def forward(self, x: torch.Tensor) -> Any:
-        aux_logits = None
-        s0 = s1 = self.stem(x)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.auxiliary_index and self.auxiliary_head is not None and self.training:
-                aux_logits = self.auxiliary_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
-        return (logits, aux_logits) if aux_logits is not None else logits
+        def make_cell(C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool) -> NasnetCell:
+            by_node, concat, combine = plans["reduce" if reduction else "normal"]
+            return NasnetCell(by_node, concat, combine, C_prev_prev, C_prev, C, reduction, reduction_prev, ops)
+
+        super().__init__(make_cell, in_channels=in_channels, num_classes=num_classes, cells=cells,
+                         channels=channels, stem_multiplier=stem_multiplier, reductions=reductions,
+                         auxiliary=auxiliary)

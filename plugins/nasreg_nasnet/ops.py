@@ -38,7 +38,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["FactorizedConv", "Pool", "NASNET_OPERATIONS", "OPS", "OP_METADATA", "register_all"]
+import nasreg
+
+__all__ = ["FactorizedConv", "Pool", "NASNET_OPERATIONS", "OPERATIONS", "OPS", "OP_METADATA", "register_all"]
 
 #: NASNet's 13 operations, by their registry names, in the order the paper lists them.
 NASNET_OPERATIONS: tuple[str, ...] = (
@@ -81,66 +83,47 @@ class Pool(nn.Module):
         return self.bn(self.pool(x))
 
 
-class ReLUConvBN(nn.Module):
-    """ReLU, a kxk convolution (padding k // 2, the edge's stride), BatchNorm."""
-
-    def __init__(self, C: int, k: int, stride: int, affine: bool = True):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, k, stride=stride, padding=k // 2, bias=False),
-            nn.BatchNorm2d(C, affine=affine),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
 # --- the registered factories ---------------------------------------------------------------------
 
+#: The five ops with their registry metadata, in registration order.
+OPERATIONS = nasreg.OperationTable()
+_POOL = {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}}
+_CONV = {"is_zero": False, "parameter_free": False, "kind": "conv"}
+
+
+@OPERATIONS.add(**_CONV)
 def conv_1x3_3x1(C: int, stride: int, affine: bool) -> nn.Module:
     """ReLU, 1x3 convolution, 3x1 convolution, BN (a NASNet op)."""
     return FactorizedConv(C, 3, stride, affine=affine)
 
 
+@OPERATIONS.add(**_POOL)
 def max_pool_5x5(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
     """5x5 max pooling, padding 2, then BatchNorm (``bn=False``: bare pool) (a NASNet op)."""
     return Pool("max", 5, C, stride, affine, bn=bn)
 
 
+@OPERATIONS.add(**_POOL)
 def max_pool_7x7(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
     """7x7 max pooling, padding 3, then BatchNorm (``bn=False``: bare pool) (a NASNet op)."""
     return Pool("max", 7, C, stride, affine, bn=bn)
 
 
+@OPERATIONS.add(**_CONV)
 def conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
     """ReLU, 1x1 convolution, BN (a NASNet op)."""
-    return ReLUConvBN(C, 1, stride, affine=affine)
+    return nasreg.ReLUConvBN(C, C, 1, stride, 0, affine=affine)
 
 
+@OPERATIONS.add(**_CONV)
 def conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
     """ReLU, 3x3 convolution, BN (a NASNet op)."""
-    return ReLUConvBN(C, 3, stride, affine=affine)
+    return nasreg.ReLUConvBN(C, C, 3, stride, 1, affine=affine)
 
 
-OPS: dict[str, Callable[..., nn.Module]] = {
-    "conv_1x3_3x1": conv_1x3_3x1,
-    "max_pool_5x5": max_pool_5x5,
-    "max_pool_7x7": max_pool_7x7,
-    "conv_1x1": conv_1x1,
-    "conv_3x3": conv_3x3,
-}
+#: name -> factory, and name -> registry metadata, in registration order.
+OPS: dict[str, Callable[..., nn.Module]] = OPERATIONS.factories()
+OP_METADATA: dict[str, dict[str, object]] = OPERATIONS.metadata()
 
-OP_METADATA: dict[str, dict[str, object]] = {
-    "conv_1x3_3x1": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-    "max_pool_5x5": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
-    "max_pool_7x7": {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}},
-    "conv_1x1": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-    "conv_3x3": {"is_zero": False, "parameter_free": False, "kind": "conv"},
-}
-
-
-def register_all(register: Callable[..., object]) -> None:
-    """Register the five NASNet ops the DARTS plugin lacks, with their metadata."""
-    for name, factory in OPS.items():
-        register(name, factory, **OP_METADATA[name])
+#: Registers the five NASNet ops the DARTS plugin lacks, with their metadata.
+register_all = OPERATIONS.register_all

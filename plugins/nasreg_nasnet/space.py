@@ -48,12 +48,7 @@ class NasnetCellSpace(DiscreteSpace, nasreg.SearchSpace):
 
     def __init__(self, operations: list[str], blocks: int = 5, combine: list[str] | None = None,
                  cells: int = 5, channels: int = 8, stem_multiplier: int = 3):
-        operations = list(operations)
-        if not operations:
-            raise ValueError("operations: expected at least one operation")
-        dupes = sorted({op for op in operations if operations.count(op) > 1})
-        if dupes:
-            raise ValueError(f"operations: {', '.join(map(repr, dupes))} listed more than once")
+        operations = nasreg.operation_names(operations)
         combine = list(COMBINE_METHODS if combine is None else combine)
         if not combine or len(set(combine)) != len(combine):
             raise ValueError(f"combine: expected distinct methods among {list(COMBINE_METHODS)}, got {combine}")

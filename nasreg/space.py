@@ -1,0 +1,74 @@
+"""The search-space contract: what a ``register_search_spaces`` factory returns.
+
+``Candidates`` maps a cell type (``"normal"``, ``"reduce"``) to one list of op names per edge, in
+the space's edge order; an ``Edge`` is ``(input node, output node)``. Every stage of a staged
+search builds a fresh supernet from its own candidates (:mod:`nasreg.supernet`).
+
+This module does not import torch: a space plugin subclasses :class:`SearchSpace` at import time,
+and validating a spec or listing plugins must not pay for torch. The networks a space builds are
+torch modules, made only when a search or an evaluation asks for them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from .errors import SpecError
+from .registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from torch import nn
+
+    from .supernet import Supernet
+
+Candidates = dict[str, list[list[str]]]
+Edge = tuple[int, int]  # (input node, output node)
+
+
+class SearchSpace(ABC):
+    """What a ``register_search_spaces`` factory returns.
+
+    A space knows its cell types, its edges and how to build a :class:`~nasreg.Supernet` over
+    given per-edge candidates. A space also owns its derivation rule (:meth:`derive`): which edges
+    and ops of a final stage make a genotype its networks can build.
+    """
+
+    #: The candidate ops of every edge at the start of a search (``[search_space] operations``).
+    operations: list[str]
+    #: How many incoming edges each node keeps in a derived genotype.
+    inputs_per_node: int = 2
+
+    @abstractmethod
+    def edges(self) -> dict[str, list[Edge]]:
+        """Per cell type, its edges as (input node, output node), in alpha order."""
+
+    @abstractmethod
+    def concat(self, cell_type: str) -> list[int]:
+        """The nodes a cell of ``cell_type`` concatenates as its output."""
+
+    def full_candidates(self) -> Candidates:
+        return {ct: [list(self.operations) for _ in edges] for ct, edges in self.edges().items()}
+
+    @abstractmethod
+    def build_supernet(self, candidates: Candidates, *, ops: Registry, in_channels: int,
+                       num_classes: int) -> Supernet:
+        """The supernet over ``candidates`` for images with ``in_channels`` and ``num_classes``."""
+
+    def derive(self, result: Any, zero_ops: set[str]) -> dict[str, list[Any]]:
+        """The kept edges (:class:`nasreg.GenotypeEdge`) per cell type of a final
+        :class:`nasreg.StageResult`, never an op in ``zero_ops``: the space's rule, which a selector
+        that only narrows candidates turns into a genotype with :func:`nasreg.genotype_from_edges`."""
+        raise SpecError(f"[search_space]: {type(self).__name__} has no derivation rule (derive()), so "
+                        "the [selector] must derive the genotype itself")
+
+    def build_network(self, genotype: Any, *, ops: Registry, in_channels: int, num_classes: int,
+                      **keys: Any) -> nn.Module:
+        """The discrete network a genotype describes (for final evaluation).
+
+        :mod:`nasreg.evaluate` passes ``cells``, ``channels`` and ``auxiliary`` (the ``[evaluate]``
+        keys) in ``keys``. The network returns the logits, or ``(logits, auxiliary_logits)`` in
+        training mode when it has an auxiliary head (an ``auxiliary_head`` attribute); a
+        ``drop_path_prob`` attribute, if any, is set before every epoch.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot build an evaluation network")
