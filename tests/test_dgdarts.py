@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import nasreg
-from nasreg import NasregError, SpecError, StageResult, derive_topk
+from nasreg import NasregError, SpecError, StageResult
 from nasreg.params import component
 from nasreg.plugins import load_plugins
+from nasreg_darts.derive import derive_topk
 from nasreg_dgdarts import GradientGroupedSelector, group_and_select
 from nasreg_dgdarts.grouping import RULES, cluster_labels, normalize_features
 from nasreg_elkan import elkan
@@ -268,8 +269,10 @@ def stage_result(stage: int, candidates, epochs: int = 6, seed: int = 0, key: st
 
 
 def fake_run(tmp_path, plugins, seed: int = 3):
-    space = SimpleNamespace(inputs_per_node=2, concat=lambda ct: [2, 3])
-    spec = SimpleNamespace(digest=lambda: "0123456789abcdef", search_space=SimpleNamespace(name="toy-space"))
+    """The parts of a run the selector uses; the space is a real darts-cell space of 2 nodes (EDGES)."""
+    space = plugins.registries.search_spaces.get("darts-cell").factory(list(OPS), nodes=2, cells=3, channels=4)
+    assert space.edges() == EDGES
+    spec = SimpleNamespace(digest=lambda: "0123456789abcdef", search_space=SimpleNamespace(name="darts-cell"))
     return SimpleNamespace(run_dir=tmp_path, seed=seed, registries=plugins.registries, space=space, spec=spec,
                            zero_ops=lambda: {"none"})
 
@@ -324,19 +327,54 @@ def test_three_stages_write_clusters_json_plot_and_genotype(tmp_path, plugins, m
 
     final = stage_result(2, cand2)
     genotype = sel.derive(final, run)
-    assert genotype.space == "toy-space"
+    assert genotype.space == "darts-cell"
     assert genotype.provenance["selector"] == "dg-darts" and genotype.provenance["seed"] == 3
     assert genotype.provenance["spec_hash"] == "0123456789abcdef"
     assert genotype.provenance["nasreg_version"] == nasreg.__version__
     assert [c["normal"] for c in genotype.provenance["candidates_per_stage"]] == [
         40, sum(map(len, cand1["normal"])), sum(map(len, cand2["normal"]))]
-    expected = derive_topk(final.alphas, final.candidates, final.edges, {"none"}, k=2)
+    expected = derive_topk(final.alphas, final.candidates, final.edges, {"none"}, k=2)  # the DARTS rule
     assert genotype.cells["normal"].edges == expected["normal"]
+    assert genotype.cells["reduce"].edges == expected["reduce"]
     assert genotype.cells["normal"].concat == [2, 3]
 
     # Re-running a transition (a resumed run) replaces it and drops the later ones.
     sel.next_candidates(stage_result(0, full), run)
     assert [t["from_stage"] for t in json.loads((tmp_path / "clusters.json").read_text())["transitions"]] == [0]
+
+
+def test_the_final_genotype_is_the_space_derivation(tmp_path, plugins):
+    """dg-darts holds no derivation rule: the space's derive decides (here one input per node)."""
+    run = fake_run(tmp_path, plugins)
+    run.space.inputs_per_node = 1
+    final = stage_result(1, {ct: [list(OPS) for _ in edges] for ct, edges in EDGES.items()})
+    genotype = make_selector(plugins).derive(final, run)
+    assert [e.node for e in genotype.cells["normal"].edges] == [2, 3]
+    assert genotype.cells["normal"].edges == derive_topk(final.alphas, final.candidates, final.edges,
+                                                         {"none"}, k=1)["normal"]
+    assert genotype.provenance["stages"] == 2
+
+
+def test_the_plugin_imports_only_what_nasreg_exports_and_not_the_darts_plugin():
+    """No ``nasreg.<module>`` (internal), only names ``nasreg`` exports, nothing of ``nasreg_darts``
+    (dg-darts reaches the DARTS derivation through the search space)."""
+    import ast
+    from pathlib import Path
+
+    import nasreg_dgdarts
+
+    for path in Path(nasreg_dgdarts.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("nasreg.", "nasreg_darts")), f"{path.name}: imports {name}"
+                if name == "nasreg" and isinstance(node, ast.ImportFrom):
+                    assert all(a.name in nasreg.__all__ for a in node.names), f"{path.name}: {ast.dump(node)}"
 
 
 def test_same_seed_same_selection(tmp_path, plugins):
