@@ -217,8 +217,9 @@ class CellBase(nn.Module):
         self.reduction = reduction
         self.preprocess0, self.preprocess1 = cell_inputs(C_prev_prev, C_prev, C, reduction_prev)
         self.ops = nn.ModuleList()
-        #: per node, in order: (node, [(index into self.ops, input node, may it be dropped)])
-        self._nodes: list[tuple[int, list[tuple[int, int, bool]]]] = []
+        #: the intermediate nodes, in order, and per node [(index into self.ops, input node, may it be dropped)]
+        self._node_ids: list[int] = []
+        self._nodes: list[list[tuple[int, int, bool]]] = []
         self.concat = list(concat)
         self.multiplier = len(self.concat)
 
@@ -231,7 +232,8 @@ class CellBase(nn.Module):
             module = build_op(ops, edge.op, C, stride)
             inputs.append((len(self.ops), edge.input, not isinstance(module, nn.Identity)))
             self.ops.append(module)
-        self._nodes.append((node, inputs))
+        self._node_ids.append(node)
+        self._nodes.append(inputs)
         return len(inputs)
 
     def combine(self, node: int, outputs: list[torch.Tensor]) -> torch.Tensor:
@@ -244,7 +246,7 @@ class CellBase(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
         dropping = self.training and drop_prob > 0.0
-        for node, inputs in self._nodes:
+        for node, inputs in zip(self._node_ids, self._nodes):
             outputs = []
             for idx, src, droppable in inputs:
                 h = self.ops[idx](states[src])
