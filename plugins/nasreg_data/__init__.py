@@ -13,8 +13,8 @@ same images without augmentation, for the search's validation half. Missing or u
 raise :class:`nasreg.DataError` with a one-line message that says where the data was looked for
 and how to get it.
 
-torchvision and scikit-learn are imported only when a dataset is built, so loading the plugin
-costs nothing.
+torch, torchvision and scikit-learn are imported only when a dataset is built, so loading the
+plugin costs nothing (``nasreg validate`` and ``list-plugins`` do not import torch).
 
 Registration metadata: ``shape`` is the ``(C, H, W)`` of the images, or a function of the
 dataset's keys that returns it, and ``num_classes`` the class count, where they are known without

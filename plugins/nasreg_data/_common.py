@@ -1,4 +1,7 @@
-"""Pieces the dataset factories share: in-memory image datasets, a tensor transform, messages.
+"""Pieces the dataset factories share: in-memory image datasets and a tensor transform.
+
+This module imports torch: the factories import it when they build a dataset (the helpers they
+need earlier, for paths and messages, are in :mod:`nasreg_data._util`).
 
 Everything here is defined at module level so that datasets pickle (``num_workers > 0`` with the
 ``spawn`` start method pickles the dataset into each worker).
@@ -6,8 +9,6 @@ Everything here is defined at module level so that datasets pickle (``num_worker
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -150,19 +151,3 @@ class Transformed(Dataset):
 
     def __repr__(self) -> str:
         return f"Transformed({len(self)} images, transform={self.transform!r})"
-
-
-def resolve(path: str) -> Path:
-    """A user-given path: ``~`` expanded, relative paths taken from the current directory."""
-    return Path(os.path.abspath(os.path.expanduser(path)))
-
-
-def one_line(text: object, limit: int = 300) -> str:
-    """``text`` on a single line (the CLI prints a DataError as one line), shortened to ``limit``."""
-    out = " ".join(str(text).split())
-    return out if len(out) <= limit else out[:limit - 3] + "..."
-
-
-def reason(exc: BaseException) -> str:
-    msg = one_line(exc)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Annotated
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Annotated
 
 from nasreg import DatasetBundle, Range
 
-from ._common import ImageTensorDataset
+if TYPE_CHECKING:  # pragma: no cover - torch is imported when the dataset is built
+    import torch
+
+    from ._common import ImageTensorDataset
 
 #: Seed of the train/test split. Fixed on purpose: the held-out test set must not change with the
 #: run's seed, so results of different runs are measured on the same images.
@@ -23,6 +23,7 @@ NATIVE_SIZE = 8
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn's digits as ((N, 1, 8, 8) pixels in [0, 1], labels); read once per process."""
+    import torch
     from sklearn.datasets import load_digits
 
     raw = load_digits()
@@ -46,7 +47,11 @@ def digits(test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.2,
     * ``size`` (1..128, default 8): side of the square images; other than 8, the images are
       resized with bilinear interpolation (e.g. 16 or 32 for networks that need bigger inputs).
     """
+    import torch
+    import torch.nn.functional as F
     from sklearn.model_selection import train_test_split
+
+    from ._common import ImageTensorDataset
 
     pixels, labels = _load()  # shared: never modified in place below
     n = len(labels)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from nasreg import DataError, DatasetBundle, Range
 
-from ._common import Transformed, reason, resolve
+from ._util import reason, resolve
 
 #: Normalization defaults: ImageNet's channel statistics (grayscale: their average).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -124,6 +124,8 @@ def image_folder(root: str, test_root: str | None = None,
       per-channel values to normalize with, as a list of 1 or (RGB) 3 numbers.
     """
     from torchvision import transforms as T
+
+    from ._common import Transformed
 
     channels = 1 if grayscale else 3
     norm_mean = _stats(mean, GRAY_MEAN if grayscale else IMAGENET_MEAN, channels, "mean", False)

@@ -8,7 +8,7 @@ train view, the plain ``train_eval`` view and the test set index it through
 :class:`~nasreg_data._common.ImageTransform` (scaling, normalization, random crop and flip on
 tensors, no PIL).
 
-torchvision is imported when a dataset is built, not when the plugin loads.
+torch and torchvision are imported when a dataset is built, not when the plugin loads.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nasreg import DataError, DatasetBundle
 
-from ._common import ImageTensorDataset, ImageTransform, reason, resolve
+from ._util import reason, resolve
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported when a dataset is built
+    import torch
 
 #: Errors torchvision raises while reading files (besides its RuntimeError for missing files).
 _READ_ERRORS = (OSError, EOFError, pickle.UnpicklingError, AssertionError, KeyError, TypeError,
@@ -123,6 +123,9 @@ def _open(info: _Info, root: Path, train: bool, download: bool) -> Any:
 
 def _images(ds: Any) -> torch.Tensor:
     """torchvision's ``data`` as a ``uint8 (N, C, H, W)`` tensor (a view where possible)."""
+    import numpy as np
+    import torch
+
     data = ds.data
     tensor = torch.from_numpy(np.asarray(data)) if not isinstance(data, torch.Tensor) else data
     if tensor.dtype != torch.uint8:
@@ -136,6 +139,10 @@ def _images(ds: Any) -> torch.Tensor:
 
 def _bundle(info: _Info, root: str, download: bool, augment: bool,
             autoaugment: bool = False) -> DatasetBundle:
+    import torch
+
+    from ._common import ImageTensorDataset, ImageTransform
+
     path = resolve(root)
     train_src = _open(info, path, True, download)
     test_src = _open(info, path, False, False)  # downloading the train split fetched both

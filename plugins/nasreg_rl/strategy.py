@@ -38,18 +38,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Annotated, Any, Sequence
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Annotated, Any, Sequence
 
 import nasreg
 from nasreg import Range, SpecError
 from nasreg import rundir as rd
 
-from .children import ChildConfig, ChildTask, ChildTrainer, child_seed
-from .controller import Controller, reinforce_update
-from .plots import plot_rewards
+if TYPE_CHECKING:  # pragma: no cover - the children and the controller (torch) load when a search runs
+    from .children import ChildConfig
 
 __all__ = ["ChildSearch", "RandomStrategy", "ReinforceStrategy", "space_decisions"]
 
@@ -123,12 +119,17 @@ class ChildSearch(nasreg.SamplingStrategy):
 
     # -- the loop --------------------------------------------------------------------------------
     def child_config(self, run: Any) -> ChildConfig:
+        from .children import ChildConfig
+
         return ChildConfig(epochs=self.child_epochs, batch_size=self.child_batch_size, lr=self.child_lr,
                            momentum=self.child_momentum, weight_decay=self.child_weight_decay,
                            grad_clip=self.child_grad_clip, eval_batch_norm=run.spec.search.eval_batch_norm,
                            threads=self.child_threads)
 
     def search(self, run: Any, bundle: Any, reporter: Any) -> dict[str, Any]:
+        from .children import ChildTask, ChildTrainer, child_seed
+        from .plots import plot_rewards
+
         space = run.space
         decisions = space_decisions(space, run.spec.search_space.name, str(run.spec.path))
         self.start(run, decisions)
@@ -274,6 +275,10 @@ class ReinforceStrategy(ChildSearch):
         self.entropy_weight = entropy_weight
 
     def start(self, run: Any, decisions: list[tuple[str, int]]) -> None:
+        import torch
+
+        from .controller import Controller
+
         self.decisions = decisions
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(run.seed)
@@ -290,6 +295,8 @@ class ReinforceStrategy(ChildSearch):
         return sum(p.numel() for p in self.controller.parameters())
 
     def learn(self, update: int, choices: list[list[int]], rewards: list[float]) -> dict[str, Any]:
+        from .controller import reinforce_update
+
         stats = reinforce_update(self.controller, self.optimizer, choices, rewards, self.baseline,
                                  decay=self.baseline_decay, entropy_weight=self.entropy_weight)
         self.baseline = stats["baseline"]
@@ -300,6 +307,11 @@ class ReinforceStrategy(ChildSearch):
         return {"moving_average": stats["baseline"], "loss": stats["loss"], "entropy": stats["entropy"]}
 
     def finish(self, run: Any, space: Any) -> None:
+        import io
+
+        import numpy as np
+        import torch
+
         choices, probs = self.controller.greedy()
         rd.write_json(run.run_dir / CONTROLLER_FILE, {
             "strategy": self.strategy_name, "hidden_size": self.hidden_size, "controller_lr": self.controller_lr,
@@ -310,8 +322,6 @@ class ReinforceStrategy(ChildSearch):
                             "log_prob": float(np.sum(np.log(np.maximum(probs, 1e-30)))),
                             "genotype": space.genotype_from_choices(choices).to_dict()},
         })
-        import io
-
         buf = io.BytesIO()
         torch.save(self.controller.state_dict(), buf)
         rd.atomic_write_bytes(run.run_dir / CONTROLLER_WEIGHTS, buf.getvalue())
@@ -346,6 +356,8 @@ class RandomStrategy(ChildSearch):
         self.average_decay = average_decay
 
     def start(self, run: Any, decisions: list[tuple[str, int]]) -> None:
+        import numpy as np
+
         self.sizes = [n for _name, n in decisions]
         self.rng = np.random.default_rng(run.seed)
         self.average: float | None = None
@@ -354,6 +366,8 @@ class RandomStrategy(ChildSearch):
         return [[int(self.rng.integers(n)) for n in self.sizes] for _ in range(m)]
 
     def learn(self, update: int, choices: list[list[int]], rewards: list[float]) -> dict[str, Any]:
+        import numpy as np
+
         mean = float(np.mean(rewards))
         self.average = mean if self.average is None else (
             self.average_decay * self.average + (1 - self.average_decay) * mean)
