@@ -210,6 +210,38 @@ def test_second_order_default_eps_is_close():
     assert torch.allclose(got, exact, rtol=1e-3, atol=1e-4 * exact.abs().max().item())
 
 
+def test_second_order_probes_step_eps_0_01_over_the_validation_gradient_norm():
+    """DARTS's finite-difference step: the probes run at w +- eps * dw', dw' = grad_w' L_val(w',
+    alpha), with eps = 0.01 / ||dw'||: the perturbation has norm 0.01 whatever ||dw'|| is. (The
+    difference quotient itself is right for any small constant eps, so only the probes show it.)"""
+    model = make_model(2)
+    s = setup_strategy(model, order=2, w_lr=0.3)
+    s.step(*make_batches(seed=6), update_alpha=False)  # momentum buffers exist
+    train, val = make_batches(4)
+    ref = copy.deepcopy(model)
+    seen = []  # the weights at every forward pass: w, w', w + eps dw', w - eps dw', w
+    model.register_forward_pre_hook(lambda *_: seen.append(flat([p.detach().clone() for _, p in
+                                                                 model.named_weight_parameters()])))
+    s.step(train, val, update_alpha=True)
+    w0, w_virtual, w_plus, w_minus, w_after = seen
+    assert torch.equal(w_after, w0) and not torch.equal(w_virtual, w0)
+
+    # dw' by autograd on a copy, at the virtual step's weights
+    named = dict(ref.named_parameters())
+    shapes = [named[n].shape for n in weight_names(ref)]
+    unrolled = {n: t.view(shape).clone().requires_grad_(True) for n, t, shape in
+                zip(weight_names(ref), w_virtual.split([math.prod(sh) for sh in shapes]), shapes)}
+    alphas = {n: named[n].detach() for n in alpha_names(ref)}
+    dw = flat(torch.autograd.grad(loss_fn(ref, {**alphas, **unrolled}, val), list(unrolled.values())))
+    norm = dw.norm().item()
+    assert abs(norm - 1) > 0.2  # so eps = 0.01 / ||dw'|| and a constant 0.01 perturb differently
+    eps = s.finite_diff_eps / norm
+    assert s.finite_diff_eps == 0.01
+    torch.testing.assert_close(w_plus - w0, eps * dw, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(w_minus - w0, -eps * dw, rtol=1e-6, atol=1e-12)
+    assert (w_plus - w0).norm().item() == pytest.approx(0.01, rel=1e-6)
+
+
 # --------------------------------------------------------------------------- 2. first order
 
 
