@@ -74,6 +74,35 @@ _no_preflight_option = click.option(
     help="Skip the pre-flight estimate (weights, FLOPs per step, peak memory) and its free-memory check.")
 
 
+class _CliOutput:
+    """What the commands print between and after the progress display (stdout)."""
+
+    quiet = False
+
+    def preflight(self, line: str) -> None:
+        if not self.quiet:
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    def search_end(self, summary: dict[str, Any]) -> None:
+        print_summary(summary)
+
+    def evaluation_start(self, run_dir: Any) -> None:
+        console.print(f"[bold]evaluation[/]: training the genotype found into {escape(str(run_dir))}",
+                      highlight=False)
+
+    def train_end(self, results: dict[str, Any]) -> None:
+        print_results(results)
+
+
+def _reporter(quiet: bool) -> Any:
+    """The command line's reporter: progress bars on stderr (none with -q), figures on stdout."""
+    from .progress import QuietReporter, RichReporter
+
+    if quiet:
+        return type("CliQuietReporter", (_CliOutput, QuietReporter), {"quiet": True})()
+    return type("CliReporter", (_CliOutput, RichReporter), {})(err_console)
+
+
 @main.command()
 # (A directory or an unreadable file is reported by nasreg.spec.read_toml, on one line.)
 @click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path, readable=False))
@@ -91,31 +120,10 @@ def run(spec_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, .
 
     Before anything is written it prints the supernet's weights, FLOPs per step and peak-memory
     estimate, and stops if that memory is not free on the device (--no-preflight skips this)."""
-    from . import distributed as ddp
-    from . import spec as spec_mod
-    from .progress import QuietReporter, RichReporter, SilentReporter
-    from .rundir import create_run_dir
-    from .search import prepare, run_search
+    from .api import search
 
-    spec, plugins = spec_mod.load(spec_path, overrides, extra_plugins)
-    prepared = prepare(spec, plugins)  # under torchrun: joins the process group
-    main_rank = ddp.current().is_main
-    eval_prepared = _prepare_evaluation(spec, plugins, prepared.space)  # None without [evaluate]
-    if not no_preflight:
-        _preflight(prepared, quiet or not main_rank)
-    run_dir = ddp.open_run_dir(lambda: create_run_dir(spec.run.out_dir, spec.run.name, out, force))
-    reporter = SilentReporter() if not main_rank else QuietReporter() if quiet else RichReporter(err_console)
-    try:
-        summary = run_search(prepared, run_dir, reporter)
-    finally:
-        reporter.close()
-        ddp.close_run_dir(run_dir)
-        ddp.shutdown()  # [evaluate] below runs on rank 0 alone
-    if not main_rank:
-        return
-    print_summary(summary)
-    if eval_prepared is not None:
-        _evaluate_after_search(eval_prepared, summary, run_dir, quiet)
+    search(spec_path, overrides=overrides, plugins=extra_plugins, out=out, force=force,
+           progress=_reporter(quiet), preflight=not no_preflight)
 
 
 @main.command()
@@ -130,76 +138,9 @@ def resume(run_dir: Path, extra_plugins: tuple[str, ...], no_preflight: bool, qu
 
     A run whose search finished but whose evaluation did not (no eval/results.json) runs the
     evaluation again from its start."""
-    from . import distributed as ddp
-    from . import rundir as rd
-    from . import spec as spec_mod
-    from .errors import RunDirError
-    from .evaluate import EVAL_DIR, RESULTS_FILE
-    from .progress import QuietReporter, RichReporter, SilentReporter
-    from .search import prepare, run_search
+    from .api import resume as resume_run
 
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such run directory")
-    if not (run_dir / rd.SPEC_FILE).is_file():
-        raise RunDirError(f"{run_dir}: not a nasreg run directory (no {rd.SPEC_FILE})")
-    finished = (run_dir / rd.SUMMARY_FILE).is_file()
-    if finished and (run_dir / EVAL_DIR / RESULTS_FILE).is_file():
-        raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
-    spec, plugins = spec_mod.load(run_dir / rd.SPEC_FILE, (), extra_plugins)
-    if finished:
-        if spec.evaluate is None:
-            raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
-        if ddp.env_world_size() > 1:  # [evaluate] runs in one process
-            raise RunDirError(f"{run_dir}: the search has finished and its evaluation runs in one process; "
-                              f"run `nasreg resume {run_dir}` without torchrun")
-        summary = _read_summary(run_dir / rd.SUMMARY_FILE)
-        eval_prepared = _prepare_evaluation(spec, plugins, spec.search_space.build())
-        console.print(f"{run_dir}: the search has finished; its evaluation has not: running the evaluation "
-                      "from its start", highlight=False, soft_wrap=True, markup=False)
-        _evaluate_after_search(eval_prepared, summary, run_dir, quiet)
-        return
-    prepared = prepare(spec, plugins)  # under torchrun: joins the process group
-    main_rank = ddp.current().is_main
-    eval_prepared = _prepare_evaluation(spec, plugins, prepared.space)  # None without [evaluate]
-    if not no_preflight:
-        _preflight(prepared, quiet or not main_rank)
-    given_dir = run_dir
-    run_dir = ddp.open_run_dir(lambda: given_dir)  # other ranks: a scratch directory
-    reporter = SilentReporter() if not main_rank else QuietReporter() if quiet else RichReporter(err_console)
-    try:
-        summary = run_search(prepared, run_dir, reporter, resume=True)
-    finally:
-        reporter.close()
-        ddp.close_run_dir(run_dir)
-        ddp.shutdown()
-    if not main_rank:
-        return
-    print_summary(summary)
-    if eval_prepared is not None:
-        _evaluate_after_search(eval_prepared, summary, run_dir, quiet)
-
-
-def _read_summary(path: Path) -> dict[str, Any]:
-    from .errors import RunDirError
-
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot read the search's summary: {exc}") from exc
-    if not isinstance(summary, dict) or not isinstance(summary.get("genotype"), dict):
-        raise RunDirError(f"{path}: not a search summary (no genotype)")
-    return summary
-
-
-def _preflight(prepared: Any, quiet: bool) -> None:
-    """Print the pre-flight estimate (unless quiet) and stop, before the run directory is touched,
-    when its peak memory exceeds the device's free memory (see :mod:`nasreg.preflight`)."""
-    from .preflight import preflight
-
-    def echo(line: str) -> None:
-        console.print(line, highlight=False, soft_wrap=True, markup=False)
-
-    preflight(prepared, echo=None if quiet else echo, check=True)
+    resume_run(run_dir, plugins=extra_plugins, progress=_reporter(quiet), preflight=not no_preflight)
 
 
 @main.command()
@@ -212,16 +153,12 @@ def validate(spec_paths: tuple[Path, ...], overrides: tuple[str, ...], extra_plu
     """Check specs without running them (exit 2 at the first invalid one).
 
     A search spec, or an evaluation spec for `nasreg train` ([run] and [evaluate] only)."""
-    from . import spec as spec_mod
-    from .evaluate import is_eval_spec, load_eval_spec
+    from .api import validate as validate_spec
 
     for path in spec_paths:
-        if is_eval_spec(spec_mod.apply_overrides(spec_mod.read_toml(path), overrides)):
-            espec, _ = load_eval_spec(path, overrides, extra_plugins)
-            console.print(f"[green]ok[/] {path} (evaluation spec, hash {espec.digest()})", highlight=False)
-            continue
-        spec, _ = spec_mod.load(path, overrides, extra_plugins)
-        console.print(f"[green]ok[/] {path} (spec hash {spec.digest()})", highlight=False)
+        checked = validate_spec(path, overrides=overrides, plugins=extra_plugins)
+        kind = "spec" if hasattr(checked, "strategy") else "evaluation spec,"
+        console.print(f"[green]ok[/] {escape(str(path))} ({kind} hash {checked.digest()})", highlight=False)
 
 
 @main.command("list-plugins")
@@ -266,39 +203,7 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
     console.print(table)
 
 
-# --- final evaluation: nasreg train, [evaluate] after a search, nasreg show ----------------------
-
-
-def _prepare_evaluation(spec: Any, plugins: Any, space: Any) -> Any:
-    """The prepared ``[evaluate]`` of a search spec (checked before the search starts), or None."""
-    if spec.evaluate is None:
-        return None
-    from .evaluate import from_search_spec, prepare_evaluation
-
-    return prepare_evaluation(from_search_spec(spec, plugins.registries), plugins, space)
-
-
-def _evaluate_after_search(prepared: Any, summary: dict[str, Any], run_dir: Path, quiet: bool) -> None:
-    from .evaluate import EVAL_DIR, run_evaluation, search_cost
-    from .genotype import Genotype
-    from .progress import QuietReporter, RichTrainReporter
-    from .rundir import CHECKPOINT_FILE, GENOTYPE_FILE, METRICS_FILE
-
-    genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / GENOTYPE_FILE))
-    eval_dir = run_dir / EVAL_DIR
-    # An evaluation that was stopped starts again from its beginning: drop what it had appended
-    # (metrics.jsonl grows by a line per epoch) and its last epoch's checkpoint.
-    for name in (METRICS_FILE, CHECKPOINT_FILE):
-        (eval_dir / name).unlink(missing_ok=True)
-    console.print(f"[bold]evaluation[/]: training the genotype found into {escape(str(eval_dir))}",
-                  highlight=False)
-    reporter = QuietReporter() if quiet else RichTrainReporter(err_console)
-    try:
-        results = run_evaluation(prepared, genotype, eval_dir, reporter,
-                                 source=str(run_dir / GENOTYPE_FILE), search_cost=search_cost(summary))
-    finally:
-        reporter.close()
-    print_results(results)
+# --- nasreg train, nasreg show -----------------------------------------------------------------
 
 
 @main.command()
@@ -320,28 +225,13 @@ def train(genotype_path: Path, spec_path: Path | None, overrides: tuple[str, ...
 
     Without --spec, DARTS's CIFAR-10 evaluation recipe (specs/eval-darts.toml); --set overrides
     its keys (e.g. --set evaluate.epochs=10 --set evaluate.data.dataset=digits)."""
-    from .evaluate import describe_network, load_eval_spec, prepare_evaluation, run_evaluation, space_for
-    from .genotype import Genotype
-    from .progress import QuietReporter, RichTrainReporter
-    from .rundir import create_run_dir
+    from .api import describe_network, train as train_genotype
 
-    espec, plugins = load_eval_spec(spec_path, overrides, extra_plugins)
-    genotype = Genotype.load(genotype_path, plugins.registries)
-    source = str(genotype_path)
     if dry_run:
-        print_network(describe_network(espec, plugins, genotype, source))
+        print_network(describe_network(genotype_path, spec=spec_path, overrides=overrides, plugins=extra_plugins))
         return
-    space = space_for(genotype, plugins.registries, espec.search_space, source)
-    prepared = prepare_evaluation(espec, plugins, space)
-    name = espec.run.name or f"train-{genotype_path.stem}"
-    run_dir = create_run_dir(espec.run.out_dir, name, out, force)
-    espec.run.name = name
-    reporter = QuietReporter() if quiet else RichTrainReporter(err_console)
-    try:
-        results = run_evaluation(prepared, genotype, run_dir, reporter, source=source)
-    finally:
-        reporter.close()
-    print_results(results)
+    train_genotype(genotype_path, spec=spec_path, overrides=overrides, plugins=extra_plugins, out=out,
+                   force=force, progress=_reporter(quiet))
 
 
 @main.command()

@@ -169,6 +169,8 @@ class Spec:
     evaluate: EvaluateSection | None = None
     #: The dataset ``[evaluate]`` trains and tests on (None without ``[evaluate]``).
     eval_dataset: Component | None = None
+    #: The loaded plugins whose registries validated this spec (:class:`nasreg.plugins.Plugins`).
+    plugins: Any = field(default=None, repr=False, compare=False)
 
     def resolved(self) -> dict[str, Any]:
         out = {
@@ -486,19 +488,42 @@ def check_stages(spec: Spec, selector: Any) -> list[tuple[int, int]]:
     return stages
 
 
-def load(path: str | Path, overrides: Sequence[str] = (), extra_plugins: Sequence[str] = ()):
-    """Read, override, load the plugins the spec asks for, validate: ``(Spec, Plugins)``."""
-    from .plugins import load_plugins
+def load(path: str | Path, overrides: Sequence[str] = (), extra_plugins: Sequence[str] = (), *,
+         objects: Sequence[tuple[str, Any]] = ()):
+    """Read, override, load the plugins the spec asks for, validate: ``(Spec, Plugins)``.
 
+    ``extra_plugins`` are module names or ``.py`` files (``--plugin``), ``objects`` plugin objects
+    as ``(name, object)``; both are loaded on top of the installed plugins."""
     path = Path(path)
     raw = apply_overrides(read_toml(path), overrides)
+    spec = _load_raw(raw, path, path.parent, extra_plugins, objects)
+    return spec, spec.plugins
+
+
+def load_table(raw: dict[str, Any], overrides: Sequence[str] = (), extra_plugins: Sequence[str] = (),
+               objects: Sequence[tuple[str, Any]] = (), *, name: str = "run") -> Spec:
+    """A spec given as a table (the dict a TOML file parses to) instead of a file: errors name it
+    ``<dict>``, files it names are relative to the working directory, and ``[run] name``
+    defaults to ``name``."""
+    check_toml_values(raw, "<dict>: ")
+    raw = apply_overrides(copy.deepcopy(raw), overrides)
+    if isinstance(raw.get("run", {}), dict) and not raw.get("run", {}).get("name"):
+        raw = {**raw, "run": {**raw.get("run", {}), "name": name}}
+    return _load_raw(raw, Path("<dict>"), Path.cwd(), extra_plugins, objects)
+
+
+def _load_raw(raw: dict[str, Any], path: Path, base_dir: Path, extra_plugins: Sequence[str],
+              objects: Sequence[tuple[str, Any]]) -> Spec:
+    from .plugins import load_plugins
+
     requested = plugins_requested(raw, path)
     # A file named in the spec is relative to the spec's folder; one given on the command line
     # (--plugin) to the working directory, as any command-line path.
     extra = [str(Path(ref).expanduser().resolve()) if _is_file_ref(ref) else ref for ref in extra_plugins]
-    plugins = load_plugins([*requested, *extra], base_dir=path.parent)
+    plugins = load_plugins([*requested, *extra], base_dir=base_dir, objects=objects)
     spec = validate(raw, path, plugins.registries)
-    return spec, plugins
+    spec.plugins = plugins
+    return spec
 
 
 def _is_file_ref(ref: str) -> bool:

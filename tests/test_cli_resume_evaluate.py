@@ -156,7 +156,8 @@ def test_resume_prints_the_estimate_and_checks_it_before_touching_the_run(resume
 def test_a_stopped_evaluation_runs_again_on_resume(resumed_evaluation):
     out, search_files, result = resumed_evaluation
     assert result.exit_code == 0, result.output
-    assert "the search has finished; its evaluation has not: running the evaluation from its start" in result.stdout
+    # a notice, on stderr (as every progress notice: stdout holds the figures)
+    assert "the search has finished; its evaluation has not: running the evaluation from its start" in result.stderr
     assert "test accuracy: " in result.stdout
     assert "pre-flight" not in result.stdout  # no search ran
     # the search was left alone; the evaluation started afresh (not appended to the stopped one's lines)

@@ -1,0 +1,426 @@
+"""The Python API: everything the command line does, as functions that return typed results.
+
+Each ``nasreg`` command is one call here plus printing (see :mod:`nasreg.cli`). These functions
+never call ``sys.exit`` and print nothing unless asked (``progress=True`` or a reporter): a user
+error raises a :class:`~nasreg.errors.NasregError` subclass with a one-line message.
+
+``plugins`` arguments take module names (``"my_pkg.plugin"``), ``.py`` file paths, or plugin
+objects (modules or instances with ``@nasreg.hookimpl`` methods); they are loaded on top of the
+installed (entry-point) plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Union
+
+from .errors import GenotypeError, NasregError, RunDirError
+from .genotype import Genotype
+from .progress import Reporter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from .evaluate import EvalSpec
+    from .plugins import Plugins
+    from .preflight import Estimate
+    from .spec import Spec
+
+__all__ = ["SearchResult", "TrainResult", "load_spec", "validate", "search", "resume", "train",
+           "build_network", "describe_network", "load_genotype", "load_plugins"]
+
+#: What ``progress=`` accepts: False/None (nothing shown), True (rich progress bars on stderr),
+#: or a :class:`~nasreg.progress.Reporter` of your own.
+Progress = Union[bool, None, Reporter]
+SpecSource = Union[str, Path, Mapping[str, Any], "Spec"]
+PluginRefs = Iterable[Any]
+
+
+@dataclass
+class TrainResult:
+    """A network trained from scratch (``nasreg train``, or a search's ``[evaluate]``)."""
+
+    genotype: Genotype
+    #: ``results.json``: test accuracy and error, parameters, FLOPs, wall time, peak memory, ...
+    results: dict[str, Any]
+    run_dir: Path
+
+    @property
+    def test_acc(self) -> float | None:
+        return self.results.get("test_acc")
+
+    @property
+    def params(self) -> int:
+        return int(self.results["params"])
+
+
+@dataclass
+class SearchResult:
+    """A finished search (``nasreg run`` / ``nasreg resume``)."""
+
+    genotype: Genotype
+    #: ``summary.json``: final validation figures, per-stage weights and times, wall time, ...
+    summary: dict[str, Any]
+    run_dir: Path
+    #: The ``[evaluate]`` training of the genotype found (None without ``[evaluate]``, or with
+    #: ``evaluate=False``).
+    evaluation: TrainResult | None = None
+    #: The pre-flight estimate of one search step (None when skipped or not applicable).
+    preflight: Any = field(default=None, repr=False)
+
+    @property
+    def final_val_acc(self) -> float | None:
+        return self.summary.get("final_val_acc")
+
+
+# --- specs -------------------------------------------------------------------------------------
+
+
+def _split_plugins(plugins: PluginRefs) -> tuple[list[str], list[tuple[str, Any]]]:
+    refs, objects = [], []
+    for p in plugins or ():
+        if isinstance(p, (str, Path)):
+            refs.append(str(p))
+        else:
+            objects.append((getattr(p, "__name__", None) or type(p).__name__, p))
+    return refs, objects
+
+
+def load_spec(source: SpecSource, *, overrides: Iterable[str] = (), plugins: PluginRefs = ()) -> "Spec":
+    """Read a search spec (a TOML file, or a dict with the same tables), apply ``--set``-style
+    ``overrides`` (``"data.batch_size=32"``), load the plugins it asks for and validate it.
+
+    Returns the validated :class:`~nasreg.spec.Spec` (``spec.resolved()``: every key with its
+    default; ``spec.digest()``: its hash; ``spec.plugins``: the loaded plugins)."""
+    from . import spec as spec_mod
+
+    if _is_spec(source) and not overrides and not plugins:
+        return source  # type: ignore[return-value]
+    if _is_spec(source):
+        source = source.path if source.path.is_file() else source.raw  # type: ignore[union-attr]
+    refs, objects = _split_plugins(plugins)
+    if isinstance(source, Mapping):
+        return spec_mod.load_table(dict(source), tuple(overrides), refs, objects)
+    return spec_mod.load(Path(source), tuple(overrides), refs, objects=objects)[0]
+
+
+def _is_spec(obj: Any) -> bool:
+    return hasattr(obj, "resolved") and hasattr(obj, "strategy") and hasattr(obj, "plugins")
+
+
+def validate(source: str | Path | Mapping[str, Any], *, overrides: Iterable[str] = (),
+             plugins: PluginRefs = ()) -> "Spec | EvalSpec":
+    """Check a search spec, or an evaluation spec for :func:`train` (only ``[run]`` and
+    ``[evaluate]``), without running it; returns the validated spec or raises
+    :class:`~nasreg.errors.SpecError` (a search spec also gets every check :func:`search` makes
+    before it writes anything but the dataset's files: device, strategy/selector pairing)."""
+    from . import spec as spec_mod
+    from .evaluate import is_eval_spec, load_eval_spec
+
+    overrides = tuple(overrides)
+    refs, objects = _split_plugins(plugins)
+    if not isinstance(source, Mapping):
+        raw = spec_mod.apply_overrides(spec_mod.read_toml(Path(source)), overrides)
+        if is_eval_spec(raw):
+            return _with_plugins(*load_eval_spec(Path(source), overrides, refs))
+    return load_spec(source, overrides=overrides, plugins=[*refs, *(o for _, o in objects)])
+
+
+def _with_plugins(espec: Any, plugins: "Plugins") -> Any:
+    espec.plugins = plugins
+    return espec
+
+
+def load_plugins(plugins: PluginRefs = ()) -> "Plugins":
+    """The installed plugins plus ``plugins``, registries filled (``.registries``, ``.infos``);
+    an entry-point plugin that fails to load is recorded in ``.infos``, one asked for here raises."""
+    from .plugins import load_plugins as _load
+
+    refs, objects = _split_plugins(plugins)
+    return _load(refs, base_dir=Path.cwd(), objects=objects)
+
+
+def load_genotype(path: str | Path, *, plugins: PluginRefs = ()) -> Genotype:
+    """A genotype JSON file, checked against the registries (its space and ops must exist)."""
+    return Genotype.load(Path(path), load_plugins(plugins).registries)
+
+
+# --- search ------------------------------------------------------------------------------------
+
+
+def _reporter(progress: Progress, *, train: bool = False) -> tuple[Reporter, bool]:
+    """(the reporter, whether this call made it and so must close it)."""
+    if isinstance(progress, Reporter) or (progress not in (None, True, False) and hasattr(progress, "step")):
+        return progress, False  # type: ignore[return-value]
+    if progress:
+        from .progress import RichReporter
+
+        return RichReporter(), True
+    return Reporter(), True
+
+
+def search(spec: SpecSource, *, overrides: Iterable[str] = (), plugins: PluginRefs = (),
+           out: str | Path | None = None, force: bool = False, progress: Progress = False,
+           preflight: bool = True, evaluate: bool = True) -> SearchResult:
+    """Run the search a spec describes, then its ``[evaluate]`` section (unless ``evaluate=False``).
+
+    The same run as ``nasreg run``: the run directory is ``out`` (refused when not empty unless
+    ``force``) or ``[run] out_dir / [run] name`` (numbered when taken); the pre-flight estimate
+    runs first and refuses a search whose memory estimate exceeds the free memory (``preflight=False``
+    skips it); ``[run] threads`` and the seed are applied; under ``torchrun`` every process calls
+    this, rank 0 writes the run directory and runs ``[evaluate]``."""
+    from . import distributed as ddp
+    from .rundir import create_run_dir
+
+    spec = load_spec(spec, overrides=overrides, plugins=plugins)
+    reporter, own = _reporter(progress)
+    prepared, eval_prepared, estimate = _prepare(spec, preflight, reporter)
+    run_dir = ddp.open_run_dir(lambda: create_run_dir(spec.run.out_dir, spec.run.name, out, force))
+    return _search_and_evaluate(prepared, eval_prepared if evaluate else None, run_dir, reporter, own,
+                                estimate, resume=False)
+
+
+def _prepare(spec: "Spec", preflight: bool, reporter: Reporter) -> tuple[Any, Any, Any]:
+    """Every check that can fail on the user's input, before a run directory exists; the
+    pre-flight line goes to ``reporter.preflight`` (rank 0 only) before its memory check."""
+    from . import distributed as ddp
+    from .preflight import preflight as estimate_step
+    from .search import prepare
+
+    prepared = prepare(spec, spec.plugins)  # under torchrun: joins the process group
+    eval_prepared = _prepare_evaluation(spec, prepared.space)
+    main_rank = ddp.current().is_main
+    estimate = None
+    if preflight:
+        estimate = estimate_step(prepared, echo=reporter.preflight if main_rank else None, check=True)
+    return prepared, eval_prepared, estimate
+
+
+def _search_and_evaluate(prepared: Any, eval_prepared: Any, run_dir: Path, reporter: Reporter, own: bool,
+                         estimate: Any, *, resume: bool) -> SearchResult:
+    from . import distributed as ddp
+    from .search import run_search
+
+    main_rank = ddp.current().is_main
+    active = reporter if main_rank else Reporter()  # torchrun: rank 0 speaks for all
+    try:
+        summary = run_search(prepared, run_dir, active, resume=resume)
+    finally:
+        active.close()
+        ddp.close_run_dir(run_dir)
+        ddp.shutdown()  # [evaluate] below runs on rank 0 alone
+    genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / "genotype.json"))
+    result = SearchResult(genotype=genotype, summary=summary, run_dir=run_dir, preflight=estimate)
+    if not main_rank:
+        return result
+    active.search_end(summary)
+    try:
+        if eval_prepared is not None:
+            result.evaluation = _evaluate_found(eval_prepared, summary, run_dir, reporter)
+    finally:
+        if own:
+            reporter.close()
+    return result
+
+
+def _prepare_evaluation(spec: "Spec", space: Any) -> Any:
+    """The prepared ``[evaluate]`` of a search spec (checked before the search starts), or None."""
+    if spec.evaluate is None:
+        return None
+    from .evaluate import from_search_spec, prepare_evaluation
+
+    return prepare_evaluation(from_search_spec(spec, spec.plugins.registries), spec.plugins, space)
+
+
+def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, reporter: Reporter) -> TrainResult:
+    """Train the genotype a search found, into ``RUN_DIR/eval`` (from its start: a stopped
+    evaluation's metrics and checkpoint are dropped first)."""
+    from .evaluate import EVAL_DIR, run_evaluation, search_cost
+    from .rundir import CHECKPOINT_FILE, GENOTYPE_FILE, METRICS_FILE
+
+    source = str(run_dir / GENOTYPE_FILE)
+    genotype = Genotype.from_dict(summary["genotype"], source=source)
+    eval_dir = run_dir / EVAL_DIR
+    for name in (METRICS_FILE, CHECKPOINT_FILE):
+        (eval_dir / name).unlink(missing_ok=True)
+    reporter.evaluation_start(eval_dir)
+    try:
+        results = run_evaluation(prepared, genotype, eval_dir, reporter, source=source,
+                                 search_cost=search_cost(summary))
+    finally:
+        reporter.close()
+    reporter.train_end(results)
+    return TrainResult(genotype=genotype, results=results, run_dir=eval_dir)
+
+
+def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress = False,
+           preflight: bool = True, evaluate: bool = True) -> SearchResult:
+    """Continue a stopped search from its last checkpoint (the same results as an uninterrupted
+    run), then run its ``[evaluate]``. A run whose search finished but whose evaluation did not
+    (no ``eval/results.json``) runs the evaluation again from its start; a finished run is a
+    :class:`~nasreg.errors.RunDirError`."""
+    from . import distributed as ddp
+    from . import rundir as rd
+    from . import spec as spec_mod
+    from .evaluate import EVAL_DIR, RESULTS_FILE
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
+    if not (run_dir / rd.SPEC_FILE).is_file():
+        raise RunDirError(f"{run_dir}: not a nasreg run directory (no {rd.SPEC_FILE})")
+    finished = (run_dir / rd.SUMMARY_FILE).is_file()
+    if finished and (run_dir / EVAL_DIR / RESULTS_FILE).is_file():
+        raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
+    refs, objects = _split_plugins(plugins)
+    spec = spec_mod.load(run_dir / rd.SPEC_FILE, (), refs, objects=objects)[0]
+    reporter, own = _reporter(progress)
+    if finished:
+        return _evaluate_finished(spec, run_dir, reporter, own, evaluate)
+    prepared, eval_prepared, estimate = _prepare(spec, preflight, reporter)
+    given = run_dir
+    run_dir = ddp.open_run_dir(lambda: given)  # other ranks: a scratch directory
+    return _search_and_evaluate(prepared, eval_prepared if evaluate else None, run_dir, reporter, own,
+                                estimate, resume=True)
+
+
+def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: bool, evaluate: bool) -> SearchResult:
+    from . import distributed as ddp
+    from . import rundir as rd
+
+    if spec.evaluate is None:
+        raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
+    if ddp.env_world_size() > 1:  # [evaluate] runs in one process
+        raise RunDirError(f"{run_dir}: the search has finished and its evaluation runs in one process; "
+                          f"run `nasreg resume {run_dir}` without torchrun")
+    summary = read_summary(run_dir / rd.SUMMARY_FILE)
+    genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / rd.GENOTYPE_FILE))
+    result = SearchResult(genotype=genotype, summary=summary, run_dir=run_dir)
+    if not evaluate:
+        return result
+    eval_prepared = _prepare_evaluation(spec, spec.search_space.build())
+    reporter.message(f"{run_dir}: the search has finished; its evaluation has not: running the evaluation "
+                     "from its start")
+    try:
+        result.evaluation = _evaluate_found(eval_prepared, summary, run_dir, reporter)
+    finally:
+        if own:
+            reporter.close()
+    return result
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A search's ``summary.json``, checked (a dict with a genotype)."""
+    import json
+
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read the search's summary: {exc}") from exc
+    if not isinstance(summary, dict) or not isinstance(summary.get("genotype"), dict):
+        raise RunDirError(f"{path}: not a search summary (no genotype)")
+    return summary
+
+
+# --- genotypes: networks and their training -----------------------------------------------------
+
+
+def _eval_spec(spec: Any, overrides: Iterable[str], plugins: PluginRefs) -> tuple[Any, "Plugins"]:
+    """An evaluation spec from: None (the defaults), a path (evaluation or search spec), a dict,
+    a validated search :class:`~nasreg.spec.Spec`, or an evaluation spec."""
+    from .evaluate import from_search_spec, load_eval_spec
+
+    overrides = tuple(overrides)
+    refs, objects = _split_plugins(plugins)
+    if _is_spec(spec) and not overrides and not plugins:
+        return from_search_spec(spec, spec.plugins.registries), spec.plugins
+    if hasattr(spec, "evaluate") and hasattr(spec, "plugins") and not _is_spec(spec):
+        return spec, spec.plugins  # an evaluation spec from validate()
+    if isinstance(spec, Mapping) or _is_spec(spec):
+        loaded = load_spec(spec, overrides=overrides, plugins=plugins)
+        return from_search_spec(loaded, loaded.plugins.registries), loaded.plugins
+    if objects:
+        raise NasregError("train/build_network: plugin objects need a spec given as a dict or a Spec; "
+                          "pass plugin modules by name")
+    return load_eval_spec(Path(spec) if spec is not None else None, overrides, refs)
+
+
+def _genotype(genotype: Genotype | str | Path, registries: Any) -> tuple[Genotype, str]:
+    if isinstance(genotype, Genotype):
+        genotype.validate(registries)
+        return genotype, "genotype"
+    if isinstance(genotype, (str, Path)):
+        return Genotype.load(Path(genotype), registries), str(genotype)
+    raise GenotypeError(f"expected a Genotype or the path of a genotype JSON file, got {type(genotype).__name__}")
+
+
+def build_network(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Iterable[str] = (),
+                  plugins: PluginRefs = (), input_shape: tuple[int, int, int] | None = None,
+                  num_classes: int | None = None, auxiliary: bool | None = None) -> "nn.Module":
+    """The network ``genotype`` describes, as a ready ``torch.nn.Module`` (freshly initialized,
+    in training mode, on the CPU): for training it yourself, loading weights (an evaluation's
+    ``checkpoint.pt`` ``"model"`` state) or export.
+
+    Its size comes from ``spec``'s ``[evaluate]`` (``cells``, ``channels``, ``auxiliary``; a search
+    spec, an evaluation spec or a path to one; None: the defaults) and the image shape and
+    classes from its dataset's registry metadata, unless ``input_shape`` (C, H, W) and
+    ``num_classes`` are given. In training mode a network with an auxiliary head returns
+    ``(logits, auxiliary_logits)``; in eval mode the logits."""
+    from .evaluate import build_network as _build, dataset_shape, space_for
+
+    espec, plugins_ = _eval_spec(spec, overrides, plugins)
+    regs = plugins_.registries
+    genotype, source = _genotype(genotype, regs)
+    if input_shape is None or num_classes is None:
+        known = dataset_shape(espec.dataset)
+        if known is None:
+            from .evaluate import bundle_shape
+
+            known = bundle_shape(espec.dataset.build())
+        input_shape = input_shape or known[0]
+        num_classes = num_classes or known[1]
+    space = space_for(genotype, regs, espec.search_space, source)
+    return _build(space, genotype, regs, espec.evaluate, tuple(input_shape), int(num_classes),
+                  auxiliary=auxiliary, source=source)
+
+
+def describe_network(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Iterable[str] = (),
+                     plugins: PluginRefs = ()) -> dict[str, Any]:
+    """``nasreg train --dry-run``: the network's parameters (with and without the auxiliary head)
+    and the FLOPs of one forward pass of one image, without data or training."""
+    from .evaluate import describe_network as _describe
+
+    espec, plugins_ = _eval_spec(spec, overrides, plugins)
+    genotype, source = _genotype(genotype, plugins_.registries)
+    return _describe(espec, plugins_, genotype, source)
+
+
+def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Iterable[str] = (),
+          plugins: PluginRefs = (), out: str | Path | None = None, force: bool = False,
+          progress: Progress = False) -> TrainResult:
+    """Train the network ``genotype`` describes from scratch and test it (``nasreg train``).
+
+    ``spec`` is an evaluation spec (``[run]``, ``[evaluate]``), a search spec (its ``[evaluate]``
+    on its dataset), a path to either, or None (the defaults: DARTS's CIFAR-10 recipe).
+    The run directory is ``out`` or ``[run] out_dir / ([run] name or train-GENOTYPE)``."""
+    from .evaluate import prepare_evaluation, run_evaluation, space_for
+    from .rundir import create_run_dir
+
+    espec, plugins_ = _eval_spec(spec, overrides, plugins)
+    genotype, source = _genotype(genotype, plugins_.registries)
+    space = space_for(genotype, plugins_.registries, espec.search_space, source)
+    prepared = prepare_evaluation(espec, plugins_, space)
+    stem = Path(source).stem if source != "genotype" else "genotype"
+    name = espec.run.name or f"train-{stem}"
+    run_dir = create_run_dir(espec.run.out_dir, name, out, force)
+    espec.run = dataclasses.replace(espec.run, name=name)
+    reporter, own = _reporter(progress, train=True)
+    try:
+        results = run_evaluation(prepared, genotype, run_dir, reporter, source=source)
+    finally:
+        reporter.close()
+    reporter.train_end(results)
+    return TrainResult(genotype=genotype, results=results, run_dir=run_dir)
