@@ -325,6 +325,13 @@ class DartsCellSpace(nasreg.SearchSpace):
             raise KeyError(f"unknown cell type {cell_type!r} (expected one of {CELL_TYPES})")
         return list(range(2, self.nodes + 2))
 
+    def derive(self, result: nasreg.StageResult, zero_ops: set[str]) -> dict[str, list[nasreg.GenotypeEdge]]:
+        """The DARTS derivation of ``result``: per node the ``inputs_per_node`` (2) strongest edges,
+        stronger first, on each its strongest op not in ``zero_ops`` (:func:`nasreg_darts.derive.derive_topk`)."""
+        from .derive import derive_topk
+
+        return derive_topk(result.alphas, result.candidates, result.edges, zero_ops, k=self.inputs_per_node)
+
     def check_candidates(self, candidates: nasreg.Candidates) -> None:
         """Raise ValueError unless ``candidates`` has one non-empty, duplicate-free op list per edge."""
         edges = self.edges()
