@@ -59,7 +59,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     # cell-network building blocks (evaluation networks of cell spaces)
     **{name: (".cellnet", name) for name in (
         "AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "OperationTable", "ReLUConvBN",
-        "batch_norm_scaled", "build_op", "cell_inputs", "default_reductions", "drop_path", "operation_names")},
+        "batch_norm_scaled", "build_op", "cell_inputs", "check_cell", "check_cell_ops", "default_reductions",
+        "drop_path", "operation_names")},
 }
 
 __all__ = [
@@ -88,7 +89,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .cellnet import (AuxiliaryHead, CellBase, CellNetwork, FactorizedReduce, OperationTable, ReLUConvBN,
-                          batch_norm_scaled, build_op, cell_inputs, default_reductions, drop_path,
-                          operation_names)
+                          batch_norm_scaled, build_op, cell_inputs, check_cell, check_cell_ops,
+                          default_reductions, drop_path, operation_names)
     from .genotype import genotype_from_edges
     from .supernet import MixedOp, Supernet

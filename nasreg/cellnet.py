@@ -13,6 +13,8 @@ evaluation network from these pieces and supplies only the cell:
   (:func:`cell_inputs`), one registry op per genotype edge (:func:`build_op`, stride 2 on the
   edges leaving the inputs of a reduction cell), drop path on the op outputs, the concatenation
   of the output nodes. A subclass decides how a node combines its op outputs.
+* :func:`check_cell` and :func:`check_cell_ops`: the checks of a genotype's cell that every such
+  network makes (nodes 2..N each with an edge, ``concat`` among them, registered ops).
 * the conv blocks such cells are made of: :class:`ReLUConvBN`, :class:`FactorizedReduce`, and
   :func:`drop_path`; :func:`batch_norm_scaled` for ops implementing :class:`nasreg.MixedOp`'s
   fast path.
@@ -34,11 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import GenotypeError, RegistryError
+from .genotype import Genotype, GenotypeEdge
 from .registry import Registry
 
 __all__ = ["AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "OperationTable", "ReLUConvBN",
-           "batch_norm_scaled", "build_op", "cell_inputs", "default_reductions", "drop_path",
-           "operation_names"]
+           "batch_norm_scaled", "build_op", "cell_inputs", "check_cell", "check_cell_ops", "default_reductions",
+           "drop_path", "operation_names"]
 
 #: ``make_cell(C_prev_prev, C_prev, C, reduction, reduction_prev) -> cell`` (see :class:`CellNetwork`).
 CellFactory = Callable[[int, int, int, bool, bool], nn.Module]
@@ -184,6 +188,53 @@ class AuxiliaryHead(nn.Module):
 
 
 # --- cells ----------------------------------------------------------------------------------------
+
+def check_cell(genotype: Genotype, cell_type: str, space: str, *, noun: str = "intermediate node",
+               label: str = "node") -> tuple[dict[int, list[GenotypeEdge]], list[int]]:
+    """Check the node structure of cell ``cell_type`` of ``genotype``: the cell exists, its
+    intermediate nodes are 2..N, each with at least one incoming edge (0 and 1 are the cell's
+    inputs), ``concat`` names intermediate nodes once each. Returns (node -> its edges, concat).
+
+    Raises :class:`nasreg.GenotypeError` starting with the key path (``cells.normal...``; the
+    caller names the file); ``space`` names the space in the message, ``noun`` what an
+    intermediate node is called (``"block"``) and ``label`` how one is named before its number
+    (``"block node"``)."""
+    where = f"cells.{cell_type}"
+    cell = genotype.cells.get(cell_type)
+    if cell is None:
+        raise GenotypeError(f"{where}: missing (a {space} genotype has cells 'normal' and 'reduce'; "
+                            f"it has {sorted(genotype.cells)})")
+    by_node = cell.by_node()
+    nodes = sorted(by_node)
+    last = nodes[-1]
+    if nodes[0] < 2:
+        raise GenotypeError(f"{where}: node {nodes[0]} has an incoming edge, but nodes 0 and 1 are the "
+                            f"cell's inputs ({noun}s are nodes 2, 3, ...)")
+    # The first node of 2.. without an edge (never a loop over a huge node number).
+    gap = next((expected for expected, node in zip(range(2, 2 + len(nodes)), nodes) if node != expected), None)
+    if gap is not None:
+        raise GenotypeError(f"{where}: {label} {gap} has no incoming edge ({noun}s are nodes 2..{last}, "
+                            "each with at least one edge; 0 and 1 are the inputs)")
+    concat = list(cell.concat)
+    bad = [c for c in concat if not 2 <= c <= last]
+    if bad:
+        article = "an" if noun[:1] in "aeiou" else "a"
+        raise GenotypeError(f"{where}.concat: node {bad[0]} is not {article} {noun} (expected nodes in 2..{last})")
+    if len(set(concat)) != len(concat):
+        raise GenotypeError(f"{where}.concat: a node is listed twice in {concat}")
+    return by_node, concat
+
+
+def check_cell_ops(by_node: dict[int, list[GenotypeEdge]], cell_type: str, ops: Registry) -> None:
+    """Raise :class:`nasreg.GenotypeError` (``cells.<type>: unknown operation ...``) unless every
+    edge's op is registered."""
+    for edges in by_node.values():
+        for edge in edges:
+            try:
+                ops.get(edge.op)
+            except RegistryError as exc:
+                raise GenotypeError(f"cells.{cell_type}: {exc}") from None
+
 
 def build_op(ops: Registry, name: str, C: int, stride: int) -> nn.Module:
     """The evaluation-network instance of operation ``name``: ``factory(C, stride, True,

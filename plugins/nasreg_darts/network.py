@@ -41,35 +41,15 @@ __all__ = ["AuxiliaryHead", "DartsEvalNetwork", "EvalCell", "drop_path", "cell_p
 
 def cell_plan(genotype: nasreg.Genotype, cell_type: str
               ) -> tuple[dict[int, list[nasreg.GenotypeEdge]], list[int]]:
-    """Check one cell of ``genotype``: every intermediate node 2..N has an incoming edge, inputs
-    come from earlier nodes, ``concat`` names intermediate nodes once each, nodes combine by
-    addition. Returns (node -> its edges, concat); raises :class:`GenotypeError` otherwise (the
-    message starts with the key path, ``cells.normal...``: the caller names the file)."""
-    where = f"cells.{cell_type}"
-    cell = genotype.cells.get(cell_type)
-    if cell is None:
-        raise GenotypeError(f"{where}: missing (a darts-cell genotype has cells "
-                            f"'normal' and 'reduce'; it has {sorted(genotype.cells)})")
-    by_node = cell.by_node()
-    nodes = sorted(by_node)
-    last = nodes[-1]
-    # The first node of 2.. without an edge (never a loop over a huge node number).
-    gap = next((expected for expected, node in zip(range(2, 2 + len(nodes)), nodes) if node != expected), None)
-    if nodes[0] < 2 or gap is not None:
-        bad = nodes[0] if nodes[0] < 2 else gap
-        raise GenotypeError(f"{where}: node {bad} has no incoming edge (intermediate nodes are "
-                            f"numbered 2..{last}, each with at least one edge; 0 and 1 are the inputs)")
-    for combine_node, method in cell.combine.items():
+    """Check one cell of ``genotype``: the node structure and ``concat``
+    (:func:`nasreg.check_cell`), and nodes combine by addition. Returns (node -> its edges,
+    concat); raises :class:`GenotypeError` otherwise (the message starts with the key path,
+    ``cells.normal...``: the caller names the file)."""
+    by_node, concat = nasreg.check_cell(genotype, cell_type, "darts-cell")
+    for node, method in genotype.cells[cell_type].combine.items():
         if method != "add":
-            raise GenotypeError(f"{where}.combine: node {combine_node} combines by {method!r}; the "
+            raise GenotypeError(f"cells.{cell_type}.combine: node {node} combines by {method!r}; the "
                                 "darts-cell network sums a node's inputs (only 'add')")
-    concat = list(cell.concat)
-    bad_concat = [c for c in concat if not 2 <= c <= last]
-    if bad_concat:
-        raise GenotypeError(f"{where}.concat: node {bad_concat[0]} is not an intermediate node "
-                            f"(expected nodes in 2..{last})")
-    if len(set(concat)) != len(concat):
-        raise GenotypeError(f"{where}.concat: a node is listed twice in {concat}")
     return by_node, concat
 
 
@@ -94,12 +74,7 @@ class DartsEvalNetwork(nasreg.CellNetwork):
         reductions = nasreg.default_reductions(cells)
         plans = {ct: cell_plan(genotype, ct) for ct in self.cell_types(cells, channels, reductions)}
         for ct, (by_node, _concat) in plans.items():
-            for edges in by_node.values():
-                for e in edges:
-                    try:
-                        ops.get(e.op)
-                    except nasreg.RegistryError as exc:
-                        raise GenotypeError(f"cells.{ct}: {exc}") from None
+            nasreg.check_cell_ops(by_node, ct, ops)
 
         def make_cell(C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool) -> EvalCell:
             by_node, concat = plans["reduce" if reduction else "normal"]

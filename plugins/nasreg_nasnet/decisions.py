@@ -13,7 +13,8 @@ A space that a sampling strategy (``reinforce``, ``random``) can search implemen
 :class:`DiscreteSpace` implements both from one method, :meth:`DiscreteSpace.all_decisions`
 (every decision, single-choice ones included) and :meth:`DiscreteSpace.build_genotype` (which
 receives one choice for every decision of ``all_decisions``). It raises ``ValueError`` for a
-choice list of the wrong length or a choice out of range.
+choice list of the wrong length or a choice out of range. Such a space has no supernet: its
+``build_supernet`` raises :class:`NotASupernetSpace`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class DiscreteSpace:
                 raise ValueError(f"decision {name!r}: choice {c} is out of range (0..{n - 1})")
             full[i] = c
         return self.build_genotype(full)
+
+    def build_supernet(self, candidates: Any, *, ops: nasreg.Registry, in_channels: int,
+                       num_classes: int) -> Any:
+        """A discrete space has no supernet: raises :class:`NotASupernetSpace` (one line)."""
+        raise not_a_supernet(self)
 
     def search_space_size(self) -> int:
         """How many distinct choice sequences there are (the product of the choice counts)."""

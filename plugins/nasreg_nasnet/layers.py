@@ -57,7 +57,7 @@ from torch import nn
 import nasreg
 from nasreg import GenotypeError, Range, Ref
 
-from .decisions import DiscreteSpace, not_a_supernet
+from .decisions import DiscreteSpace
 
 __all__ = ["HEIGHTS", "WIDTHS", "FILTERS", "STRIDES", "LayerConv", "NasLayersNetwork", "NasLayersSpace",
            "concat_padded", "layer_op_name", "nas_layers", "register_layer_ops"]
@@ -259,10 +259,6 @@ class NasLayersSpace(DiscreteSpace, nasreg.SearchSpace):
         if cell_type != CELL:
             raise KeyError(f"unknown cell type {cell_type!r} (expected {CELL!r})")
         return list(range(1, self.layers + 1))
-
-    def build_supernet(self, candidates: Any, *, ops: nasreg.Registry, in_channels: int,
-                       num_classes: int) -> nasreg.Supernet:
-        raise not_a_supernet(self)
 
     def build_network(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
                       num_classes: int, cells: int | None = None, channels: int | None = None,

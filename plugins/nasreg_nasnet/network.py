@@ -37,44 +37,21 @@ def cell_plan(genotype: nasreg.Genotype, cell_type: str, ops: nasreg.Registry
     """Check one cell of a NASNet genotype; returns (node -> edges, concat, node -> combine).
 
     Blocks are nodes 2..N, each with at least one edge from an earlier node; ``concat`` names
-    blocks once each; ``combine`` is ``add`` or ``concat`` (missing: ``add``); every op is
-    registered. Raises :class:`GenotypeError` with the key path (``cells.normal...``).
+    blocks once each (:func:`nasreg.check_cell`); ``combine`` is ``add`` or ``concat`` (missing:
+    ``add``); every op is registered. Raises :class:`GenotypeError` with the key path
+    (``cells.normal...``).
     """
-    where = f"cells.{cell_type}"
-    cell = genotype.cells.get(cell_type)
-    if cell is None:
-        raise GenotypeError(f"{where}: missing (a nasnet-cell genotype has cells 'normal' and "
-                            f"'reduce'; it has {sorted(genotype.cells)})")
-    by_node = cell.by_node()
-    nodes = sorted(by_node)
-    if nodes[0] < 2:
-        raise GenotypeError(f"{where}: node {nodes[0]} has an incoming edge, but nodes 0 and 1 are "
-                            "the cell's inputs (blocks are nodes 2, 3, ...)")
-    gap = next((n for n, m in zip(range(2, 2 + len(nodes)), nodes) if n != m), None)
-    if gap is not None:
-        raise GenotypeError(f"{where}: block node {gap} has no incoming edge (blocks are nodes "
-                            f"2..{nodes[-1]}, each with at least one edge)")
-    last = nodes[-1]
-    for node, method in cell.combine.items():
+    by_node, concat = nasreg.check_cell(genotype, cell_type, "nasnet-cell", noun="block", label="block node")
+    last = max(by_node)
+    combine = genotype.cells[cell_type].combine
+    for node, method in combine.items():
         if node not in by_node:
-            raise GenotypeError(f"{where}.combine: node {node} is not a block (2..{last})")
+            raise GenotypeError(f"cells.{cell_type}.combine: node {node} is not a block (2..{last})")
         if method not in COMBINE_METHODS:
-            raise GenotypeError(f"{where}.combine: node {node}: unknown method {method!r} "
+            raise GenotypeError(f"cells.{cell_type}.combine: node {node}: unknown method {method!r} "
                                 f"(expected one of {', '.join(COMBINE_METHODS)})")
-    concat = list(cell.concat)
-    bad = [c for c in concat if not 2 <= c <= last]
-    if bad:
-        raise GenotypeError(f"{where}.concat: node {bad[0]} is not a block (expected nodes in 2..{last})")
-    if len(set(concat)) != len(concat):
-        raise GenotypeError(f"{where}.concat: a node is listed twice in {concat}")
-    for node_edges in by_node.values():
-        for e in node_edges:
-            try:
-                ops.get(e.op)
-            except nasreg.RegistryError as exc:
-                raise GenotypeError(f"{where}: {exc}") from None
-    combine = {n: cell.combine.get(n, "add") for n in nodes}
-    return by_node, concat, combine
+    nasreg.check_cell_ops(by_node, cell_type, ops)
+    return by_node, concat, {n: combine.get(n, "add") for n in sorted(by_node)}
 
 
 class NasnetCell(nasreg.CellBase):

@@ -31,7 +31,7 @@ from torch import nn
 import nasreg
 from nasreg import Range, Ref
 
-from .decisions import DiscreteSpace, not_a_supernet
+from .decisions import DiscreteSpace
 from .network import COMBINE_METHODS, NasnetNetwork
 from .ops import NASNET_OPERATIONS
 
@@ -96,10 +96,6 @@ class NasnetCellSpace(DiscreteSpace, nasreg.SearchSpace):
         if cell_type not in CELL_TYPES:
             raise KeyError(f"unknown cell type {cell_type!r} (expected one of {CELL_TYPES})")
         return list(range(2, self.blocks + 2))
-
-    def build_supernet(self, candidates: Any, *, ops: nasreg.Registry, in_channels: int,
-                       num_classes: int) -> nasreg.Supernet:
-        raise not_a_supernet(self)
 
     def build_network(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
                       num_classes: int, cells: int | None = None, channels: int | None = None,
