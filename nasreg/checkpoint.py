@@ -1,13 +1,13 @@
-"""Checkpoints: everything a search needs to continue exactly where it stopped.
+"""Search checkpoints: what a search needs to continue exactly where it stopped.
 
-A checkpoint is written atomically (temporary file, fsync, rename) and read back with
-``torch.load(weights_only=True)``: plain containers, numbers, strings and tensors only, so loading
-one never executes code. RNG states are stored in that form too.
+The file I/O (atomic write, versioned format, ``torch.load(weights_only=True)``) is
+:meth:`nasreg.RunDir.save_checkpoint` / :meth:`~nasreg.RunDir.load_checkpoint`; this module adds
+the random-number-generator states, stored as plain containers and tensors too, and keeps
+:func:`save` / :func:`load` for full paths.
 """
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import Any
@@ -15,15 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import rundir as rd
-from .errors import NasregError
+from .rundir import CHECKPOINT_FORMAT, CHECKPOINT_VERSIONS, CheckpointError, RunDir
 
-FORMAT = "nasreg.checkpoint"
-VERSION = 1
+__all__ = ["CheckpointError", "capture_rng", "load", "restore_rng", "save"]
 
-
-class CheckpointError(NasregError):
-    """A checkpoint is missing, corrupted, truncated or from an incompatible version."""
+FORMAT = CHECKPOINT_FORMAT
+VERSION = CHECKPOINT_VERSIONS["search"]
 
 
 def capture_rng() -> dict[str, Any]:
@@ -57,24 +54,14 @@ def _py_state_from_list(state: list) -> tuple:
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    state = {"format": FORMAT, "version": VERSION, **state, "rng": capture_rng()}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    rd.atomic_write_bytes(path, buf.getvalue())
+    """Write a search checkpoint: ``state`` and the RNG states, atomically (see
+    :meth:`nasreg.RunDir.save_checkpoint`)."""
+    path = Path(path)
+    RunDir(path.parent).save_checkpoint({**state, "rng": capture_rng()}, kind="search", name=path.name)
 
 
 def load(path: Path) -> dict[str, Any]:
+    """A search checkpoint, read with ``torch.load(weights_only=True)`` (see
+    :meth:`nasreg.RunDir.load_checkpoint`)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint (nothing to resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
-        raise CheckpointError(f"{path}: corrupted or truncated checkpoint, or one holding more than "
-                              "tensors and plain data (refused: loading a checkpoint never runs code)") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a nasreg checkpoint")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state.get('version')!r} is not supported "
-                              f"by this nasreg (expects {VERSION})")
-    return state
+    return RunDir(path.parent).load_checkpoint(kind="search", name=path.name)

@@ -1,9 +1,12 @@
 """Final evaluation: train the network a genotype describes from scratch, test it, record it.
 
-One engine serves ``nasreg train GENOTYPE.json`` and the ``[evaluate]`` section of a search spec
-(run right after the search on the genotype it found, into ``RUN_DIR/eval/``). It knows no
+One evaluation serves ``nasreg train GENOTYPE.json`` and the ``[evaluate]`` section of a search
+spec (run right after the search on the genotype it found, into ``RUN_DIR/eval/``). It knows no
 operation and no space: the genotype's search space builds the network
-(:meth:`nasreg.SearchSpace.build_network`), and the loop relies only on this contract:
+(:meth:`nasreg.SearchSpace.build_network`), the training engine :class:`nasreg.Trainer` trains it
+(with :func:`eval_recipe`, the recipe below), and a callback records every epoch and fires the
+``on_train_start`` / ``on_train_epoch_end`` / ``on_train_end`` hooks (``run``: a
+:class:`TrainRun`). The loop relies only on this contract:
 
 * ``model(x)`` returns the logits, or ``(logits, auxiliary_logits)`` in training mode when the
   network has an auxiliary head (its loss is added with ``[evaluate] auxiliary_weight``);
@@ -33,20 +36,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from . import params as P
-from . import rundir as rd
 from . import spec as spec_mod
 from .data import DatasetBundle
 from .device_loader import DeviceLoader, build_device_loader, choose
@@ -55,14 +55,15 @@ from .genotype import Genotype
 from .params import Component
 from .plugins import Plugins
 from .progress import QuietReporter
-from .search import DivergenceError, configure_determinism, peak_memory_mb, pick_device, seed_everything
+from .rundir import CURVES_FILE, EVAL_DIR, METRICS_FILE, RESULTS_FILE, SPEC_FILE, RunDir
+from .search import configure_determinism, notify, peak_memory_mb, pick_device, seed_everything
 from .spec import EvaluateSection, RunSection
 from .supernet import SearchSpace
+from .trainer import DivergenceError, EpochStats, Trainer, TrainRecipe, cutout, drop_path_schedule, score
 
-RESULTS_FILE = "results.json"
-CURVES_FILE = "curves.png"
-#: Where ``[evaluate]`` writes inside a search's run directory.
-EVAL_DIR = "eval"
+__all__ = ["CURVES_FILE", "DivergenceError", "EVAL_DIR", "EvalSpec", "PreparedEval", "RESULTS_FILE", "TrainRun",
+           "cutout", "describe_network", "drop_path_schedule", "eval_recipe", "from_search_spec", "is_eval_spec",
+           "load_eval_spec", "prepare_evaluation", "run_evaluation", "score", "search_cost", "space_for"]
 #: Tables that make a spec a search spec (an evaluation spec has only [run] and [evaluate]).
 SEARCH_TABLES = ("data", "search_space", "search", "strategy", "selector")
 EVAL_TABLES = ("run", "evaluate")
@@ -264,24 +265,6 @@ def describe_network(espec: EvalSpec, plugins: Plugins, genotype: Genotype, sour
 # Training
 
 
-def cutout(x: torch.Tensor, length: int) -> torch.Tensor:
-    """DARTS's cutout on a batch: per image, zero a ``length`` x ``length`` square (clipped at the
-    borders) centred on a uniformly random pixel. Applied to normalized images, as DARTS does."""
-    n, _c, h, w = x.shape
-    cy = torch.randint(0, h, (n, 1, 1), device=x.device)
-    cx = torch.randint(0, w, (n, 1, 1), device=x.device)
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    half = length // 2
-    hole = (ys >= cy - half) & (ys < cy + half) & (xs >= cx - half) & (xs < cx + half)
-    return x * (~hole).unsqueeze(1).to(x.dtype)
-
-
-def drop_path_schedule(drop_path: float, epoch: int, epochs: int) -> float:
-    """The drop-path probability of ``epoch`` (0-based): linear from 0 towards ``drop_path``."""
-    return drop_path * epoch / epochs
-
-
 @dataclass
 class PreparedEval:
     """Everything an evaluation needs that can fail on bad input, built before training starts."""
@@ -291,6 +274,43 @@ class PreparedEval:
     device: torch.device
     space: SearchSpace
     bundle: DatasetBundle
+
+
+@dataclass
+class TrainRun:
+    """The run context of a training from scratch, what the ``on_train_*`` hooks get as ``run``.
+
+    ``kind`` is ``"evaluate"`` (a search's ``[evaluate]``, into ``RUN_DIR/eval/``) or ``"train"``
+    (``nasreg train``); ``spec`` the :class:`EvalSpec` (``spec.run``, ``spec.evaluate``,
+    ``spec.dataset``); ``run_dir`` the folder written (``files``: the same as a
+    :class:`nasreg.RunDir`); ``genotype`` the genotype trained and ``source`` where it came from;
+    ``extras`` a free-form store for plugins (keyed by plugin name).
+    """
+
+    kind: str
+    spec: EvalSpec
+    plugins: Plugins
+    run_dir: Path
+    device: torch.device
+    genotype: Genotype
+    source: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registries(self) -> Any:
+        return self.plugins.registries
+
+    @property
+    def hook(self) -> Any:
+        return self.plugins.hook
+
+    @property
+    def seed(self) -> int:
+        return self.spec.run.seed
+
+    @property
+    def files(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
 def prepare_evaluation(espec: EvalSpec, plugins: Plugins, space: SearchSpace) -> PreparedEval:
@@ -334,155 +354,146 @@ def _loader(dataset: Any, ev: EvaluateSection, device: torch.device, shuffle: bo
                       drop_last=_drop_last(n, ev.batch_size, shuffle))
 
 
-def _autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast (no loss scaling needed) when ``[evaluate] amp``; else a no-op."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+def _loaders(prepared: PreparedEval) -> tuple[Any, Any, bool]:
+    """``(train loader, test loader, whether training batches are made on the device)``."""
+    espec, device, bundle = prepared.spec, prepared.device, prepared.bundle
+    ev, seed = espec.evaluate, espec.run.seed
+    train_set: Any = bundle.train
+    if ev.limit and ev.limit < len(train_set):
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+        train_set = Subset(train_set, order[:ev.limit].tolist())
+    where = f"{espec.path}: [evaluate] loader" if espec.path is not None else "[evaluate] loader"
+    train_on_device = choose(ev.loader, train_set, device, where=where, name=espec.dataset.name)
+    test_on_device = choose(ev.loader, bundle.test, device, where=where, name=espec.dataset.name)
+    train_loader = _loader(train_set, ev, device, True, seed + 1, on_device=train_on_device)
+    test_loader = _loader(bundle.test, ev, device, False, 0, on_device=test_on_device)
+    return train_loader, test_loader, train_on_device
 
 
-@torch.no_grad()
-def score(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False
-              ) -> tuple[float, float]:
-    """Mean loss and accuracy on ``loader`` in eval mode (running BatchNorm statistics, no drop path)."""
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            out = model(x)
-        logits = (out[0] if isinstance(out, tuple) else out).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.numel()
-    model.train()
-    return loss_sum / max(count, 1), correct / max(count, 1)
+def eval_recipe(ev: EvaluateSection, train_on_device: bool = False, checkpoint: Path | None = None) -> TrainRecipe:
+    """The engine's recipe of ``[evaluate]`` (cutout in the loop unless the device loader makes it)."""
+    where = f" (last checkpoint: {checkpoint})" if checkpoint is not None else ""
+    return TrainRecipe(
+        epochs=ev.epochs, lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay, grad_clip=ev.grad_clip,
+        lr_min=ev.lr_min, schedule="epoch", label_smoothing=ev.label_smoothing,
+        auxiliary_weight=ev.auxiliary_weight if ev.auxiliary else None, drop_path=ev.drop_path,
+        cutout_length=ev.cutout_length if ev.cutout and not train_on_device else 0, amp=ev.amp,
+        batch_norm="running", test="epoch", on_divergence="raise",
+        divergence_hint=f"{where}; try a lower [evaluate] lr")
 
 
 def run_evaluation(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: Any = None, *,
-                   source: str = "genotype", search_cost: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``genotype``'s network as ``prepared`` says, into ``run_dir``; returns the results."""
+                   source: str = "genotype", search_cost: dict[str, Any] | None = None,
+                   kind: str | None = None) -> dict[str, Any]:
+    """Train ``genotype``'s network as ``prepared`` says, into ``run_dir``; returns the results.
+
+    ``kind`` (for the ``on_train_*`` hooks): ``"evaluate"`` after a search, ``"train"`` otherwise
+    (default: ``"evaluate"`` when a ``search_cost`` is given)."""
     threads = torch.get_num_threads()
+    kind = kind or ("evaluate" if search_cost is not None else "train")
     try:
-        return _run(prepared, genotype, Path(run_dir), reporter or QuietReporter(), source, search_cost)
+        return _run(prepared, genotype, Path(run_dir), reporter or QuietReporter(), source, search_cost, kind)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: Any, source: str,
-         search_cost: dict[str, Any] | None) -> dict[str, Any]:
-    espec, device, bundle = prepared.spec, prepared.device, prepared.bundle
-    ev, run = espec.evaluate, espec.run
-    regs = prepared.plugins.registries
+         search_cost: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    espec, device = prepared.spec, prepared.device
     t_start = time.perf_counter()
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    configure_determinism(run.deterministic, device)
-    seed_everything(run.seed)
+    if espec.run.threads:
+        torch.set_num_threads(espec.run.threads)
+    configure_determinism(espec.run.deterministic, device)
+    seed_everything(espec.run.seed)
 
-    shape, num_classes = bundle_shape(bundle)
-    model = build_network(prepared.space, genotype, regs, ev, shape, num_classes, source=source)
+    shape, num_classes = bundle_shape(prepared.bundle)
+    model = build_network(prepared.space, genotype, prepared.plugins.registries, espec.evaluate, shape,
+                          num_classes, source=source)
     params, params_with_aux = count_parameters(model)
     flops = count_flops(model, shape)
     model = model.to(device)
+    train_loader, test_loader, train_on_device = _loaders(prepared)
 
-    train_set: Any = bundle.train
-    if ev.limit and ev.limit < len(train_set):
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(run.seed))
-        train_set = Subset(train_set, order[:ev.limit].tolist())
-    where = f"{espec.path}: [evaluate] loader" if espec.path is not None else "[evaluate] loader"
-    train_on_device = choose(ev.loader, train_set, device, where=where, name=espec.dataset.name)
-    test_on_device = choose(ev.loader, bundle.test, device, where=where, name=espec.dataset.name)
-    train_loader = _loader(train_set, ev, device, True, run.seed + 1, on_device=train_on_device)
-    test_loader = _loader(bundle.test, ev, device, False, 0, on_device=test_on_device)
-    # The device loader cuts out on the device itself; the DataLoader's batches get it below.
-    loop_cutout = ev.cutout and not train_on_device
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rd.write_toml(run_dir / rd.SPEC_FILE, spec_mod._drop_none(espec.resolved()))
-    genotype.save(run_dir / rd.GENOTYPE_FILE)
-    metrics_path = run_dir / rd.METRICS_FILE
-
-    optimizer = torch.optim.SGD(model.parameters(), lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=ev.epochs, eta_min=ev.lr_min)
+    files = RunDir(run_dir).mkdir()
+    files.write_toml(SPEC_FILE, spec_mod._drop_none(espec.resolved()))
+    genotype.save(files.genotype)
+    run = TrainRun(kind, espec, prepared.plugins, run_dir, device, genotype, source)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = getattr(reporter, "train_start", None)
-    if start is not None:
-        start(ev.epochs, len(train_loader), params)
+    recorder = _Recorder(run, reporter, t_start, params)
+    trainer = Trainer(model, eval_recipe(espec.evaluate, train_on_device, files.checkpoint), device,
+                      reporter=reporter, callbacks=[recorder])
+    trainer.fit(train_loader, test_loader)
 
-    history: list[dict[str, Any]] = []
-    record: dict[str, Any] = {}
-    for epoch in range(ev.epochs):
-        t_epoch = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        drop_prob = drop_path_schedule(ev.drop_path, epoch, ev.epochs)
-        if hasattr(model, "drop_path_prob"):
-            model.drop_path_prob = drop_prob
-        model.train()
-        loss_sum, correct, count = 0.0, 0, 0
-        for step, (x, y) in enumerate(train_loader):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if loop_cutout:
-                x = cutout(x, ev.cutout_length)
-            with _autocast(device, ev.amp):
-                out = model(x)
-                logits, aux = out if isinstance(out, tuple) else (out, None)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=ev.label_smoothing)
-                if aux is not None and ev.auxiliary:
-                    loss = loss + ev.auxiliary_weight * F.cross_entropy(aux.float(), y,
-                                                                        label_smoothing=ev.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if ev.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), ev.grad_clip)
-            optimizer.step()
-            value = loss.detach().item()
-            if value != value or value in (float("inf"), float("-inf")):
-                raise DivergenceError(f"training diverged: loss is {value} at epoch {epoch}, step {step} "
-                                      f"(last checkpoint: {run_dir / rd.CHECKPOINT_FILE}); try a lower "
-                                      "[evaluate] lr")
-            loss_sum += value * y.numel()
-            correct += int((logits.argmax(1) == y).sum())
-            count += y.numel()
-            reporter.step(step + 1, {"train_loss": value})
-        scheduler.step()
-        test_loss, test_acc = score(model, test_loader, device, ev.amp)
+    record = recorder.history[-1] if recorder.history else {}
+    results = _results(run, record, t_start, search_cost, loader="device" if train_on_device else "dataloader",
+                       params=params, params_with_aux=params_with_aux, flops=flops, shape=shape,
+                       num_classes=num_classes)
+    files.write_json(RESULTS_FILE, results)
+    plot_curves(recorder.history, files.curves, warn=getattr(reporter, "message", print))
+    notify(run.plugins, "on_train_end", reporter, run=run, kind=kind, results=results)
+    return results
+
+
+class _Recorder:
+    """The evaluation's engine callback: per epoch, the ``metrics.jsonl`` line, the progress
+    display, the checkpoint and the ``on_train_*`` hooks."""
+
+    def __init__(self, run: TrainRun, reporter: Any, t_start: float, params: int):
+        self.run, self.reporter, self.t_start, self.params = run, reporter, t_start, params
+        self.history: list[dict[str, Any]] = []
+
+    def on_train_start(self, trainer: Trainer, steps_per_epoch: int) -> None:
+        epochs = trainer.recipe.epochs
+        start = getattr(self.reporter, "train_start", None)
+        if start is not None:
+            start(epochs, steps_per_epoch, self.params)
+        notify(self.run.plugins, "on_train_start", self.reporter, run=self.run, kind=self.run.kind,
+               epochs=epochs, steps=steps_per_epoch, params=self.params)
+
+    def on_epoch_end(self, trainer: Trainer, stats: EpochStats) -> None:
         record = {
-            "epoch": epoch, "lr": lr, "drop_path_prob": drop_prob,
-            "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
-            "test_loss": test_loss, "test_acc": test_acc, "test_error": 1.0 - test_acc,
-            "epoch_seconds": time.perf_counter() - t_epoch, "wall_seconds": time.perf_counter() - t_start,
-            "peak_memory_mb": peak_memory_mb(device),
+            "epoch": stats.epoch, "lr": stats.lr, "drop_path_prob": stats.drop_path_prob,
+            "train_loss": stats.train_loss, "train_acc": stats.train_acc,
+            "test_loss": stats.test_loss, "test_acc": stats.test_acc, "test_error": 1.0 - stats.test_acc,
+            "epoch_seconds": stats.seconds, "wall_seconds": time.perf_counter() - self.t_start,
+            "peak_memory_mb": peak_memory_mb(trainer.device),
         }
-        history.append(record)
-        rd.append_jsonl(metrics_path, record)
-        reporter.epoch_end(record)
-        _save_checkpoint(run_dir, epoch, model, optimizer, scheduler)
+        self.history.append(record)
+        self.run.files.append_jsonl(METRICS_FILE, record)
+        self.reporter.epoch_end(record)
+        _save_checkpoint(self.run.run_dir, stats.epoch, trainer.model, trainer.optimizer, trainer.scheduler)
+        notify(self.run.plugins, "on_train_epoch_end", self.reporter, run=self.run, kind=self.run.kind,
+               epoch=stats.epoch, metrics=record)
 
+
+def _results(run: TrainRun, record: dict[str, Any], t_start: float, search_cost: dict[str, Any] | None, *,
+             loader: str, params: int, params_with_aux: int, flops: int, shape: tuple[int, int, int],
+             num_classes: int) -> dict[str, Any]:
+    """What ``results.json`` holds."""
+    espec, ev = run.spec, run.spec.evaluate
     results: dict[str, Any] = {
-        "kind": "train", "name": run.name, "run_dir": str(run_dir), "genotype_source": source,
-        "spec_hash": espec.digest(), "dataset": espec.dataset.name, "device": str(device),
-        "seed": run.seed, "epochs": ev.epochs, "loader": "device" if train_on_device else "dataloader",
+        "kind": "train", "name": espec.run.name, "run_dir": str(run.run_dir), "genotype_source": run.source,
+        "spec_hash": espec.digest(), "dataset": espec.dataset.name, "device": str(run.device),
+        "seed": espec.run.seed, "epochs": ev.epochs, "loader": loader,
         "test_acc": record.get("test_acc"), "test_error": record.get("test_error"),
         "test_error_percent": 100.0 * record["test_error"] if record else None,
         "test_loss": record.get("test_loss"), "train_acc": record.get("train_acc"),
         "params": params, "params_with_auxiliary": params_with_aux if params_with_aux != params else None,
         "flops": flops, "macs": flops // 2, "input_shape": list(shape), "num_classes": num_classes,
         "cells": ev.cells, "channels": ev.channels,
-        "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(device),
-        "genotype": genotype.to_dict(),
+        "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(run.device),
+        "genotype": run.genotype.to_dict(),
     }
     if search_cost is not None:
         results["search_cost"] = search_cost
-    rd.write_json(run_dir / RESULTS_FILE, results)
-    plot_curves(history, run_dir / CURVES_FILE, warn=getattr(reporter, "message", print))
     return results
 
 
 def _save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any) -> None:
-    buf = io.BytesIO()
-    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}, buf)
-    rd.atomic_write_bytes(run_dir / rd.CHECKPOINT_FILE, buf.getvalue())
+    """The last epoch's weights, optimizer and scheduler: a ``"train"`` checkpoint."""
+    RunDir(run_dir).save_checkpoint({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict()}, kind="train")
 
 
 def search_cost(summary: dict[str, Any]) -> dict[str, Any]:

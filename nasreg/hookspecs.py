@@ -105,3 +105,28 @@ def on_stage_end(run, stage, result):
 def on_run_end(run, genotype, summary):
     """Called when a run ends with its :class:`nasreg.genotype.Genotype` and the summary dict
     written to ``summary.json``."""
+
+
+# --- training from scratch ([evaluate], nasreg train) ----------------------------------------------
+
+@hookspec
+def on_train_start(run, kind, epochs, steps, params):
+    """Called when a training from scratch starts, before its first epoch: a search's
+    ``[evaluate]`` (``kind == "evaluate"``, into ``RUN_DIR/eval/``) or ``nasreg train``
+    (``kind == "train"``). ``run`` is the :class:`nasreg.TrainRun` (``run.spec``, ``run.run_dir``,
+    ``run.device``, ``run.genotype``, ``run.extras``); ``epochs`` and ``steps`` (per epoch) are the
+    training's length, ``params`` the network's parameters without an auxiliary head. Not called
+    for the children a sampling strategy trains (those are reported by the strategy)."""
+
+
+@hookspec
+def on_train_epoch_end(run, kind, epoch, metrics):
+    """Called after every epoch of a training from scratch with that epoch's metrics (the dict
+    written to that run's ``metrics.jsonl``: ``lr``, ``drop_path_prob``, ``train_loss``,
+    ``train_acc``, ``test_loss``, ``test_acc``, ``test_error``, seconds, peak memory), once its
+    checkpoint is written. ``epoch`` counts from 0."""
+
+
+@hookspec
+def on_train_end(run, kind, results):
+    """Called when a training from scratch ends, with the dict written to ``results.json``."""

@@ -1,20 +1,30 @@
 """Run directories: where a run's spec, metrics, checkpoints and genotype live.
 
-Everything is written atomically (temporary file in the same folder, fsync, rename), so a crash at
-any instant leaves either the previous version of a file or the new one, never half of one.
-An existing run directory is never written into unless the user says so (``--force``).
+:class:`RunDir` is the one object that reads and writes a run directory: it owns the file names
+(``run_dir.spec``, ``run_dir.metrics``, ``run_dir.eval``, ...), writes every file atomically
+(temporary file in the same folder, fsync, rename: a crash at any instant leaves either the
+previous version of a file or the new one, never half of one), appends and reads JSON-lines
+journals, reads JSON back with validation and saves and loads both checkpoint formats (a search's
+and a training run's), versioned. Every damaged file is a one-line :class:`RunDirError` naming
+it. This module does not import torch; the checkpoint methods import it when called.
+
+Plugins write their artifacts through it (``nasreg.RunDir(run.run_dir).write_json("x.json",
+data)``). An existing run directory is never written into unless the user says so
+(``--force``, :meth:`RunDir.create`).
+
+The module-level functions (:func:`write_json`, :func:`append_jsonl`, :func:`read_jsonl`,
+:func:`atomic_write_text`, ...) take full paths and are thin wrappers of the methods.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import tomli_w
+from typing import Any, Iterable
 
 from .errors import RunDirError
 
@@ -25,31 +35,283 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"
 STAGES_FILE = "stages.json"
 GRADIENTS_FILE = "gradients.json"
+RESULTS_FILE = "results.json"
+CURVES_FILE = "curves.png"
+#: Where ``[evaluate]`` writes inside a search's run directory.
+EVAL_DIR = "eval"
+
+#: The ``format`` of every nasreg checkpoint, and the version of each kind this nasreg writes.
+CHECKPOINT_FORMAT = "nasreg.checkpoint"
+CHECKPOINT_VERSIONS = {"search": 1, "train": 1}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+class CheckpointError(RunDirError):
+    """A checkpoint is missing, corrupted, truncated, of another kind or from a newer version."""
+
+
+class RunDir:
+    """A run directory: its file names, atomic writes, JSON / JSONL / checkpoint reading.
+
+    ``RunDir(path)`` wraps an existing (or to-be-made) folder; :meth:`create` makes a fresh one.
+    A ``name`` argument is a file name inside the directory (``"rewards.json"``) or a relative
+    path (``"eval/results.json"``). ``os.fspath(run_dir)`` and ``run_dir / "x"`` work as with
+    a :class:`~pathlib.Path`.
+    """
+
+    def __init__(self, path: str | Path | "RunDir"):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, out_dir: str | Path, name: str, explicit: str | Path | None = None,
+               force: bool = False) -> "RunDir":
+        """A fresh run directory, as :func:`create_run_dir` makes it."""
+        return cls(create_run_dir(out_dir, name, explicit, force))
+
+    # -- paths -------------------------------------------------------------------------------------
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str | Path) -> Path:
+        return self.path / name
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def file(self, name: str | Path) -> Path:
+        """The path of ``name`` in this directory (an absolute ``name`` is kept as it is)."""
+        return self.path / name
+
+    def exists(self, name: str | Path) -> bool:
+        """Whether the file ``name`` exists (and is a file)."""
+        return self.file(name).is_file()
+
+    def mkdir(self) -> "RunDir":
+        """Make the folder (and its parents) if missing; a one-line error if it cannot be."""
+        _mkdir(self.path, exist_ok=True)
+        return self
+
+    @property
+    def spec(self) -> Path:
+        """``spec.toml``: the resolved spec of the run."""
+        return self.file(SPEC_FILE)
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.jsonl``: one line per epoch."""
+        return self.file(METRICS_FILE)
+
+    @property
+    def genotype(self) -> Path:
+        """``genotype.json``: the genotype found (a search) or trained (a training run)."""
+        return self.file(GENOTYPE_FILE)
+
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoint.pt``: the last checkpoint (see :meth:`save_checkpoint`)."""
+        return self.file(CHECKPOINT_FILE)
+
+    @property
+    def summary(self) -> Path:
+        """``summary.json``: a finished search's figures."""
+        return self.file(SUMMARY_FILE)
+
+    @property
+    def stages(self) -> Path:
+        """``stages.json``: a search's stages (candidates, weights, times)."""
+        return self.file(STAGES_FILE)
+
+    @property
+    def gradients(self) -> Path:
+        """``gradients.json``: a search's recorded architecture-gradient trajectories."""
+        return self.file(GRADIENTS_FILE)
+
+    @property
+    def results(self) -> Path:
+        """``results.json``: a finished training run's figures."""
+        return self.file(RESULTS_FILE)
+
+    @property
+    def curves(self) -> Path:
+        """``curves.png``: a training run's curves."""
+        return self.file(CURVES_FILE)
+
+    @property
+    def eval(self) -> "RunDir":
+        """``eval/``: where a search's ``[evaluate]`` trains the genotype found (a run directory)."""
+        return RunDir(self.path / EVAL_DIR)
+
+    # -- atomic writes ------------------------------------------------------------------------------
+    def write_bytes(self, name: str | Path, data: bytes) -> Path:
+        """Write ``data`` to ``name`` atomically: afterwards the file holds all of it, or (after a
+        crash or an error) what it held before."""
+        path = self.file(name)
+        fd, tmp = _mkstemp(path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return path
+
+    def write_text(self, name: str | Path, text: str) -> Path:
+        """Write ``text`` (UTF-8) to ``name`` atomically."""
+        return self.write_bytes(name, text.encode("utf-8"))
+
+    def write_json(self, name: str | Path, obj: Any) -> Path:
+        """Write ``obj`` as indented JSON to ``name`` atomically (paths and arrays are converted;
+        anything else that JSON cannot hold is a TypeError before the file is touched)."""
+        return self.write_text(name, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+    def write_toml(self, name: str | Path, data: dict[str, Any]) -> Path:
+        """Write the table ``data`` as TOML to ``name`` atomically."""
+        import tomli_w
+
+        return self.write_text(name, tomli_w.dumps(data))
+
+    def write_jsonl(self, name: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+        """Replace the JSON-lines file ``name`` by ``records``, atomically (say, to drop lines)."""
+        return self.write_text(name, "".join(_jsonl_line(r) for r in records))
+
+    # -- JSON lines ---------------------------------------------------------------------------------
+    def append_jsonl(self, name: str | Path, record: dict[str, Any]) -> Path:
+        """Append ``record`` as one line to ``name`` and fsync it (a crash can only cut the last
+        line, which :meth:`read_jsonl` drops)."""
+        path = self.file(name)
+        line = _jsonl_line(record)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        return path
+
+    def read_jsonl(self, name: str | Path, *, skip_damaged: bool = False) -> list[dict[str, Any]]:
+        """The records of the JSON-lines file ``name`` (none when it does not exist).
+
+        A damaged last line (a crash mid-append) is dropped; any other damaged line is a
+        :class:`RunDirError` naming the file and line, or, with ``skip_damaged``, skipped."""
+        records, damaged, total = self.scan_jsonl(name)
+        if not skip_damaged:
+            for number, why in damaged:
+                if number != total:
+                    raise RunDirError(f"{self.file(name)}: line {number} {why}")
+        return records
+
+    def scan_jsonl(self, name: str | Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]], int]:
+        """``(records, damaged, lines)``: the readable records of ``name``, the damaged lines as
+        ``(line number, what is wrong)`` and the number of the last non-blank line."""
+        path = self.file(name)
+        if not path.exists():
+            return [], [], 0
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        records: list[dict[str, Any]] = []
+        damaged: list[tuple[int, str]] = []
+        last = 0
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            last = number
+            try:
+                record = json.loads(line)
+            except ValueError:
+                damaged.append((number, "is not valid JSON"))
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                damaged.append((number, "is not a JSON object"))
+        return records, damaged, last
+
+    # -- JSON ---------------------------------------------------------------------------------------
+    def read_json(self, name: str | Path, expect: type | tuple[type, ...] | None = dict) -> Any:
+        """The JSON value in ``name``; a missing, unreadable or damaged file, or (with ``expect``)
+        one holding another type of value, is a one-line :class:`RunDirError` naming it."""
+        path = self.file(name)
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise RunDirError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RunDirError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
+        if expect is not None and not isinstance(data, expect):
+            raise RunDirError(f"{path}: expected {_type_names(expect)}, got {_json_type(data)}")
+        return data
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any], kind: str = "search",
+                        name: str | Path = CHECKPOINT_FILE) -> Path:
+        """Write ``state`` (tensors and plain data) as a checkpoint of ``kind`` (``"search"``:
+        everything a search needs to continue; ``"train"``: a training run's weights, optimizer
+        and scheduler), tagged with the format, kind and version, atomically."""
+        import torch
+
+        version = _checkpoint_version(kind)
+        buf = io.BytesIO()
+        torch.save({"format": CHECKPOINT_FORMAT, "version": version, "kind": kind, **state}, buf)
+        return self.write_bytes(name, buf.getvalue())
+
+    def load_checkpoint(self, kind: str = "search", name: str | Path = CHECKPOINT_FILE,
+                        map_location: Any = "cpu") -> dict[str, Any]:
+        """The checkpoint ``name`` of ``kind``, read with ``torch.load(weights_only=True)`` (loading
+        never runs code). Missing, damaged, foreign, of another kind or of a version this nasreg
+        does not read: a one-line :class:`CheckpointError` naming the file."""
+        import torch
+
+        expected = _checkpoint_version(kind)
+        path = self.file(name)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no checkpoint (nothing to resume)")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+            raise CheckpointError(f"{path}: corrupted or truncated checkpoint, or one holding more than "
+                                  "tensors and plain data (refused: loading a checkpoint never runs code)") from None
+        _check_checkpoint(path, state, kind, expected)
+        return state
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def _checkpoint_version(kind: str) -> int:
+    try:
+        return CHECKPOINT_VERSIONS[kind]
+    except KeyError:
+        raise ValueError(f"checkpoint kind {kind!r}: expected one of {sorted(CHECKPOINT_VERSIONS)}") from None
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+def _check_checkpoint(path: Path, state: Any, kind: str, expected: int) -> None:
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a nasreg checkpoint")
+    found = state.get("kind", "search")  # version-1 search checkpoints carry no kind
+    if found != kind:
+        raise CheckpointError(f"{path}: a {found!r} checkpoint, not a {kind!r} one")
+    version = state.get("version")
+    if version != expected:
+        newer = isinstance(version, int) and version > expected
+        raise CheckpointError(f"{path}: checkpoint version {version!r} is not supported by this nasreg "
+                              f"(expects {expected}{'; upgrade nasreg' if newer else ''})")
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: cannot write: no directory {path.parent}") from None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -60,43 +322,63 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def _jsonl_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, default=_jsonable) + "\n"
+
+
+_JSON_NAMES = {dict: "a JSON object", list: "a JSON array", str: "a string", int: "a number",
+               float: "a number", bool: "true or false"}
+
+
+def _type_names(expect: type | tuple[type, ...]) -> str:
+    kinds = expect if isinstance(expect, tuple) else (expect,)
+    return " or ".join(dict.fromkeys(_JSON_NAMES.get(k, k.__name__) for k in kinds))
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+# -- the module-level functions (full paths; thin wrappers of RunDir) ------------------------------
+
+def _split(path: str | Path) -> tuple[RunDir, str]:
+    path = Path(path)
+    return RunDir(path.parent), path.name
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    folder, name = _split(path)
+    folder.write_bytes(name, data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    folder, name = _split(path)
+    folder.write_text(name, text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (see :meth:`RunDir.write_json`)."""
+    folder, name = _split(path)
+    folder.write_json(name, obj)
+
+
 def write_toml(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, tomli_w.dumps(data))
+    folder, name = _split(path)
+    folder.write_toml(name, data)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    line = json.dumps(record, default=_jsonable) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    folder, name = _split(path)
+    folder.append_jsonl(name, record)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file. A partial last line (a crash mid-append) is dropped;
-    any other damage is a :class:`RunDirError` naming the file and line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot read: {exc}") from None
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            if i == len(lines) - 1:
-                break  # the append that was interrupted
-            raise RunDirError(f"{path}: line {i + 1} is not valid JSON") from None
-        if not isinstance(record, dict):
-            raise RunDirError(f"{path}: line {i + 1} is not a JSON object")
-        out.append(record)
-    return out
+    """The records of a JSON-lines file (see :meth:`RunDir.read_jsonl`)."""
+    folder, name = _split(path)
+    return folder.read_jsonl(name)
 
+
+# -- making a run directory ------------------------------------------------------------------------
 
 def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None = None,
                    force: bool = False) -> Path:
@@ -107,26 +389,7 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
     ``out_dir/name-1``, ``-2``, ... when taken, so a second run never touches the first.
     """
     if explicit is not None:
-        path = Path(explicit)
-        if path.exists() and not path.is_dir():
-            raise RunDirError(f"--out {path}: exists and is not a directory")
-        try:
-            non_empty = path.is_dir() and any(path.iterdir())
-        except OSError as exc:
-            raise RunDirError(f"--out {path}: cannot read directory: {exc.strerror or exc}") from None
-        if non_empty:
-            if not force:
-                raise RunDirError(f"--out {path}: run directory already exists and is not empty "
-                                  "(choose another --out, or pass --force to replace it)")
-            if not (path / SPEC_FILE).is_file():
-                raise RunDirError(f"--out {path}: not a nasreg run directory (no {SPEC_FILE}); "
-                                  "--force only replaces run directories")
-            try:
-                shutil.rmtree(path)
-            except OSError as exc:
-                raise RunDirError(f"--out {path}: cannot remove the old run directory: {exc.strerror or exc}") from None
-        _mkdir(path, exist_ok=True)
-        return path
+        return _explicit_run_dir(Path(explicit), force)
     base = Path(out_dir)
     _mkdir(base, exist_ok=True, parents=True)
     for i in range(0, 10_000):
@@ -139,6 +402,29 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
         except OSError as exc:
             raise RunDirError(f"{path}: cannot create run directory: {exc.strerror or exc}") from None
     raise RunDirError(f"{base}: too many runs named {name!r}; choose another [run] name or --out")
+
+
+def _explicit_run_dir(path: Path, force: bool) -> Path:
+    """``--out DIR``: empty or missing, or (with ``force``) an old run directory, replaced."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path}: exists and is not a directory")
+    try:
+        non_empty = path.is_dir() and any(path.iterdir())
+    except OSError as exc:
+        raise RunDirError(f"--out {path}: cannot read directory: {exc.strerror or exc}") from None
+    if non_empty:
+        if not force:
+            raise RunDirError(f"--out {path}: run directory already exists and is not empty "
+                              "(choose another --out, or pass --force to replace it)")
+        if not (path / SPEC_FILE).is_file():
+            raise RunDirError(f"--out {path}: not a nasreg run directory (no {SPEC_FILE}); "
+                              "--force only replaces run directories")
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            raise RunDirError(f"--out {path}: cannot remove the old run directory: {exc.strerror or exc}") from None
+    _mkdir(path, exist_ok=True)
+    return path
 
 
 def _mkdir(path: Path, exist_ok: bool, parents: bool = True) -> None:
