@@ -8,8 +8,6 @@ nasreg version, seed) and loaded back with schema checks and registry validation
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,19 +67,11 @@ class Genotype:
         }
 
     def save(self, path: str | Path) -> Path:
+        """Write the genotype as JSON to ``path`` atomically (a crash leaves the old file)."""
+        from .rundir import RunDir
+
         path = Path(path)
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)  # never leave a half-written temporary behind
-            raise
-        return path
+        return RunDir(path.parent).write_text(path.name, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "genotype") -> "Genotype":
