@@ -29,7 +29,6 @@ initial weights, and checkpoints keep loading): ``stem``, ``cells``, ``auxiliary
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -390,67 +389,7 @@ class CellNetwork(nn.Module):
         return (logits, aux_logits) if aux_logits is not None else logits
 
 
-# --- the plugin's other halves --------------------------------------------------------------------
+# --- the plugin's other halves: torch-free, defined in nasreg.space (a plugin's registration
+# hooks use them without importing torch) -------------------------------------------------------
 
-def operation_names(operations: Sequence[str]) -> list[str]:
-    """The ``operations`` key of a cell space as a list: at least one name, none twice
-    (``ValueError`` naming the key otherwise)."""
-    operations = list(operations)
-    if not operations:
-        raise ValueError("operations: expected at least one operation")
-    dupes = sorted({op for op in operations if operations.count(op) > 1})
-    if dupes:
-        raise ValueError(f"operations: {', '.join(map(repr, dupes))} listed more than once")
-    return operations
-
-
-class OperationTable:
-    """A plugin's operations in registration order, each with its registry metadata.
-
-    Declare an op where its factory is defined, and register them all from the
-    ``register_operations`` hook::
-
-        OPERATIONS = nasreg.OperationTable()
-
-        @OPERATIONS.add(is_zero=False, parameter_free=False, kind="conv")
-        def conv_3x3(C, stride, affine):
-            '''ReLU, 3x3 convolution, BN.'''            # the registry's description
-            return nasreg.ReLUConvBN(C, C, 3, stride, 1, affine=affine)
-
-        @hookimpl
-        def register_operations(register):
-            OPERATIONS.register_all(register)
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
-
-    def add(self, name: str | None = None, **metadata: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: add the factory under ``name`` (default: the function's name) with
-        ``metadata``; returns the factory unchanged. A name added twice raises ``ValueError``."""
-        def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
-            key = factory.__name__ if name is None else name
-            if key in self._entries:
-                raise ValueError(f"operation {key!r} is already in this table")
-            self._entries[key] = (factory, copy.deepcopy(metadata))
-            return factory
-        return decorate
-
-    def factories(self) -> dict[str, Callable[..., Any]]:
-        """name -> factory, in order."""
-        return {name: factory for name, (factory, _meta) in self._entries.items()}
-
-    def metadata(self) -> dict[str, dict[str, Any]]:
-        """name -> registry metadata (copies), in order."""
-        return {name: copy.deepcopy(meta) for name, (_factory, meta) in self._entries.items()}
-
-    def register_all(self, register: Callable[..., object]) -> None:
-        """Register every op, in order, through a ``register_operations`` callable."""
-        for name, (factory, meta) in self._entries.items():
-            register(name, factory, **copy.deepcopy(meta))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+from .space import OperationTable, operation_names  # noqa: E402,F401 - re-exported

@@ -2,6 +2,10 @@
 
 Registers, through the public plugin API only:
 
+Registration imports no torch: the op and space factories are in :mod:`nasreg_darts.factories`
+and import their torch modules when called; the strategy and selector modules import torch in
+their methods.
+
 * operations: the eight DARTS ops (``none``, ``max_pool_3x3``, ``avg_pool_3x3``,
   ``skip_connect``, ``sep_conv_3x3``, ``sep_conv_5x5``, ``dil_conv_3x3``, ``dil_conv_5x5``),
   and the NASNet ops ``sep_conv_7x7`` and ``conv_7x1_1x7`` that the published NASNet-A and
@@ -21,14 +25,14 @@ from nasreg import hookimpl
 
 @hookimpl
 def register_operations(register):
-    from .ops import register_all
+    from .factories import OPERATIONS
 
-    register_all(register)
+    OPERATIONS.register_all(register)
 
 
 @hookimpl
 def register_search_spaces(register):
-    from .space import darts_cell
+    from .factories import darts_cell
 
     register("darts-cell", darts_cell)
 

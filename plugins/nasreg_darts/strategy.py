@@ -56,18 +56,19 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from nasreg import Range, SearchStrategy
 
-from nasreg import Range, SearchStrategy, Supernet
-from nasreg.distributed import average_
+if TYPE_CHECKING:  # pragma: no cover - annotations only: torch is imported by the methods that use it
+    import torch
+    from torch import nn
+
+    from nasreg import Supernet
+
+    Batch = tuple[torch.Tensor, torch.Tensor]
 
 __all__ = ["DartsStrategy"]
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class DartsStrategy(SearchStrategy):
@@ -138,7 +139,7 @@ class DartsStrategy(SearchStrategy):
         self.alpha_scaler: torch.amp.GradScaler | None = None
         self._weights: list[nn.Parameter] = []
         self._alphas: list[nn.Parameter] = []
-        self._device = torch.device("cpu")
+        self._device: torch.device | None = None  # set by setup()
         self._amp_dtype: torch.dtype | None = None
 
     @property
@@ -148,9 +149,25 @@ class DartsStrategy(SearchStrategy):
         finite-difference probes, weight step). The pre-flight FLOP estimate uses it."""
         return 2 if self.order == 1 else 5
 
+    @property
+    def weight_copies(self) -> int:
+        """Weight-sized tensors one step holds: weights, gradients and momentum (3); second order
+        also the snapshot, the virtual step and the finite-difference copies (6). The pre-flight
+        memory estimate uses it."""
+        return 3 if self.order == 1 else 6
+
+    def memory_knobs(self) -> list[str]:
+        """Second order holds twice the weight state: first order is the setting that shrinks it."""
+        return ["[strategy] order = 1"] if self.order == 2 else []
+
+    def divergence_hint(self) -> str | None:
+        return "try a lower [strategy] w_lr or alpha_lr"
+
     # ------------------------------------------------------------------ setup and schedules
 
     def setup(self, model: Supernet, *, epochs: int, steps_per_epoch: int) -> None:
+        import torch
+
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if self.channels_last:
@@ -218,6 +235,8 @@ class DartsStrategy(SearchStrategy):
     # ------------------------------------------------------------------ the search step
 
     def step(self, train_batch: Batch, val_batch: Batch, *, update_alpha: bool) -> dict[str, float]:
+        import torch
+
         self._require_setup()
         xt, yt = self._prepare(train_batch)
         val_loss = None
@@ -241,6 +260,12 @@ class DartsStrategy(SearchStrategy):
 
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """SGD on the train batch; gradients for the weights only (alpha grads stay as recorded)."""
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        from nasreg.distributed import average_
+
         with self._autocast():
             logits = self._net(x)
             loss = F.cross_entropy(logits, y)
@@ -265,6 +290,11 @@ class DartsStrategy(SearchStrategy):
 
     def _arch_step_first_order(self, xv: torch.Tensor, yv: torch.Tensor) -> torch.Tensor:
         """Adam on grad_alpha L_val(w, alpha): one forward, one backward restricted to the alphas."""
+        import torch
+        import torch.nn.functional as F
+
+        from nasreg.distributed import average_
+
         buffers = _Snapshot(self.model.buffers())
         scaler = self.alpha_scaler
         with self._autocast():
@@ -279,6 +309,11 @@ class DartsStrategy(SearchStrategy):
     def _arch_step_second_order(self, xt: torch.Tensor, yt: torch.Tensor,
                                 xv: torch.Tensor, yv: torch.Tensor) -> torch.Tensor:
         """Adam on the DARTS unrolled gradient (see the module docstring)."""
+        import torch
+        import torch.nn.functional as F
+
+        from nasreg.distributed import average_
+
         model, W, A = self._net, self._weights, self._alphas
         xi = self.unrolled_lr if self.unrolled_lr is not None else float(self.w_optimizer.param_groups[0]["lr"])
         scaler = self.alpha_scaler
@@ -369,6 +404,8 @@ class DartsStrategy(SearchStrategy):
             raise RuntimeError("DartsStrategy.setup() has not been called")
 
     def _prepare(self, batch: Batch) -> Batch:
+        import torch
+
         x, y = batch
         x = x.to(self._device, non_blocking=True)
         y = y.to(self._device, non_blocking=True)
@@ -379,6 +416,8 @@ class DartsStrategy(SearchStrategy):
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
+        import torch
+
         return torch.autocast(self._device.type, dtype=self._amp_dtype)
 
 
@@ -388,6 +427,8 @@ class _Snapshot:
     foreach copy. ``copies[i]`` is the saved value of ``tensors[i]`` (a view of the flat storage)."""
 
     def __init__(self, tensors: Any):
+        import torch
+
         self.tensors = list(tensors)
         self.copies: list[torch.Tensor] = [None] * len(self.tensors)  # type: ignore[list-item]
         groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
@@ -400,6 +441,8 @@ class _Snapshot:
                     self.copies[i] = part.view(self.tensors[i].shape)
 
     def restore(self) -> None:
+        import torch
+
         if self.tensors:
             with torch.no_grad():
                 torch._foreach_copy_(self.tensors, self.copies)

@@ -1,0 +1,144 @@
+"""What the ``darts`` plugin registers: its op factories and the ``darts-cell`` space factory.
+
+This module does not import torch, so loading the plugin (``nasreg validate``, ``list-plugins``)
+stays fast: every factory imports the module that builds its torch objects when it is called.
+The op factories build the modules of :mod:`nasreg_darts.ops`; :func:`darts_cell` builds a
+:class:`nasreg_darts.space.DartsCellSpace`. A factory's signature is its spec schema (see
+``nasreg.params``), so the ``[search_space]`` keys of ``darts-cell`` are declared here, once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import nasreg
+from nasreg import Range, Ref
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from torch import nn
+
+__all__ = ["OPERATIONS", "darts_cell"]
+
+#: The registered ops with their metadata (see :mod:`nasreg_darts.ops`), in DARTS's PRIMITIVES
+#: order, then the two NASNet ops.
+OPERATIONS = nasreg.OperationTable()
+_POOL = {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}}
+_CONV = {"is_zero": False, "parameter_free": False, "kind": "conv"}
+
+
+@OPERATIONS.add(is_zero=True, parameter_free=True, kind="zero")
+def none(C: int, stride: int, affine: bool) -> nn.Module:
+    """Zeros of the output shape (the 'no edge' op)."""
+    from .ops import Zero
+
+    return Zero(stride)
+
+
+@OPERATIONS.add(**_POOL)
+def max_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
+    """3x3 max pooling, padding 1, then BatchNorm (``bn=False``: bare pool, as in DARTS evaluation)."""
+    from .ops import PoolBN
+
+    return PoolBN("max", C, stride, affine, bn=bn)
+
+
+@OPERATIONS.add(**_POOL)
+def avg_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
+    """3x3 average pooling (padding 1, padding not counted), then BatchNorm (``bn=False``: bare pool)."""
+    from .ops import PoolBN
+
+    return PoolBN("avg", C, stride, affine, bn=bn)
+
+
+@OPERATIONS.add(is_zero=False, parameter_free=True, kind="identity")
+def skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
+    """Identity at stride 1; FactorizedReduce at stride 2."""
+    from torch import nn
+
+    return nn.Identity() if stride == 1 else nasreg.FactorizedReduce(C, C, affine=affine)
+
+
+@OPERATIONS.add(**_CONV)
+def sep_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 3x3 convolution (ReLU, depthwise 3x3, pointwise 1x1, BN; twice)."""
+    from .ops import SepConv
+
+    return SepConv(C, C, 3, stride, 1, affine=affine)
+
+
+@OPERATIONS.add(**_CONV)
+def sep_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 5x5 convolution (ReLU, depthwise 5x5, pointwise 1x1, BN; twice)."""
+    from .ops import SepConv
+
+    return SepConv(C, C, 5, stride, 2, affine=affine)
+
+
+@OPERATIONS.add(**_CONV)
+def dil_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """Dilated separable 3x3 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
+    from .ops import DilConv
+
+    return DilConv(C, C, 3, stride, 2, 2, affine=affine)
+
+
+@OPERATIONS.add(**_CONV)
+def dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    """Dilated separable 5x5 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
+    from .ops import DilConv
+
+    return DilConv(C, C, 5, stride, 4, 2, affine=affine)
+
+
+@OPERATIONS.add(**_CONV)
+def sep_conv_7x7(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 7x7 convolution (ReLU, depthwise 7x7, pointwise 1x1, BN; twice), a NASNet op."""
+    from .ops import SepConv
+
+    return SepConv(C, C, 7, stride, 3, affine=affine)
+
+
+@OPERATIONS.add(**_CONV)
+def conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:
+    """ReLU, 1x7 convolution, 7x1 convolution, BN (a NASNet op)."""
+    from .ops import Conv7x1x7
+
+    return Conv7x1x7(C, stride, affine=affine)
+
+
+# The return annotation is a name known at run time: ``nasreg.params`` resolves every annotation
+# of a factory to check a spec's keys (a name under TYPE_CHECKING would leave them unchecked).
+def darts_cell(
+    operations: list[Annotated[str, Ref("operations")]],
+    nodes: Annotated[int, Range(ge=1, le=16)] = 4,
+    cells: Annotated[int, Range(ge=1, le=100)] = 8,
+    channels: Annotated[int, Range(ge=1, le=1024)] = 16,
+    stem_multiplier: Annotated[int, Range(ge=1, le=64)] = 3,
+    reductions: list[Annotated[int, Range(ge=0)]] | None = None,
+    drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.0,
+    affine: bool = False,
+    alpha_init_std: Annotated[float, Range(ge=0, le=10)] = 1e-3,
+    partial_channels: Annotated[int, Range(ge=1)] = 1,
+    edge_normalization: bool = False,
+) -> nasreg.SearchSpace:
+    """The DARTS cell: 2 input nodes, `nodes` intermediate nodes, normal and reduction cells.
+
+    ``reductions`` lists the indices of the reduction cells (default: ``cells // 3`` and
+    ``2 * cells // 3``). ``drop_path`` applies drop path to every op output of every edge except
+    identities while the supernet trains. ``affine`` gives the cells' BatchNorms (ops and
+    preprocessing) a scale and shift; the stem's BN always has one, as in DARTS.
+
+    PC-DARTS (Xu et al., ICLR 2020): ``partial_channels`` = K > 1 sends only 1/K of each edge's
+    input channels through its mixed op (ops built with C/K channels: about K times less op
+    memory and compute), the rest bypass it, then the channels are shuffled in K groups;
+    ``channels`` must be a multiple of K. ``edge_normalization`` adds one architecture parameter
+    beta per edge: a node is the softmax(beta)-weighted sum of its incoming edges, and the
+    derivation ranks edges by op weight x edge weight (PC-DARTS's rule). PC-DARTS uses K = 4 with
+    edge normalization.
+    """
+    from .space import DartsCellSpace
+
+    return DartsCellSpace(operations, nodes=nodes, cells=cells, channels=channels,
+                          stem_multiplier=stem_multiplier, reductions=reductions, drop_path=drop_path,
+                          affine=affine, alpha_init_std=alpha_init_std, partial_channels=partial_channels,
+                          edge_normalization=edge_normalization)
