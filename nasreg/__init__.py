@@ -56,6 +56,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "genotype_from_edges": (".genotype", "genotype_from_edges"),
     "component": (".params", "component"),
     "write_json": (".rundir", "write_json"),
+    # run directories, the training engine, seeding and data splits, workers (see CONTRIBUTING)
+    "RunDir": (".rundir", "RunDir"),
+    "CheckpointError": (".rundir", "CheckpointError"),
+    **{name: (".trainer", name) for name in ("Trainer", "TrainRecipe", "TrainCallback", "EpochStats", "FitResult")},
+    "TrainRun": (".evaluate", "TrainRun"),
+    "seed_everything": (".search", "seed_everything"),
+    "split_train_val": (".data", "split_train_val"),
+    "SpecSnapshot": (".worker", "SpecSnapshot"),
     # cell-network building blocks (evaluation networks of cell spaces)
     **{name: (".cellnet", name) for name in (
         "AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "OperationTable", "ReLUConvBN",
@@ -91,5 +99,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .cellnet import (AuxiliaryHead, CellBase, CellNetwork, FactorizedReduce, OperationTable, ReLUConvBN,
                           batch_norm_scaled, build_op, cell_inputs, check_cell, check_cell_ops,
                           default_reductions, drop_path, operation_names)
+    from .data import split_train_val
+    from .evaluate import TrainRun
     from .genotype import genotype_from_edges
+    from .rundir import CheckpointError, RunDir
+    from .search import seed_everything
+    from .trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe
+    from .worker import SpecSnapshot
     from .supernet import MixedOp, Supernet
