@@ -6,27 +6,29 @@ ops), runs one forward pass of a probe batch of 2 images in training mode and me
 
 * the FLOPs of that forward (convolution and linear modules, with the formulas of
   ``torch.utils.flop_counter.FlopCounterMode``), scaled to the spec's batch size, then x 3 for forward + backward and x the number of
-  forward/backward passes the strategy makes per step (``strategy.passes_per_step``: DARTS first
-  order 2, second order 5; 2 when a strategy does not say);
+  forward/backward passes the strategy makes per step (``strategy.passes_per_step``; 2 when a
+  strategy does not say; DARTS: 2 first order, 5 second order);
 * the bytes of the tensors autograd saves for backward (``saved_tensors_hooks``, each storage
   counted once), the bulk of a training step's memory. They grow linearly with the batch.
 
 The peak-memory estimate of a step is::
 
     activations = saved bytes per image x batch size x 1.25   (backward's transient gradients)
-    weights     = weight bytes x (3 first order, 6 second order)  (weights, gradients, momentum;
-                  second order also the snapshot, the virtual step and the finite-difference copies)
+    weights     = weight bytes x strategy.weight_copies  (weights, gradients, momentum: 3 by
+                  default; DARTS second order 6: also the snapshot, the virtual step and the
+                  finite-difference copies)
     peak        = activations + weights (+ on CUDA 10 % allocator slack and 300 MB for the
                   cuDNN workspace)
 
 which is what the step allocates on top of what the process already holds. When it exceeds the
 device's free memory (CUDA: ``torch.cuda.mem_get_info``; CPU: ``MemAvailable`` in
 ``/proc/meminfo``, not checked where that file does not exist) :func:`preflight` raises a
-:class:`~nasreg.errors.NasregError` naming the knobs that shrink it. The RNG state is restored
+:class:`~nasreg.errors.NasregError` naming the knobs that shrink it: a smaller batch, then what
+the space's and the strategy's ``memory_knobs()`` suggest. The RNG state is restored
 afterwards, so a run with a pre-flight check is the same run as one without.
 
-There is nothing to estimate for a sampling strategy (``SamplingStrategy``: REINFORCE, random
-search; no supernet) nor for a search space whose ``build_supernet`` raises a plain
+There is nothing to estimate for a strategy that trains no supernet (``trains_supernet`` False:
+a ``SamplingStrategy`` such as REINFORCE or random search) nor for a search space whose ``build_supernet`` raises a plain
 ``NotImplementedError``: :func:`preflight` returns None for those (a
 :class:`~nasreg.errors.NasregError` from the space, such as a sampling-only space asked for a
 supernet, is raised: the run would fail on it anyway, later). Any other failure of the probe is
@@ -35,7 +37,6 @@ reported as one line that names ``--no-preflight``.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -43,9 +44,7 @@ from typing import Any, Callable
 import torch
 
 from . import distributed as ddp
-
 from .errors import NasregError
-from .strategy import SamplingStrategy
 
 __all__ = ["CannotEstimate", "Estimate", "estimate", "preflight", "free_memory_bytes", "measure_forward"]
 
@@ -176,8 +175,9 @@ def _passes_per_step(strategy: Any) -> int:
     return int(passes) if passes else 2
 
 
-def _weight_state_factor(strategy: Any) -> int:
-    return 6 if getattr(strategy, "order", 1) == 2 else 3
+def _weight_copies(strategy: Any) -> int:
+    """Weight-sized tensors one step of ``strategy`` holds (``strategy.weight_copies``; 3 by default)."""
+    return int(getattr(strategy, "weight_copies", 3))
 
 
 def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
@@ -194,9 +194,9 @@ def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
         # One thread: the probe's ops are tiny, and thread start-up and sync would dominate.
         torch.set_num_threads(1)
         with torch.random.fork_rng(devices=[]):  # the run's RNG stream is left untouched
-            strategy = spec.strategy.build()
-            if isinstance(strategy, SamplingStrategy):
-                raise CannotEstimate(f"strategy {spec.strategy.name!r} samples architectures (no supernet)")
+            strategy = p.strategy
+            if not strategy.trains_supernet:
+                raise CannotEstimate(f"strategy {spec.strategy.name!r} trains no supernet")
             try:
                 model = p.space.build_supernet(p.space.full_candidates(), ops=p.plugins.registries.operations,
                                                in_channels=bundle.in_channels, num_classes=bundle.num_classes)
@@ -218,7 +218,7 @@ def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
     passes = _passes_per_step(strategy)
     forward_flops = flops * batch // PROBE_BATCH
     per_image = saved // PROBE_BATCH
-    weight_state = weight_bytes * _weight_state_factor(strategy)
+    weight_state = weight_bytes * _weight_copies(strategy)
     peak = per_image * batch * ACTIVATION_FACTOR + weight_state
     if p.device.type == "cuda":
         peak = peak * CUDA_SLACK + CUDA_WORKSPACE
@@ -229,22 +229,18 @@ def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
 
 
 def _knobs(prepared: Any, est: Estimate) -> str:
-    spec = prepared.spec
+    """What to change to fit: a smaller batch, then the space's and the strategy's suggestions."""
     fits = _fitting_batch(est)
     knobs = [f"a smaller [data] batch_size (about {fits} fits)" if fits else "a smaller [data] batch_size"]
-    factory = getattr(getattr(spec.search_space, "entry", None), "factory", None)
-    params = getattr(spec.search_space, "params", {}) or {}
-    takes_pc = "partial_channels" in params
-    if not takes_pc and factory is not None:
-        try:
-            takes_pc = "partial_channels" in inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            takes_pc = False
-    if takes_pc and int(params.get("partial_channels", 1) or 1) < 4:
-        knobs.append("[search_space] partial_channels = 4")
-    if getattr(spec.strategy, "params", {}).get("order") == 2:
-        knobs.append("[strategy] order = 1")
+    knobs += _memory_knobs(prepared.space) + _memory_knobs(prepared.strategy)
     return ", ".join(knobs[:-1]) + (" or " if len(knobs) > 1 else "") + knobs[-1]
+
+
+def _memory_knobs(component: Any) -> list[str]:
+    """``component.memory_knobs()``: spec settings (``"[section] key = value"``) that would shrink a
+    step's memory; none when the component has no such method."""
+    knobs = getattr(component, "memory_knobs", None)
+    return [str(k) for k in knobs()] if callable(knobs) else []
 
 
 def _fitting_batch(est: Estimate) -> int:

@@ -16,9 +16,9 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -29,15 +29,16 @@ from . import distributed as ddp
 from . import rundir as rd
 from .data import DatasetBundle, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
-from .errors import NasregError, SpecError
+from .errors import NasregError, PluginError, SpecError
 from .genotype import Genotype
 from .plugins import Plugins
 from .progress import QuietReporter
 from .run import Run
 from .selector import StageResult
-from .strategy import SamplingStrategy
+from .strategy import SearchStrategy, Strategy
 from .spec import Spec, check_stages
-from .supernet import SearchSpace, Supernet
+from .space import Candidates, SearchSpace
+from .supernet import Supernet
 
 
 class DivergenceError(NasregError):
@@ -225,63 +226,107 @@ class Prepared:
     selector: Any
     stages: list[tuple[int, int]]
     bundle: DatasetBundle
+    #: The strategy built when the spec was prepared: what the engine reads (never trained).
+    strategy: Strategy
+
+
+def build_strategy(spec: Spec) -> Strategy:
+    """The spec's ``[strategy]``, built: the one place the engine makes a strategy.
+
+    Called once per need (preparing the spec, each stage of a supernet search, a sampling search);
+    a factory that returns something other than a :class:`~nasreg.strategy.Strategy` is refused."""
+    strategy = spec.strategy.build()
+    if not isinstance(strategy, Strategy):
+        raise PluginError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} built a "
+                          f"{type(strategy).__name__}, not a nasreg.Strategy (subclass nasreg.SearchStrategy "
+                          "or nasreg.SamplingStrategy)")
+    return strategy
 
 
 def prepare(spec: Spec, plugins: Plugins) -> Prepared:
-    """Pick the device, build the space, selector and dataset: every check that can fail on the
-    user's input happens here, before a run directory exists."""
+    """Pick the device, build the space, selector, strategy and dataset: every check that can
+    fail on the user's input happens here, before a run directory exists."""
     device = pick_device(spec.run.device, f"{spec.path}: [run] device")
     space: SearchSpace = spec.search_space.build()
     selector = spec.selector.build() if spec.selector is not None else None
-    strategy = spec.strategy.build()
-    if isinstance(strategy, SamplingStrategy) and ddp.env_world_size() > 1:
-        raise SpecError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} samples and trains child "
-                        "networks itself and cannot run under torchrun; run it in one process")
+    strategy = build_strategy(spec)
+    if not strategy.supports_torchrun and ddp.env_world_size() > 1:
+        raise SpecError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} cannot run under torchrun "
+                        "(it samples and trains child networks itself); run it in one process")
     _ctx, device = ddp.init_from_env(device, f"{spec.path}: [run] device")
-    if not isinstance(strategy, SamplingStrategy) and selector is None:
+    if strategy.trains_supernet and selector is None:
         raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "
                         f"{spec.strategy.name!r} derives the genotype through a selector, e.g. 'argmax')")
     stages = check_stages(spec, selector)
     bundle: DatasetBundle = spec.dataset.build()
     if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
         choose_loader("device", bundle.train, device, where=f"{spec.path}: [data] loader", name=spec.data.dataset)
-    return Prepared(spec, plugins, device, space, selector, stages, bundle)
+    return Prepared(spec, plugins, device, space, selector, stages, bundle, strategy)
 
 
 def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: bool = False) -> dict[str, Any]:
     """Run the whole search a prepared spec describes into ``run_dir``; returns the summary.
 
     With ``resume`` the search continues from ``run_dir``'s checkpoint and ends with the same
-    genotype and metrics as an uninterrupted run (on CPU, bit for bit).
+    genotype and metrics as an uninterrupted run (on CPU, bit for bit). The strategy decides
+    how (:meth:`nasreg.strategy.Strategy.run_search`).
     """
     threads = torch.get_num_threads()
     try:
-        if isinstance(prepared.spec.strategy.build(), SamplingStrategy):
-            return _run_sampling(prepared, run_dir, reporter or QuietReporter())
-        with _StopRequests() as stop:
-            return _Search(prepared, run_dir, reporter or QuietReporter(), stop).run(resume)
+        return prepared.strategy.run_search(SearchJob(prepared, run_dir, reporter or QuietReporter(), resume))
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str, Any]:
-    """A sampling strategy's search: it trains its own children and returns the genotype."""
-    spec, p = prepared.spec, prepared
-    t_start = time.perf_counter()
+@dataclass
+class SearchJob:
+    """One search to run, handed to :meth:`nasreg.strategy.Strategy.run_search`: the prepared
+    spec, the run directory, the progress reporter and whether to resume. Its methods are the
+    core's engines; a strategy calls the one it needs."""
+
+    prepared: Prepared
+    run_dir: Path
+    reporter: Any
+    resume: bool = False
+
+    def train_supernet(self) -> dict[str, Any]:
+        """The core's supernet search (stages, epochs, steps, checkpoints); returns the summary."""
+        with _StopRequests() as stop:
+            return _Search(self.prepared, self.run_dir, self.reporter, stop).run(self.resume)
+
+    def sample(self) -> dict[str, Any]:
+        """A sampling strategy's search: it trains its own children and returns the genotype."""
+        return _run_sampling(self.prepared, self.run_dir, self.reporter)
+
+
+def _start_run(spec: Spec, p: Prepared, run_dir: Path) -> Run:
+    """Threads, determinism and seeds as the spec says; the :class:`Run` handed to plugins."""
     if spec.run.threads:
         torch.set_num_threads(spec.run.threads)
     configure_determinism(spec.run.deterministic, p.device)
     seed_everything(spec.run.seed)
-    run = Run(spec=spec, plugins=p.plugins, run_dir=run_dir, device=p.device, space=p.space)
+    return Run(spec=spec, plugins=p.plugins, run_dir=run_dir, device=p.device, space=p.space)
+
+
+def _summary_head(spec: Spec, p: Prepared, run_dir: Path) -> dict[str, Any]:
+    """The summary fields every search has, in their order."""
+    return {"name": spec.run.name, "run_dir": str(run_dir), "spec_hash": spec.digest(),
+            "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed}
+
+
+def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str, Any]:
+    """Seed, write the spec, let a fresh strategy search, write the genotype and the summary."""
+    spec, p = prepared.spec, prepared
+    t_start = time.perf_counter()
+    run = _start_run(spec, p, run_dir)
     rd.write_toml(run_dir / rd.SPEC_FILE, spec.resolved())
     notify(p.plugins, "on_run_start", reporter, run=run)
-    out = spec.strategy.build().search(run, p.bundle, reporter)
+    out = build_strategy(spec).search(run, p.bundle, reporter)
     extra = dict(out) if isinstance(out, dict) else {"genotype": out}
     genotype: Genotype = extra.pop("genotype")
     genotype.save(run_dir / rd.GENOTYPE_FILE)
     summary = {
-        "name": spec.run.name, "run_dir": str(run_dir), "spec_hash": spec.digest(),
-        "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed,
+        **_summary_head(spec, p, run_dir),
         "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
         "stages": [], **extra, "genotype": genotype.to_dict(),
     }
@@ -328,230 +373,363 @@ def _finite(x: float) -> bool:
     return x == x and x not in (float("inf"), float("-inf"))
 
 
+# --- the supernet search: typed state, then the engine's stage / epoch / step methods ----------
+
+
+@dataclass
+class _StageState:
+    """What the current stage has recorded so far; checkpointed as ``stage_state`` (same keys)."""
+
+    grad_history: dict[str, Any] = field(default_factory=dict)   # [cell type][edge][op] -> per joint epoch
+    alpha_history: dict[str, Any] = field(default_factory=dict)  # same shape: softmax per joint epoch
+    epoch_seconds: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grad_history": self.grad_history, "alpha_history": self.alpha_history,
+                "epoch_seconds": self.epoch_seconds, "step_times": self.step_times}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "_StageState":
+        return cls(d["grad_history"], d["alpha_history"], d["epoch_seconds"], d["step_times"])
+
+
+@dataclass
+class _ResumePoint:
+    """The parts of a checkpoint the resumed stage restores once its objects exist."""
+
+    model: dict[str, Any]
+    strategy: dict[str, Any]
+    recorder: dict[str, Any]
+    loader_states: dict[str, torch.Tensor]
+    rng: dict[str, Any]
+
+
+@dataclass
+class SearchState:
+    """Where a supernet search is and what it has produced: what a checkpoint holds.
+
+    ``stage`` / ``epoch`` / ``step`` is the position the loop continues from (``step`` > 0 only
+    when resuming mid-epoch); ``running`` the current epoch's (loss sum, correct, count) up to
+    there."""
+
+    candidates: Candidates
+    stage: int = 0
+    epoch: int = 0
+    step: int = 0
+    stage_infos: list[dict[str, Any]] = field(default_factory=list)
+    gradients: list[dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0                      # seconds the run had taken before this process
+    records: _StageState = field(default_factory=_StageState)
+    running: tuple[float, int, int] | None = None
+    loader: str | None = None                 # the loader kind ("device" | "dataloader")
+    resume: _ResumePoint | None = None        # a checkpoint's objects, until the stage restores them
+    t_start: float = 0.0                      # perf_counter() at the run's (virtual) start
+    result: StageResult | None = None         # the last finished stage's
+    previous: Supernet | None = None          # the last finished stage's supernet
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Stage:
+    """The live objects of the stage being trained."""
+
+    index: int
+    warmup: int
+    epochs: int
+    model: Supernet
+    strategy: SearchStrategy
+    recorder: _Recorder
+
+
 class _Search:
-    """One search run: the stage/epoch/step loop with checkpoints at epoch ends and on stop."""
+    """One supernet search: the stage/epoch/step loop with checkpoints at epoch ends and on stop."""
 
     def __init__(self, prepared: Prepared, run_dir: Path, reporter: Any, stop: _StopRequests):
         self.p, self.run_dir, self.reporter, self.stop = prepared, run_dir, reporter, stop
         self.spec = prepared.spec
         self.ckpt_path = run_dir / rd.CHECKPOINT_FILE
         self.metrics_path = run_dir / rd.METRICS_FILE
+        self.main = ddp.current().is_main
 
     def run(self, resume: bool) -> dict[str, Any]:
-        spec, p = self.spec, self.p
-        if spec.run.threads:
-            torch.set_num_threads(spec.run.threads)
-        configure_determinism(spec.run.deterministic, p.device)
-        seed_everything(spec.run.seed)
-        run = Run(spec=spec, plugins=p.plugins, run_dir=self.run_dir, device=p.device, space=p.space)
+        """The whole search: a fresh start or the checkpoint's state, every stage, the genotype."""
+        self.run_ctx = _start_run(self.spec, self.p, self.run_dir)
+        state = self._resume() if resume else None
+        if state is None:
+            rd.write_toml(self.run_dir / rd.SPEC_FILE, self.spec.resolved())
+            state = SearchState(candidates=self.p.space.full_candidates())
+        self.train_loader, self.val_loader = make_loaders(self.spec, self.p.bundle, self.p.device, state.loader)
+        state.loader = "device" if isinstance(self.train_loader, DeviceLoader) else "dataloader"
+        self.steps = min(len(self.train_loader), len(self.val_loader))
+        state.t_start = time.perf_counter() - state.elapsed
+        if self.main:
+            notify(self.p.plugins, "on_run_start", self.reporter, run=self.run_ctx)
+        while state.stage < len(self.p.stages):
+            self._run_stage(state)
+        return self._finish(state)
 
-        ckpt: dict[str, Any] | None = None
-        main = ddp.current().is_main
-        # Rank 0 reads the run directory; the other ranks (torchrun) get what it read.
-        if resume and not ddp.broadcast_object(self.ckpt_path.exists() if main else None):
-            # Stopped before its first checkpoint: nothing to keep, start the same run afresh.
-            if main:
+    # -- resume -----------------------------------------------------------------------------------
+
+    def _resume(self) -> SearchState | None:
+        """The state the run directory's checkpoint holds (metrics after it dropped), or None
+        when the run stopped before its first checkpoint (then it starts afresh).
+
+        Rank 0 reads the run directory; the other ranks (torchrun) get what it read."""
+        if not ddp.broadcast_object(self.ckpt_path.exists() if self.main else None):
+            if self.main:
                 self.reporter.message(f"{self.run_dir}: no checkpoint yet; starting the run from the beginning")
                 self.metrics_path.unlink(missing_ok=True)
-            resume = False
-        if resume:
-            ckpt = ddp.broadcast_object(checkpoint.load(self.ckpt_path) if main else None)
+            return None
+        ckpt = ddp.broadcast_object(checkpoint.load(self.ckpt_path) if self.main else None)
+        if self.main:
             done = (ckpt["stage"], ckpt["epoch"])
-            if main:
-                kept = [m for m in rd.read_jsonl(self.metrics_path)
-                        if (m.get("stage", -1), m.get("epoch", -1)) < done]
-                rd.atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
-            candidates, stage_infos, gradients = ckpt["candidates"], ckpt["stage_infos"], ckpt["gradients"]
-            elapsed = float(ckpt["elapsed"])
-            self.reporter.message(f"resuming {self.run_dir} at stage {ckpt['stage']}, epoch {ckpt['epoch']}"
-                                  + (f", step {ckpt['step']}" if ckpt["step"] else ""))
-        else:
-            rd.write_toml(self.run_dir / rd.SPEC_FILE, spec.resolved())
-            candidates, stage_infos, gradients, elapsed = p.space.full_candidates(), [], [], 0.0
-        train_loader, val_loader = make_loaders(spec, p.bundle, p.device, ckpt.get("loader") if ckpt else None)
-        self.loader_kind = "device" if isinstance(train_loader, DeviceLoader) else "dataloader"
-        steps = min(len(train_loader), len(val_loader))
-        t_start = time.perf_counter() - elapsed
-        if main:
-            notify(p.plugins, "on_run_start", self.reporter, run=run)
+            kept = [m for m in rd.read_jsonl(self.metrics_path) if (m.get("stage", -1), m.get("epoch", -1)) < done]
+            rd.atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+        self.reporter.message(f"resuming {self.run_dir} at stage {ckpt['stage']}, epoch {ckpt['epoch']}"
+                              + (f", step {ckpt['step']}" if ckpt["step"] else ""))
+        return SearchState(
+            candidates=ckpt["candidates"], stage=ckpt["stage"], epoch=ckpt["epoch"], step=ckpt["step"],
+            stage_infos=ckpt["stage_infos"], gradients=ckpt["gradients"], elapsed=float(ckpt["elapsed"]),
+            records=_StageState.from_dict(ckpt["stage_state"]), running=ckpt["accum"], loader=ckpt.get("loader"),
+            resume=_ResumePoint(ckpt["model"], ckpt["strategy"], ckpt["recorder"], ckpt["loader_states"],
+                                ckpt["rng"]))
 
-        previous: Supernet | None = None
-        result: StageResult | None = None
-        last_metrics: dict[str, Any] = {}
-        first_stage = ckpt["stage"] if ckpt else 0
-        for stage in range(first_stage, len(p.stages)):
-            warmup, epochs = p.stages[stage]
-            model = p.space.build_supernet(candidates, ops=p.plugins.registries.operations,
-                                           in_channels=p.bundle.in_channels, num_classes=p.bundle.num_classes)
-            if previous is not None and getattr(p.selector, "inherit_weights", False):
-                inherit(model, previous)
-            model = model.to(p.device)
-            if ddp.current().enabled:  # one model on every rank: global-batch BatchNorm, rank 0's weights
-                ddp.sync_batch_norm_(model)
-                ddp.broadcast_module_(model)
-            strategy = spec.strategy.build()
-            strategy.setup(model, epochs=epochs, steps_per_epoch=steps)
-            st = {"grad_history": {}, "alpha_history": {}, "epoch_seconds": [], "step_times": []}
-            start_epoch, start_step, accum = 0, 0, None
-            recorder = _Recorder(model, spec.search.grad_stat)
-            if ckpt is not None and stage == ckpt["stage"]:
-                model.load_state_dict(ckpt["model"])
-                strategy.load_state_dict(ckpt["strategy"])
-                st = ckpt["stage_state"]
-                start_epoch, start_step, accum = ckpt["epoch"], ckpt["step"], ckpt["accum"]
-                recorder.acc, recorder.count = ckpt["recorder"]["acc"], ckpt["recorder"]["count"]
-                if recorder.acc is not None:
-                    recorder.acc = recorder.acc.to(p.device)
-                # Data order: at an epoch end these are the next epoch's start; mid-epoch, the
-                # current epoch's start (its batches up to the stop are replayed below).
-                train_loader.generator.set_state(ckpt["loader_states"]["train"])
-                val_loader.generator.set_state(ckpt["loader_states"]["val"])
-                if not start_step:
-                    checkpoint.restore_rng(ckpt["rng"])
-            self.reporter.stage_start(stage, epochs, steps, model.num_weights())
-            if p.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(p.device)
+    def _restore(self, state: SearchState, stage: _Stage) -> None:
+        """Load the checkpoint's model, strategy, recorder and data order into the new stage."""
+        point = state.resume
+        assert point is not None
+        stage.model.load_state_dict(point.model)
+        stage.strategy.load_state_dict(point.strategy)
+        rec = stage.recorder
+        rec.acc, rec.count = point.recorder["acc"], point.recorder["count"]
+        if rec.acc is not None:
+            rec.acc = rec.acc.to(self.p.device)
+        # Data order: at an epoch end these are the next epoch's start; mid-epoch, the current
+        # epoch's start (its batches up to the stop are replayed by _batches).
+        self.train_loader.generator.set_state(point.loader_states["train"])
+        self.val_loader.generator.set_state(point.loader_states["val"])
+        if not state.step:
+            checkpoint.restore_rng(point.rng)
 
-            for epoch in range(start_epoch, epochs):
-                joint = epoch >= warmup
-                loader_states = _loader_states(train_loader, val_loader)
-                t_epoch = time.perf_counter()
-                loss_sum, correct, count = accum if accum is not None else (0.0, 0, 0)
-                accum = None
-                batches = zip(train_loader, val_loader)
-                if start_step:
-                    for _ in range(start_step):  # replay the data order up to the stop point
-                        next(batches)
-                    checkpoint.restore_rng(ckpt["rng"])  # type: ignore[index]
-                model.train()
-                for i, (train_batch, val_batch) in enumerate(batches, start=start_step):
-                    t_step = time.perf_counter()
-                    xt, yt = (t.to(p.device, non_blocking=True) for t in train_batch)
-                    xv, yv = (t.to(p.device, non_blocking=True) for t in val_batch)
-                    out = strategy.step((xt, yt), (xv, yv), update_alpha=joint)
-                    if joint:
-                        recorder.add()
-                    n = int(out.get("train_count", yt.numel()))
-                    # The global batch's figures, and a stop request every rank agrees on (torchrun).
-                    loss_n, n_correct, n, stops = ddp.all_sum(
-                        [float(out["train_loss"]) * n, int(out["train_correct"]), n, self.stop.requested])
-                    loss, stop_now = loss_n / max(n, 1), stops > 0
-                    if not _finite(loss):
-                        raise DivergenceError(
-                            f"training diverged: loss is {loss} at stage {stage}, epoch {epoch}, step {i}; "
-                            f"{self._last_good()}; try a lower [strategy] w_lr or alpha_lr")
-                    loss_sum += loss_n
-                    correct += int(n_correct)
-                    count += int(n)
-                    st["step_times"].append(time.perf_counter() - t_step)
-                    self.reporter.step(i + 1, {**out, "train_loss": loss})
-                    if stop_now and i + 1 < steps:
-                        self._save(stage, epoch, i + 1, candidates, model, strategy, st, recorder,
-                                   loader_states, (loss_sum, correct, count), stage_infos, gradients, t_start)
-                        raise Interrupted(
-                            f"interrupted at stage {stage}, epoch {epoch}, step {i + 1}; checkpoint written; "
-                            f"continue with: nasreg resume {self.run_dir}")
-                start_step = 0
-                lr = strategy.current_lr()  # the rate this epoch trained at (end_epoch advances it)
-                strategy.end_epoch()
-                val_loss, val_acc = evaluate(model, val_loader, p.device, spec.search.eval_batch_norm == "batch")
-                epoch_time = time.perf_counter() - t_epoch
-                st["epoch_seconds"].append(epoch_time)
-                alphas = model.alpha_softmax()
-                if joint:
-                    grads = recorder.epoch_value()
-                    if grads is not None:
-                        _append_history(st["grad_history"], grads)
-                    _append_history(st["alpha_history"], alphas)
-                if not _finite(val_loss):
-                    raise DivergenceError(
-                        f"training diverged: validation loss is {val_loss} after stage {stage}, epoch {epoch}; "
-                        f"{self._last_good()}; try a lower [strategy] w_lr or alpha_lr")
-                last_metrics = {
-                    "stage": stage, "epoch": epoch, "joint": joint,
-                    "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
-                    "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-                    "epoch_seconds": epoch_time, "wall_seconds": time.perf_counter() - t_start,
-                    "peak_memory_mb": peak_memory_mb(p.device), "alphas": alphas,
-                }
-                rd.append_jsonl(self.metrics_path, last_metrics)
-                self.reporter.epoch_end(last_metrics)
-                if main:
-                    notify(p.plugins, "on_epoch_end", self.reporter, run=run, stage=stage, epoch=epoch,
-                           metrics=last_metrics)
-                last_epoch = epoch + 1 == epochs
-                stop_now = ddp.agree(self.stop.requested)
-                if (epoch + 1) % spec.run.checkpoint_every == 0 or last_epoch or stop_now:
-                    self._save(stage, epoch + 1, 0, candidates, model, strategy, st, recorder,
-                               _loader_states(train_loader, val_loader), None, stage_infos, gradients, t_start)
-                if stop_now and not last_epoch:
-                    raise Interrupted(f"interrupted after stage {stage}, epoch {epoch}; checkpoint written; "
-                                      f"continue with: nasreg resume {self.run_dir}")
-            ckpt = None
+    # -- stages -----------------------------------------------------------------------------------
 
-            step_times = st["step_times"]
-            result = StageResult(stage=stage, candidates=candidates, edges=p.space.edges(),
-                                 alphas=model.alpha_softmax(), grad_history=st["grad_history"],
-                                 alpha_history=st["alpha_history"], num_weights=model.num_weights(),
-                                 epoch_seconds=st["epoch_seconds"],
-                                 step_seconds=float(np.median(step_times)) if step_times else 0.0)
-            stage_infos = [*stage_infos[:stage], {
-                "stage": stage, "candidates": candidates, "num_weights": result.num_weights,
-                "num_candidate_ops": sum(len(c) for e in candidates.values() for c in e),
-                "warmup_epochs": warmup, "epochs": epochs,
-                "epoch_seconds": st["epoch_seconds"], "step_seconds": result.step_seconds}]
-            gradients = [*gradients[:stage], {"stage": stage, "candidates": candidates,
-                                              "grad_history": st["grad_history"],
-                                              "alpha_history": st["alpha_history"]}]
-            rd.write_json(self.run_dir / rd.STAGES_FILE, stage_infos)
-            rd.write_json(self.run_dir / rd.GRADIENTS_FILE, {"stat": spec.search.grad_stat, "stages": gradients})
-            self.reporter.stage_end(stage)
-            if main:
-                notify(p.plugins, "on_stage_end", self.reporter, run=run, stage=stage, result=result)
-            if stage + 1 < len(p.stages):
-                # Every rank asks its selector (it may keep state); rank 0's answer is used.
-                candidates = ddp.broadcast_object(p.selector.next_candidates(result, run))
-            previous = model
-            if ddp.agree(self.stop.requested) and stage + 1 < len(p.stages):
-                raise Interrupted(f"interrupted after stage {stage}; checkpoint written; "
-                                  f"continue with: nasreg resume {self.run_dir}")
+    def _run_stage(self, state: SearchState) -> None:
+        """Build the stage's supernet and strategy, train its remaining epochs, finish it."""
+        stage = self._build_stage(state)
+        self.reporter.stage_start(stage.index, stage.epochs, self.steps, stage.model.num_weights())
+        if self.p.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.p.device)
+        while state.epoch < stage.epochs:
+            self._run_epoch(state, stage)
+        self._finish_stage(state, stage)
 
-        assert result is not None
-        genotype: Genotype = ddp.broadcast_object(p.selector.derive(result, run))
+    def _build_stage(self, state: SearchState) -> _Stage:
+        """A fresh supernet over the stage's candidates (weights inherited when the selector asks),
+        the same on every rank, and a fresh strategy set up on it; a resume point restored."""
+        p, index = self.p, state.stage
+        warmup, epochs = p.stages[index]
+        model = p.space.build_supernet(state.candidates, ops=p.plugins.registries.operations,
+                                       in_channels=p.bundle.in_channels, num_classes=p.bundle.num_classes)
+        if state.previous is not None and getattr(p.selector, "inherit_weights", False):
+            inherit(model, state.previous)
+        model = model.to(p.device)
+        if ddp.current().enabled:  # one model on every rank: global-batch BatchNorm, rank 0's weights
+            ddp.sync_batch_norm_(model)
+            ddp.broadcast_module_(model)
+        strategy = build_strategy(self.spec)
+        strategy.setup(model, epochs=epochs, steps_per_epoch=self.steps)
+        stage = _Stage(index, warmup, epochs, model, strategy, _Recorder(model, self.spec.search.grad_stat))
+        if state.resume is not None:
+            self._restore(state, stage)
+        return stage
+
+    def _finish_stage(self, state: SearchState, stage: _Stage) -> None:
+        """Record the stage (stages.json, gradients.json, hooks), ask the selector for the next
+        stage's candidates and move the state to the next stage."""
+        state.resume = None
+        result = self._stage_result(state, stage)
+        self._record_stage(state, stage, result)
+        self.reporter.stage_end(stage.index)
+        if self.main:
+            notify(self.p.plugins, "on_stage_end", self.reporter, run=self.run_ctx, stage=stage.index, result=result)
+        more = stage.index + 1 < len(self.p.stages)
+        if more:
+            # Every rank asks its selector (it may keep state); rank 0's answer is used.
+            state.candidates = ddp.broadcast_object(self.p.selector.next_candidates(result, self.run_ctx))
+        state.result, state.previous = result, stage.model
+        if ddp.agree(self.stop.requested) and more:
+            raise Interrupted(f"interrupted after stage {stage.index}; checkpoint written; "
+                              f"continue with: nasreg resume {self.run_dir}")
+        state.stage, state.epoch, state.step = stage.index + 1, 0, 0
+        state.records, state.running = _StageState(), None
+
+    def _stage_result(self, state: SearchState, stage: _Stage) -> StageResult:
+        """What the selector gets from a finished stage."""
+        rec, step_times = state.records, state.records.step_times
+        return StageResult(stage=stage.index, candidates=state.candidates, edges=self.p.space.edges(),
+                           alphas=stage.model.alpha_softmax(), grad_history=rec.grad_history,
+                           alpha_history=rec.alpha_history, num_weights=stage.model.num_weights(),
+                           epoch_seconds=rec.epoch_seconds,
+                           step_seconds=float(np.median(step_times)) if step_times else 0.0)
+
+    def _record_stage(self, state: SearchState, stage: _Stage, result: StageResult) -> None:
+        """The stage's entries in ``stages.json`` and ``gradients.json`` (replacing a resumed one's)."""
+        i, cands, rec = stage.index, state.candidates, state.records
+        state.stage_infos = [*state.stage_infos[:i], {
+            "stage": i, "candidates": cands, "num_weights": result.num_weights,
+            "num_candidate_ops": sum(len(c) for e in cands.values() for c in e),
+            "warmup_epochs": stage.warmup, "epochs": stage.epochs,
+            "epoch_seconds": rec.epoch_seconds, "step_seconds": result.step_seconds}]
+        state.gradients = [*state.gradients[:i], {"stage": i, "candidates": cands, "grad_history": rec.grad_history,
+                                                  "alpha_history": rec.alpha_history}]
+        rd.write_json(self.run_dir / rd.STAGES_FILE, state.stage_infos)
+        rd.write_json(self.run_dir / rd.GRADIENTS_FILE, {"stat": self.spec.search.grad_stat, "stages": state.gradients})
+
+    # -- epochs and steps -------------------------------------------------------------------------
+
+    def _run_epoch(self, state: SearchState, stage: _Stage) -> None:
+        """Train one epoch from ``state.step`` on, then validate, log and checkpoint it."""
+        joint = state.epoch >= stage.warmup
+        loader_states = _loader_states(self.train_loader, self.val_loader)
+        t_epoch = time.perf_counter()
+        if state.running is None:
+            state.running = (0.0, 0, 0)
+        batches = self._batches(state)
+        stage.model.train()
+        for i, (train_batch, val_batch) in enumerate(batches, start=state.step):
+            self._step(state, stage, i, train_batch, val_batch, joint=joint, loader_states=loader_states)
+        state.step = 0
+        self._end_epoch(state, stage, joint=joint, t_epoch=t_epoch)
+
+    def _batches(self, state: SearchState) -> Iterator[tuple[Any, Any]]:
+        """The epoch's (train, val) batch pairs; resuming mid-epoch, the data order is replayed up
+        to the stop point and then the RNG restored to what it was there."""
+        batches = zip(self.train_loader, self.val_loader)
+        if state.step:
+            for _ in range(state.step):
+                next(batches)
+            checkpoint.restore_rng(state.resume.rng)  # type: ignore[union-attr]
+        return batches
+
+    def _step(self, state: SearchState, stage: _Stage, i: int, train_batch: Any, val_batch: Any, *,
+              joint: bool, loader_states: dict[str, torch.Tensor]) -> None:
+        """One strategy step on a batch pair; the global batch's figures; a stop at this step."""
+        t_step = time.perf_counter()
+        xt, yt = (t.to(self.p.device, non_blocking=True) for t in train_batch)
+        xv, yv = (t.to(self.p.device, non_blocking=True) for t in val_batch)
+        out = stage.strategy.step((xt, yt), (xv, yv), update_alpha=joint)
+        if joint:
+            stage.recorder.add()
+        n = int(out.get("train_count", yt.numel()))
+        # The global batch's figures, and a stop request every rank agrees on (torchrun).
+        loss_n, n_correct, n, stops = ddp.all_sum(
+            [float(out["train_loss"]) * n, int(out["train_correct"]), n, self.stop.requested])
+        loss, stop_now = loss_n / max(n, 1), stops > 0
+        if not _finite(loss):
+            raise self._diverged(f"loss is {loss} at stage {stage.index}, epoch {state.epoch}, step {i}", stage)
+        loss_sum, correct, count = state.running  # type: ignore[misc]
+        state.running = (loss_sum + loss_n, correct + int(n_correct), count + int(n))
+        state.records.step_times.append(time.perf_counter() - t_step)
+        self.reporter.step(i + 1, {**out, "train_loss": loss})
+        if stop_now and i + 1 < self.steps:
+            state.step = i + 1
+            self._save(state, stage, loader_states, state.running)
+            raise Interrupted(f"interrupted at stage {stage.index}, epoch {state.epoch}, step {i + 1}; "
+                              f"checkpoint written; continue with: nasreg resume {self.run_dir}")
+
+    def _end_epoch(self, state: SearchState, stage: _Stage, *, joint: bool, t_epoch: float) -> None:
+        """Validate, record, log and hand the epoch's metrics to the hooks; checkpoint when due;
+        stop here when asked."""
+        metrics = self._validate_epoch(state, stage, joint=joint, t_epoch=t_epoch)
+        state.last_metrics = metrics
+        rd.append_jsonl(self.metrics_path, metrics)
+        self.reporter.epoch_end(metrics)
+        epoch = state.epoch
+        if self.main:
+            notify(self.p.plugins, "on_epoch_end", self.reporter, run=self.run_ctx, stage=stage.index,
+                   epoch=epoch, metrics=metrics)
+        last_epoch = epoch + 1 == stage.epochs
+        stop_now = ddp.agree(self.stop.requested)
+        state.epoch, state.running = epoch + 1, None
+        if (epoch + 1) % self.spec.run.checkpoint_every == 0 or last_epoch or stop_now:
+            self._save(state, stage, _loader_states(self.train_loader, self.val_loader), None)
+        if stop_now and not last_epoch:
+            raise Interrupted(f"interrupted after stage {stage.index}, epoch {epoch}; checkpoint written; "
+                              f"continue with: nasreg resume {self.run_dir}")
+
+    def _validate_epoch(self, state: SearchState, stage: _Stage, *, joint: bool, t_epoch: float) -> dict[str, Any]:
+        """Close the epoch (schedules, validation, gradient and alpha histories); its metrics."""
+        lr = stage.strategy.current_lr()  # the rate this epoch trained at (end_epoch advances it)
+        stage.strategy.end_epoch()
+        val_loss, val_acc = evaluate(stage.model, self.val_loader, self.p.device,
+                                     self.spec.search.eval_batch_norm == "batch")
+        epoch_time = time.perf_counter() - t_epoch
+        state.records.epoch_seconds.append(epoch_time)
+        alphas = stage.model.alpha_softmax()
+        if joint:
+            grads = stage.recorder.epoch_value()
+            if grads is not None:
+                _append_history(state.records.grad_history, grads)
+            _append_history(state.records.alpha_history, alphas)
+        if not _finite(val_loss):
+            raise self._diverged(f"validation loss is {val_loss} after stage {stage.index}, epoch {state.epoch}", stage)
+        loss_sum, correct, count = state.running  # type: ignore[misc]
+        return {
+            "stage": stage.index, "epoch": state.epoch, "joint": joint,
+            "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
+            "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+            "epoch_seconds": epoch_time, "wall_seconds": time.perf_counter() - state.t_start,
+            "peak_memory_mb": peak_memory_mb(self.p.device), "alphas": alphas,
+        }
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def _finish(self, state: SearchState) -> dict[str, Any]:
+        """Derive and save the genotype; write the summary; the run-end hook."""
+        assert state.result is not None
+        genotype: Genotype = ddp.broadcast_object(self.p.selector.derive(state.result, self.run_ctx))
         genotype.save(self.run_dir / rd.GENOTYPE_FILE)
-        if not last_metrics:
+        last = state.last_metrics
+        if not last:
             done = rd.read_jsonl(self.metrics_path)
-            last_metrics = done[-1] if done else {}
+            last = done[-1] if done else {}
         summary = {
-            "name": spec.run.name, "run_dir": str(self.run_dir), "spec_hash": spec.digest(),
-            "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed,
-            "loader": self.loader_kind,
-            "final_val_acc": last_metrics.get("val_acc"), "final_val_loss": last_metrics.get("val_loss"),
-            "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
-            "stages": [{k: v for k, v in s.items() if k != "candidates"} for s in stage_infos],
+            **_summary_head(self.spec, self.p, self.run_dir), "loader": state.loader,
+            "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
+            "wall_seconds": time.perf_counter() - state.t_start, "peak_memory_mb": peak_memory_mb(self.p.device),
+            "stages": [{k: v for k, v in s.items() if k != "candidates"} for s in state.stage_infos],
             "genotype": genotype.to_dict(),
         }
         if ddp.current().enabled:
             summary["world_size"] = ddp.current().world_size
         rd.write_json(self.run_dir / rd.SUMMARY_FILE, summary)
-        if main:
-            notify(p.plugins, "on_run_end", self.reporter, run=run, genotype=genotype, summary=summary)
+        if self.main:
+            notify(self.p.plugins, "on_run_end", self.reporter, run=self.run_ctx, genotype=genotype, summary=summary)
         return summary
+
+    def _diverged(self, what: str, stage: _Stage) -> DivergenceError:
+        """The divergence error: what became non-finite, where the last good checkpoint is, and the
+        strategy's hint, if it has one."""
+        hint = stage.strategy.divergence_hint()
+        return DivergenceError(f"training diverged: {what}; {self._last_good()}" + (f"; {hint}" if hint else ""))
 
     def _last_good(self) -> str:
         if self.ckpt_path.exists():
             return f"the last good checkpoint {self.ckpt_path} is intact (nasreg resume {self.run_dir})"
         return f"no checkpoint had been written yet in {self.run_dir}"
 
-    def _save(self, stage, epoch, step, candidates, model, strategy, st, recorder, loader_states, accum,
-              stage_infos, gradients, t_start) -> None:
-        if not ddp.current().is_main:  # under torchrun only rank 0 writes the checkpoint
+    def _save(self, state: SearchState, stage: _Stage, loader_states: dict[str, torch.Tensor],
+              accum: tuple[float, int, int] | None) -> None:
+        """Checkpoint the state at its position (under torchrun only rank 0 writes)."""
+        if not self.main:
             return
+        rec = stage.recorder
         checkpoint.save(self.ckpt_path, {
-            "stage": stage, "epoch": epoch, "step": step, "candidates": candidates,
-            "model": model.state_dict(), "strategy": strategy.state_dict(), "stage_state": st,
-            "recorder": {"acc": recorder.acc.cpu() if recorder.acc is not None else None,
-                         "count": recorder.count},
-            "loader_states": loader_states, "accum": accum, "stage_infos": stage_infos,
-            "gradients": gradients, "elapsed": time.perf_counter() - t_start, "loader": self.loader_kind,
+            "stage": state.stage, "epoch": state.epoch, "step": state.step, "candidates": state.candidates,
+            "model": stage.model.state_dict(), "strategy": stage.strategy.state_dict(),
+            "stage_state": state.records.to_dict(),
+            "recorder": {"acc": rec.acc.cpu() if rec.acc is not None else None, "count": rec.count},
+            "loader_states": loader_states, "accum": accum, "stage_infos": state.stage_infos,
+            "gradients": state.gradients, "elapsed": time.perf_counter() - state.t_start, "loader": state.loader,
         })
