@@ -44,14 +44,21 @@ from .registry import Entry, Registry
 # plugin contracts (torch is imported by their methods only)
 from .data import DatasetBundle, MemoryView
 from .selector import Selector, StageResult
-from .space import Candidates, SearchSpace
+from .space import Candidates, OperationTable, SearchSpace, operation_names
 from .strategy import SamplingStrategy, SearchStrategy
+# the Python API (see nasreg.api) and the reporter protocol
+from .api import (SearchResult, TrainResult, build_network, describe_network, load_genotype, load_plugins,
+                  load_spec, resume, search, train, validate)
+from .progress import Reporter
 
 #: Names loaded on first access (their modules import torch): name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
     # plugin contracts
     "Supernet": (".supernet", "Supernet"),
     "MixedOp": (".supernet", "MixedOp"),
+    # errors raised while a run trains
+    "DivergenceError": (".search", "DivergenceError"),
+    "Interrupted": (".search", "Interrupted"),
     # SDK helpers
     "genotype_from_edges": (".genotype", "genotype_from_edges"),
     "component": (".params", "component"),
@@ -66,15 +73,17 @@ _LAZY: dict[str, tuple[str, str]] = {
     "SpecSnapshot": (".worker", "SpecSnapshot"),
     # cell-network building blocks (evaluation networks of cell spaces)
     **{name: (".cellnet", name) for name in (
-        "AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "OperationTable", "ReLUConvBN",
+        "AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "ReLUConvBN",
         "batch_norm_scaled", "build_op", "cell_inputs", "check_cell", "check_cell_ops", "default_reductions",
-        "drop_path", "operation_names")},
+        "drop_path")},
 }
 
 __all__ = [
-    "__version__", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
+    "__version__",
+    "load_spec", "validate", "search", "resume", "train", "build_network", "describe_network",
+    "load_genotype", "load_plugins", "SearchResult", "TrainResult", "Reporter", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
     "Genotype", "CellGenotype", "GenotypeEdge",
-    "SearchSpace", "Candidates", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
+    "SearchSpace", "Candidates", "OperationTable", "operation_names", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
     "DatasetBundle", "MemoryView",
     "NasregError", "SpecError", "RegistryError", "PluginError", "GenotypeError", "RunDirError", "DataError",
     *_LAZY,
@@ -96,9 +105,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .cellnet import (AuxiliaryHead, CellBase, CellNetwork, FactorizedReduce, OperationTable, ReLUConvBN,
+    from .cellnet import (AuxiliaryHead, CellBase, CellNetwork, FactorizedReduce, ReLUConvBN,
                           batch_norm_scaled, build_op, cell_inputs, check_cell, check_cell_ops,
-                          default_reductions, drop_path, operation_names)
+                          default_reductions, drop_path)
     from .data import split_train_val
     from .evaluate import TrainRun
     from .genotype import genotype_from_edges
