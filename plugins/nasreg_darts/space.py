@@ -375,6 +375,11 @@ class DartsCellSpace(nasreg.SearchSpace):
         return (f"DartsCellSpace(nodes={self.nodes}, cells={self.cells}, channels={self.channels}, "
                 f"reductions={self.reductions}, ops={len(self.operations)}{pc}{en})")
 
+    def memory_knobs(self) -> list[str]:
+        """Spec settings that shrink a search step's memory (the pre-flight names them when it does
+        not fit): partial channels (PC-DARTS), unless already at 1/4 or less."""
+        return ["[search_space] partial_channels = 4"] if self.partial_channels < 4 else []
+
 
 def darts_cell(
     operations: list[Annotated[str, Ref("operations")]],
