@@ -1,7 +1,9 @@
 """The evaluation network of the ``darts-cell`` space: the discrete network a genotype describes.
 
 This is DARTS's CIFAR evaluation network (``NetworkCIFAR`` in the paper's code), built from a
-:class:`nasreg.Genotype` and the operation registry:
+:class:`nasreg.Genotype` and the operation registry on nasreg's cell-network blocks
+(:class:`nasreg.CellNetwork`, :class:`nasreg.CellBase`; ``AuxiliaryHead`` and ``drop_path`` are
+re-exported from there):
 
 * a stem: 3x3 conv to ``stem_multiplier * channels`` channels, BatchNorm;
 * ``cells`` cells; the ones at ``cells // 3`` and ``2 * cells // 3`` are reduction cells (stride 2

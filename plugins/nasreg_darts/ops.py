@@ -16,6 +16,10 @@ Choices worth knowing:
 * **skip_connect at stride 2** is a :class:`FactorizedReduce` (two 1x1 stride-2 convs, the second
   one offset by one pixel, concatenated, then BN). On odd sizes the offset input is zero-padded at
   the bottom/right so both halves have ceil(H/2) rows; on even sizes this is exactly DARTS.
+* **The cell blocks are nasreg's**: :class:`FactorizedReduce`, :class:`ReLUConvBN` (the cell
+  preprocessing) and :func:`batch_norm_scaled` come from :mod:`nasreg` (``nasreg.cellnet``) and
+  are re-exported here; the ops are declared in :data:`OPERATIONS`, a
+  :class:`nasreg.OperationTable`.
 * **none** returns fresh zeros of the output shape (no compute on the input). The core's
   :class:`nasreg.MixedOp` never builds it at all (it is declared ``is_zero``).
 * **Two NASNet ops** are registered besides the eight DARTS ops, ``sep_conv_7x7`` and

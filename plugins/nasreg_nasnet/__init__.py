@@ -16,7 +16,8 @@ plugin): they list their discrete decisions (``decisions()``) and turn one choic
 into a genotype (``genotype_from_choices()``), see :mod:`nasreg_nasnet.decisions`. Neither has a
 supernet. Their genotypes train with ``nasreg train`` like DARTS's.
 
-The plugin needs the ``darts`` plugin (the reused ops, the cell preprocessing blocks).
+The plugin needs the ``darts`` plugin's ops (reused by name, through the registry); it imports
+only :mod:`nasreg`: its network is built from nasreg's cell-network blocks (``nasreg.CellNetwork``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@
 * global average pooling and a linear classifier.
 
 Ops are built as ``factory(C, stride, True, **eval_kwargs)``, like DARTS's evaluation network, so
-any registered op works. Drop path (probability :attr:`NasnetNetwork.drop_path_prob`, set by the
+any registered op works; the network is a :class:`nasreg.CellNetwork` of :class:`nasreg.CellBase`
+cells, like DARTS's. Drop path (probability :attr:`NasnetNetwork.drop_path_prob`, set by the
 training loop) zeroes op outputs per sample, never those of an ``nn.Identity``.
 """
 
