@@ -134,13 +134,15 @@ def _with_plugins(espec: Any, plugins: "Plugins") -> Any:
     return espec
 
 
-def load_plugins(plugins: PluginRefs = ()) -> "Plugins":
-    """The installed plugins plus ``plugins``, registries filled (``.registries``, ``.infos``);
-    an entry-point plugin that fails to load is recorded in ``.infos``, one asked for here raises."""
+def load_plugins(plugins: PluginRefs = (), *, strict: bool = True) -> "Plugins":
+    """The installed plugins plus ``plugins``, registries filled (``.registries``; ``.infos``:
+    per plugin its version, source, what it registered and its load error, if any). An
+    entry-point plugin that fails to load is only recorded; one asked for here raises
+    :class:`~nasreg.errors.PluginError`, unless not ``strict`` (``nasreg list-plugins``)."""
     from .plugins import load_plugins as _load
 
     refs, objects = _split_plugins(plugins)
-    return _load(refs, base_dir=Path.cwd(), objects=objects)
+    return _load(refs, base_dir=Path.cwd(), objects=objects, strict=strict)
 
 
 def load_genotype(path: str | Path, *, plugins: PluginRefs = ()) -> Genotype:

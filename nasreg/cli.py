@@ -167,13 +167,9 @@ def validate(spec_paths: tuple[Path, ...], overrides: tuple[str, ...], extra_plu
 @handle_errors
 def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
     """List plugins, what each registered, and any load errors."""
-    from .plugins import Plugins
+    from .api import load_plugins
 
-    plugins = Plugins()
-    plugins.load_entry_points()
-    for ref in extra_plugins:
-        plugins.load_module(ref)
-    plugins.fill_registries()
+    plugins = load_plugins(extra_plugins, strict=False)
     infos = list(plugins.infos.values())
     if as_json:
         click.echo(json.dumps({"plugins": [i.to_dict() for i in infos],

@@ -269,11 +269,12 @@ def _stager(kind: str, staged: list[tuple[str, tuple, dict]]):
 
 def load_plugins(extra: Sequence[str] = (), *, base_dir: Path | None = None,
                  entry_points: Iterable[md.EntryPoint] | None = None,
-                 objects: Sequence[tuple[str, Any]] = ()) -> Plugins:
+                 objects: Sequence[tuple[str, Any]] = (), strict: bool = True) -> Plugins:
     """Load entry-point plugins, then ``extra`` module/file plugins and ``objects``; fill registries.
 
     Plugins named in ``extra`` were asked for explicitly, so one that fails raises
-    :class:`~nasreg.errors.PluginError`; an entry-point plugin that fails is only recorded.
+    :class:`~nasreg.errors.PluginError` (unless not ``strict``: then, like an entry-point plugin
+    that fails, it is only recorded in ``infos``).
     """
     plugins = Plugins()
     plugins.load_entry_points(entry_points)
@@ -283,5 +284,6 @@ def load_plugins(extra: Sequence[str] = (), *, base_dir: Path | None = None,
     for name, obj in objects:
         plugins.add(obj, name, "object")
     plugins.fill_registries()
-    plugins.require_ok(asked)
+    if strict:
+        plugins.require_ok(asked)
     return plugins
