@@ -50,6 +50,7 @@ from .strategy import SamplingStrategy, SearchStrategy
 from .api import (SearchResult, TrainResult, build_network, describe_network, load_genotype, load_plugins,
                   load_spec, resume, search, train, validate)
 from .progress import Reporter
+from .run import RunContext
 
 #: Names loaded on first access (their modules import torch): name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
@@ -81,7 +82,7 @@ _LAZY: dict[str, tuple[str, str]] = {
 __all__ = [
     "__version__",
     "load_spec", "validate", "search", "resume", "train", "build_network", "describe_network",
-    "load_genotype", "load_plugins", "SearchResult", "TrainResult", "Reporter", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
+    "load_genotype", "load_plugins", "SearchResult", "TrainResult", "Reporter", "RunContext", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
     "Genotype", "CellGenotype", "GenotypeEdge",
     "SearchSpace", "Candidates", "OperationTable", "operation_names", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
     "DatasetBundle", "MemoryView",
