@@ -56,10 +56,10 @@ from .params import Component
 from .plugins import Plugins
 from .progress import QuietReporter
 from .rundir import CURVES_FILE, EVAL_DIR, METRICS_FILE, RESULTS_FILE, SPEC_FILE, RunDir
-from .search import configure_determinism, notify, peak_memory_mb, pick_device, seed_everything
+from .search import DivergenceError, configure_determinism, notify, peak_memory_mb, pick_device, seed_everything
 from .spec import EvaluateSection, RunSection
 from .supernet import SearchSpace
-from .trainer import DivergenceError, EpochStats, Trainer, TrainRecipe, cutout, drop_path_schedule, score
+from .trainer import EpochStats, Trainer, TrainRecipe, cutout, drop_path_schedule, score
 
 __all__ = ["CURVES_FILE", "DivergenceError", "EVAL_DIR", "EvalSpec", "PreparedEval", "RESULTS_FILE", "TrainRun",
            "cutout", "describe_network", "drop_path_schedule", "eval_recipe", "from_search_spec", "is_eval_spec",

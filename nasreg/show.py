@@ -9,7 +9,6 @@ the final figures. A missing or unreadable directory, or one that holds no run, 
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,45 +17,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import rundir as rd
 from .errors import GenotypeError, RunDirError
 from .genotype import Genotype
+from .rundir import (EVAL_DIR, GENOTYPE_FILE, GRADIENTS_FILE, METRICS_FILE, RESULTS_FILE, SPEC_FILE, STAGES_FILE,
+                     SUMMARY_FILE, RunDir)
 
-RESULTS_FILE = "results.json"
-EVAL_DIR = "eval"
 #: Files any of which makes a folder a run directory.
-RUN_FILES = (rd.SPEC_FILE, rd.GENOTYPE_FILE, rd.METRICS_FILE, rd.SUMMARY_FILE, RESULTS_FILE)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
+RUN_FILES = (SPEC_FILE, GENOTYPE_FILE, METRICS_FILE, SUMMARY_FILE, RESULTS_FILE)
 
 
 def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The records of ``metrics.jsonl`` and how many lines were unreadable (a crash mid-line)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    records, bad = [], 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(value, dict):
-            records.append(value)
-        else:
-            bad += 1
-    return records, bad
+    records, damaged, _lines = RunDir(path.parent).scan_jsonl(path.name)
+    return records, len(damaged)
 
 
 #: Metrics ``show`` leaves out of its table (still in metrics.jsonl), and short column headers.
@@ -108,9 +81,9 @@ def check_run_dir(path: Path) -> str:
         raise RunDirError(f"{path}: not a nasreg run directory (none of {', '.join(RUN_FILES)})")
     if RESULTS_FILE in names:
         return "train"
-    if names & {rd.SUMMARY_FILE, rd.STAGES_FILE, rd.GRADIENTS_FILE}:
+    if names & {SUMMARY_FILE, STAGES_FILE, GRADIENTS_FILE}:
         return "search"
-    spec = path / rd.SPEC_FILE
+    spec = path / SPEC_FILE
     if spec.is_file():
         try:
             raw = tomllib.loads(spec.read_text(encoding="utf-8"))
@@ -121,27 +94,26 @@ def check_run_dir(path: Path) -> str:
 
 
 def show_run(path: Path, console: Console, last: int = 5) -> None:
-    path = Path(path)
-    kind = check_run_dir(path)
-    state = {"search": (rd.SUMMARY_FILE, "finished"), "train": (RESULTS_FILE, "finished")}
-    done_file = state.get(kind, (None, ""))[0]
-    status = "finished" if done_file and (path / done_file).is_file() else "unfinished (or in progress)"
-    console.print(f"[bold]{kind} run[/] {escape(str(path))}: {status}", highlight=False)
-    _show_spec(path / rd.SPEC_FILE, console)
-    _show_genotype(path / rd.GENOTYPE_FILE, console)
-    if kind == "search" and (path / rd.STAGES_FILE).is_file():
-        _show_stages(path / rd.STAGES_FILE, console)
-    _show_metrics(path / rd.METRICS_FILE, console, last)
-    if (path / rd.SUMMARY_FILE).is_file():
-        _show_figures(_read_json(path / rd.SUMMARY_FILE), "summary", console)
-    if (path / RESULTS_FILE).is_file():
-        _show_figures(_read_json(path / RESULTS_FILE), "results", console)
-    evaluation = path / EVAL_DIR
-    if kind == "search" and evaluation.is_dir():
-        console.rule("evaluation (eval/)")
-        _show_metrics(evaluation / rd.METRICS_FILE, console, last)
-        if (evaluation / RESULTS_FILE).is_file():
-            _show_figures(_read_json(evaluation / RESULTS_FILE), "results", console)
+    run = RunDir(path)
+    kind = check_run_dir(run.path)
+    done_file = {"search": run.summary, "train": run.results}.get(kind)
+    status = "finished" if done_file is not None and done_file.is_file() else "unfinished (or in progress)"
+    console.print(f"[bold]{kind} run[/] {escape(str(run.path))}: {status}", highlight=False)
+    _show_spec(run.spec, console)
+    _show_genotype(run, console)
+    if kind == "search" and run.stages.is_file():
+        _show_stages(run, console)
+    _show_metrics(run.metrics, console, last)
+    if run.summary.is_file():
+        _show_figures(run.read_json(SUMMARY_FILE), "summary", console)
+    if run.results.is_file():
+        _show_figures(run.read_json(RESULTS_FILE), "results", console)
+    evaluation = run.eval
+    if kind == "search" and evaluation.path.is_dir():
+        console.rule(f"evaluation ({EVAL_DIR}/)")
+        _show_metrics(evaluation.metrics, console, last)
+        if evaluation.results.is_file():
+            _show_figures(evaluation.read_json(RESULTS_FILE), "results", console)
         else:
             console.print("[dim]no results.json yet: the evaluation did not finish[/]")
 
@@ -172,18 +144,18 @@ def _show_spec(path: Path, console: Console) -> None:
     console.print(table)
 
 
-def _show_genotype(path: Path, console: Console) -> None:
-    if not path.is_file():
+def _show_genotype(run: RunDir, console: Console) -> None:
+    if not run.genotype.is_file():
         return
     try:
-        genotype = Genotype.from_dict(_read_json(path), source=str(path))
+        genotype = Genotype.from_dict(run.read_json(GENOTYPE_FILE, expect=None), source=str(run.genotype))
     except GenotypeError as exc:
         raise RunDirError(str(exc)) from None
     console.print(f"[bold]genotype[/] ({escape(genotype.space)})\n" + escape(genotype.describe()), highlight=False)
 
 
-def _show_stages(path: Path, console: Console) -> None:
-    stages = _read_json(path)
+def _show_stages(run: RunDir, console: Console) -> None:
+    stages = run.read_json(STAGES_FILE, expect=None)
     if not isinstance(stages, list):
         return
     table = Table(title="stages", title_justify="left")
@@ -224,8 +196,6 @@ def _show_metrics(path: Path, console: Console, last: int) -> None:
 
 
 def _show_figures(data: Any, title: str, console: Console) -> None:
-    if not isinstance(data, dict):
-        raise RunDirError(f"{title}: expected a JSON object")
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="cyan")
     table.add_column("value")

@@ -36,14 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import NasregError
-
-__all__ = ["DivergenceError", "EpochStats", "TrainCallback", "TrainRecipe", "TrainResult", "Trainer",
+__all__ = ["EpochStats", "TrainCallback", "TrainRecipe", "FitResult", "Trainer",
            "cutout", "drop_path_schedule", "score"]
-
-
-class DivergenceError(NasregError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ class TrainRecipe:
     (0: none); ``amp``: bfloat16 autocast; ``batch_norm``: how the test pass normalizes
     (``"running"``: plain eval mode; ``"batch"``: each batch's own statistics, running averages
     untouched, which suits networks trained for a few steps); ``test``: after every epoch, once
-    at the ``"end"``, or ``"never"``; ``on_divergence``: ``"raise"`` a :class:`DivergenceError`
+    at the ``"end"``, or ``"never"``; ``on_divergence``: ``"raise"`` a :class:`nasreg.DivergenceError`
     (with ``divergence_hint`` appended) or ``"stop"`` training and report ``diverged``.
     """
 
@@ -95,7 +89,7 @@ class EpochStats:
 
 
 @dataclass
-class TrainResult:
+class FitResult:
     """What :meth:`Trainer.fit` returns. ``train_loss``/``train_acc`` are the last epoch's (up to
     the diverging step, if any; None when it trained no batch); ``test_loss``/``test_acc`` the
     last test pass's (None if there was none)."""
@@ -117,7 +111,7 @@ class TrainCallback:
     def on_epoch_end(self, trainer: "Trainer", stats: EpochStats) -> None:
         """After every epoch (test pass included) that did not diverge."""
 
-    def on_train_end(self, trainer: "Trainer", result: TrainResult) -> None:
+    def on_train_end(self, trainer: "Trainer", result: FitResult) -> None:
         """After the last epoch, or the diverging step with ``on_divergence = "stop"``."""
 
 
@@ -152,12 +146,12 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
 
-    def fit(self, train_loader: Any, test_loader: Any = None) -> TrainResult:
+    def fit(self, train_loader: Any, test_loader: Any = None) -> FitResult:
         """Train for ``recipe.epochs`` epochs on ``train_loader``, test on ``test_loader``."""
         r = self.recipe
         self._make_optimizer(len(train_loader))
         self._call("on_train_start", len(train_loader))
-        result, tally = TrainResult(), _Tally()
+        result, tally = FitResult(), _Tally()
         self.model.train()
         for epoch in range(r.epochs):
             try:
@@ -238,6 +232,8 @@ class Trainer:
         return logits, loss
 
     def _diverged(self, value: float, epoch: int, step: int, tally: _Tally) -> None:
+        from .search import DivergenceError  # nasreg.DivergenceError (imported here: search imports much)
+
         if self.recipe.on_divergence == "stop":
             raise _Diverged(tally)
         raise DivergenceError(f"training diverged: loss is {value} at epoch {epoch}, step {step}"

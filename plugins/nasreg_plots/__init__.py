@@ -15,13 +15,12 @@ warning line on stderr. :func:`guarded` and :func:`new_figure` serve other plugi
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any, Callable
 
-from nasreg import hookimpl
+from nasreg import RunDir, RunDirError, hookimpl
 
 __all__ = ["on_run_end", "plot_alphas", "plot_cell", "new_figure", "guarded", "warn"]
 
@@ -80,7 +79,8 @@ def on_run_end(run, genotype):
     except Exception as exc:  # noqa: BLE001
         warn(f"plots: no run directory to write figures into: {exc}")
         return
-    guarded("alphas.png", plot_alphas, run_dir / "metrics.jsonl", run_dir / "stages.json", run_dir / "alphas.png")
+    files = RunDir(run_dir)
+    guarded("alphas.png", plot_alphas, files.metrics, files.stages, files / "alphas.png")
     cells = getattr(genotype, "cells", None) or {}
     for cell_type, cell in cells.items():
         name = f"cell_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(cell_type))}.png"
@@ -92,23 +92,22 @@ def on_run_end(run, genotype):
 def _read_epochs(metrics: Path) -> list[dict[str, Any]]:
     """Epoch records with alphas, in (stage, epoch) order; a repeated epoch (a resumed run) keeps
     its last record, and unreadable lines (a run killed mid-write) are skipped."""
+    metrics = Path(metrics)
+    if not metrics.is_file():
+        raise RunDirError(f"{metrics}: no such file")
     by_epoch: dict[tuple[int, int], dict[str, Any]] = {}
-    with open(metrics, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if (isinstance(rec, dict) and isinstance(rec.get("alphas"), dict)
-                    and isinstance(rec.get("stage"), int) and isinstance(rec.get("epoch"), int)):
-                by_epoch[(rec["stage"], rec["epoch"])] = rec
+    for rec in RunDir(metrics.parent).read_jsonl(metrics.name, skip_damaged=True):
+        if (isinstance(rec.get("alphas"), dict)
+                and isinstance(rec.get("stage"), int) and isinstance(rec.get("epoch"), int)):
+            by_epoch[(rec["stage"], rec["epoch"])] = rec
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 
 def _stage_candidates(stages: Path) -> dict[int, dict[str, list[list[str]]]]:
+    stages = Path(stages)
     if not stages.is_file():
         return {}
-    data = json.loads(stages.read_text(encoding="utf-8"))
+    data = RunDir(stages.parent).read_json(stages.name, expect=list)
     return {s["stage"]: s["candidates"] for s in data
             if isinstance(s, dict) and isinstance(s.get("stage"), int) and isinstance(s.get("candidates"), dict)}
 

@@ -1,8 +1,9 @@
 """Training children: each sampled architecture is an independent trial, in-process or in a pool.
 
-A child is trained from scratch for ``child_epochs`` epochs (SGD with momentum, cosine-annealed
-learning rate, gradient clipping) on the search's train half and scored on its validation half:
-the split of :func:`nasreg.data.split_train_val` with ``[data] train_portion``, ``limit`` and the
+A child is trained from scratch by the core's training engine (:class:`nasreg.Trainer`, with
+:func:`child_recipe`) for ``child_epochs`` epochs (SGD with momentum, a learning rate annealed
+by a cosine every step, gradient clipping) on the search's train half and scored on its validation half:
+the split of :func:`nasreg.split_train_val` with ``[data] train_portion``, ``limit`` and the
 run's seed, the same for every child. Its reward is the validation accuracy (BatchNorm statistics
 as ``[search] eval_batch_norm`` says: ``batch`` normalizes with each batch's statistics, which
 suits children trained for a few steps; ``running`` is plain eval mode). A child whose loss
@@ -14,8 +15,8 @@ depend on where it runs or on what ran before it.
 With ``workers = 1`` children are trained in the search's process, one after the other. With
 ``workers > 1`` they are trained in a pool of ``workers`` processes started with ``spawn``
 (:mod:`torch.multiprocessing`); each worker rebuilds the plugins, the spec, the dataset and the
-space from the spec (``[run] plugins`` and the modules or files given with ``--plugin``: a plugin
-handed to :func:`nasreg.plugins.load_plugins` as an object cannot be rebuilt there) and uses
+space from a :class:`nasreg.SpecSnapshot` of the spec (``[run] plugins`` and the modules or files
+given with ``--plugin``: a plugin handed to the loader as an object cannot be rebuilt there) and uses
 ``child_threads`` threads (0: the CPU count divided by the workers). On CUDA, child k runs on GPU
 ``k mod (number of GPUs)``.
 
@@ -37,16 +38,17 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["ChildConfig", "ChildContext", "ChildTask", "ChildTrainer", "child_seed", "train_child"]
+import nasreg
+
+__all__ = ["ChildConfig", "ChildContext", "ChildTask", "ChildTrainer", "child_recipe", "child_seed",
+           "train_child"]
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,7 @@ def child_seed(run_seed: int, index: int) -> int:
 
 
 def context_from(spec: Any, space: Any, ops: Any, bundle: Any) -> ChildContext:
-    from nasreg.data import split_train_val
-
-    train, val = split_train_val(bundle, spec.data.train_portion, spec.run.seed, spec.data.limit)
+    train, val = nasreg.split_train_val(bundle, spec.data.train_portion, spec.run.seed, spec.data.limit)
     return ChildContext(space=space, ops=ops, train=train, val=val, in_channels=int(bundle.in_channels),
                         num_classes=int(bundle.num_classes))
 
@@ -102,63 +102,46 @@ def _finite(x: float) -> bool:
     return math.isfinite(x)
 
 
-def train_child(task: ChildTask, ctx: ChildContext, cfg: ChildConfig) -> dict[str, Any]:
-    """Train one child from scratch and score it; returns reward, losses, parameters, seconds."""
-    from nasreg.genotype import Genotype
-    from nasreg.search import evaluate, seed_everything
+def child_recipe(cfg: ChildConfig) -> Any:
+    """The training engine's recipe of a child: SGD with momentum, a cosine from ``lr`` to 0
+    stepped every step, gradient clipping, no augmentation, auxiliary logits ignored, one
+    validation pass at the end (BatchNorm as ``eval_batch_norm`` says), and a diverging loss
+    stops the child instead of the search."""
+    return nasreg.TrainRecipe(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                              grad_clip=cfg.grad_clip, schedule="step", batch_norm=cfg.eval_batch_norm,
+                              test="end", on_divergence="stop")
 
-    t0 = time.perf_counter()
-    seed_everything(task.seed)
-    device = torch.device(task.device)
-    genotype = Genotype.from_dict(task.genotype, source=f"child {task.index}")
-    model: nn.Module = ctx.space.build_network(genotype, ops=ctx.ops, in_channels=ctx.in_channels,
-                                               num_classes=ctx.num_classes)
-    params = sum(p.numel() for p in model.parameters())
-    model = model.to(device)
+
+def _loaders(task: ChildTask, ctx: ChildContext, cfg: ChildConfig) -> tuple[DataLoader, DataLoader]:
     n = len(ctx.train)
     train_loader = DataLoader(ctx.train, batch_size=cfg.batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(task.seed),
                               # a last batch of one image breaks BatchNorm on 1x1 maps: drop it
                               drop_last=n > cfg.batch_size and n % cfg.batch_size == 1)
     val_loader = DataLoader(ctx.val, batch_size=max(cfg.batch_size, 256), shuffle=False)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    steps = max(1, cfg.epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    loss_sum, correct, count, diverged = 0.0, 0, 0, False
-    model.train()
-    for _epoch in range(cfg.epochs):
-        loss_sum, correct, count = 0.0, 0, 0
-        for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = model(x)
-            logits = out[0] if isinstance(out, tuple) else out
-            loss = F.cross_entropy(logits, y)
-            value = float(loss.detach())
-            if not _finite(value):
-                diverged = True
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += value * y.numel()
-            correct += int((logits.argmax(1) == y).sum())
-            count += y.numel()
-        if diverged:
-            break
-    if diverged:
-        val_loss, val_acc = float("nan"), 0.0
-    else:
-        val_loss, val_acc = evaluate(model, val_loader, device, cfg.eval_batch_norm == "batch")
-        if not _finite(val_loss):
-            diverged, val_acc = True, 0.0
+    return train_loader, val_loader
+
+
+def train_child(task: ChildTask, ctx: ChildContext, cfg: ChildConfig) -> dict[str, Any]:
+    """Train one child from scratch and score it; returns reward, losses, parameters, seconds."""
+    t0 = time.perf_counter()
+    nasreg.seed_everything(task.seed)
+    device = torch.device(task.device)
+    genotype = nasreg.Genotype.from_dict(task.genotype, source=f"child {task.index}")
+    model: nn.Module = ctx.space.build_network(genotype, ops=ctx.ops, in_channels=ctx.in_channels,
+                                               num_classes=ctx.num_classes)
+    params = sum(p.numel() for p in model.parameters())
+    model = model.to(device)
+    train_loader, val_loader = _loaders(task, ctx, cfg)
+    fit = nasreg.Trainer(model, child_recipe(cfg), device).fit(train_loader, val_loader)
+    diverged = fit.diverged
+    val_loss, val_acc = (float("nan"), 0.0) if diverged else (fit.test_loss, fit.test_acc)
+    if not _finite(val_loss):
+        diverged, val_acc = True, 0.0
     return {
         "reward": float(val_acc), "val_acc": float(val_acc),
         "val_loss": float(val_loss) if _finite(val_loss) else None,
-        "train_loss": loss_sum / count if count else None, "train_acc": correct / count if count else None,
+        "train_loss": fit.train_loss, "train_acc": fit.train_acc,
         "params": int(params), "seconds": time.perf_counter() - t0, "diverged": diverged,
     }
 
@@ -171,29 +154,15 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(payload: dict[str, Any]) -> None:
     """Pool initializer: rebuild plugins, spec, dataset, space and split once per worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    from nasreg.plugins import load_plugins
-    from nasreg.spec import validate
-
     threads = payload["cfg"].threads or max(1, (os.cpu_count() or 1) // payload["workers"])
     torch.set_num_threads(threads)
-    plugins = load_plugins(payload["plugin_refs"], base_dir=Path(payload["base_dir"]))
-    spec = validate(payload["raw"], Path(payload["path"]), plugins.registries)
+    spec, plugins = payload["spec"].rebuild()
     ctx = context_from(spec, spec.search_space.build(), plugins.registries.operations, spec.dataset.build())
     _WORKER.update(ctx=ctx, cfg=payload["cfg"])
 
 
 def _run_task(task: ChildTask) -> dict[str, Any]:
     return train_child(task, _WORKER["ctx"], _WORKER["cfg"])
-
-
-def _plugin_refs(plugins: Any) -> list[str]:
-    """The module and file plugins of a loaded plugin set (entry points load by themselves)."""
-    refs = []
-    for info in plugins.infos.values():
-        kind, _, ref = info.source.partition(" ")
-        if kind in ("module", "file") and ref and info.ok:
-            refs.append(ref)
-    return refs
 
 
 class ChildTrainer:
@@ -209,10 +178,8 @@ class ChildTrainer:
         if self.workers > 1:
             import torch.multiprocessing as mp
 
-            spec = self.run.spec
-            payload = {"raw": spec.raw, "path": str(Path(spec.path).resolve()),
-                       "base_dir": str(Path(spec.path).resolve().parent),
-                       "plugin_refs": _plugin_refs(self.run.plugins), "cfg": self.cfg, "workers": self.workers}
+            payload = {"spec": nasreg.SpecSnapshot.of(self.run.spec, self.run.plugins), "cfg": self.cfg,
+                       "workers": self.workers}
             self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_init_worker, initargs=(payload,))
         return self
 

@@ -35,14 +35,12 @@ samples the same children and gets the same rewards) and goes on from the first 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Sequence
 
 import nasreg
 from nasreg import Range, SpecError
-from nasreg import rundir as rd
 
 if TYPE_CHECKING:  # pragma: no cover - the children and the controller (torch) load when a search runs
     from .children import ChildConfig
@@ -133,7 +131,7 @@ class ChildSearch(nasreg.SamplingStrategy):
         space = run.space
         decisions = space_decisions(space, run.spec.search_space.name, str(run.spec.path))
         self.start(run, decisions)
-        journal = _Journal(run.run_dir / CHILDREN_FILE)
+        journal = _Journal(nasreg.RunDir(run.run_dir), CHILDREN_FILE)
         m = self.children_per_update
         children: list[dict[str, Any]] = []
         rounds: list[dict[str, Any]] = []
@@ -202,7 +200,7 @@ class ChildSearch(nasreg.SamplingStrategy):
         }
 
     def _write_rewards(self, run: Any, children: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> None:
-        rd.write_json(run.run_dir / REWARDS_FILE, {
+        nasreg.RunDir(run.run_dir).write_json(REWARDS_FILE, {
             "strategy": self.strategy_name, "children_per_update": self.children_per_update,
             "children": [{"index": c["index"], "update": c["update"], "reward": c["reward"]} for c in children],
             "updates": rounds,
@@ -210,19 +208,18 @@ class ChildSearch(nasreg.SamplingStrategy):
 
 
 class _Journal:
-    """``children.jsonl``: appended one child at a time; on a resumed run, what it already holds."""
+    """``children.jsonl``: appended one child at a time; on a resumed run, what it already holds.
 
-    def __init__(self, path: Any):
-        self.path = path
-        self.done: dict[int, dict[str, Any]] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by a kill
-                if isinstance(rec, dict) and isinstance(rec.get("index"), int):
-                    self.done[rec["index"]] = rec
+    A last line cut by a kill is dropped (and the file rewritten without it, so the next append
+    starts a line of its own); damage anywhere else is a one-line error naming the file and line."""
+
+    def __init__(self, files: Any, name: str):
+        self.files, self.name = files, name
+        records = files.read_jsonl(name)
+        if files.exists(name) and not files.file(name).read_bytes().endswith(b"\n"):
+            files.write_jsonl(name, records)
+        self.done: dict[int, dict[str, Any]] = {
+            rec["index"]: rec for rec in records if isinstance(rec.get("index"), int)}
 
     def get(self, index: int, choices: list[int], seed: int) -> dict[str, Any] | None:
         rec = self.done.get(index)
@@ -231,7 +228,7 @@ class _Journal:
         return None
 
     def append(self, record: dict[str, Any]) -> None:
-        rd.append_jsonl(self.path, record)
+        self.files.append_jsonl(self.name, record)
         self.done[record["index"]] = record
 
 
@@ -313,7 +310,8 @@ class ReinforceStrategy(ChildSearch):
         import torch
 
         choices, probs = self.controller.greedy()
-        rd.write_json(run.run_dir / CONTROLLER_FILE, {
+        files = nasreg.RunDir(run.run_dir)
+        files.write_json(CONTROLLER_FILE, {
             "strategy": self.strategy_name, "hidden_size": self.hidden_size, "controller_lr": self.controller_lr,
             "baseline_decay": self.baseline_decay, "entropy_weight": self.entropy_weight,
             "decisions": [{"name": n, "choices": k} for n, k in self.decisions],
@@ -324,7 +322,7 @@ class ReinforceStrategy(ChildSearch):
         })
         buf = io.BytesIO()
         torch.save(self.controller.state_dict(), buf)
-        rd.atomic_write_bytes(run.run_dir / CONTROLLER_WEIGHTS, buf.getvalue())
+        files.write_bytes(CONTROLLER_WEIGHTS, buf.getvalue())
 
 
 class RandomStrategy(ChildSearch):
