@@ -255,8 +255,9 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
                         "(it samples and trains child networks itself); run it in one process")
     _ctx, device = ddp.init_from_env(device, f"{spec.path}: [run] device")
     if strategy.trains_supernet and selector is None:
+        choices = ", ".join(repr(name) for name in sorted({e.name for e in plugins.registries.selectors}))
         raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "
-                        f"{spec.strategy.name!r} derives the genotype through a selector, e.g. 'argmax')")
+                        f"{spec.strategy.name!r} derives the genotype through a selector: {choices})")
     stages = check_stages(spec, selector)
     bundle: DatasetBundle = spec.dataset.build()
     if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
