@@ -57,6 +57,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     # plugin contracts
     "Supernet": (".supernet", "Supernet"),
     "MixedOp": (".supernet", "MixedOp"),
+    "Strategy": (".strategy", "Strategy"),    # the base both strategy kinds share
+    "SearchJob": (".search", "SearchJob"),    # what Strategy.run_search receives
     # errors raised while a run trains
     "DivergenceError": (".search", "DivergenceError"),
     "Interrupted": (".search", "Interrupted"),
@@ -113,7 +115,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .evaluate import TrainRun
     from .genotype import genotype_from_edges
     from .rundir import CheckpointError, RunDir
-    from .search import seed_everything
+    from .search import SearchJob, seed_everything
+    from .strategy import Strategy
     from .trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe
     from .worker import SpecSnapshot
     from .supernet import MixedOp, Supernet
