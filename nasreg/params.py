@@ -208,67 +208,9 @@ def check(value: Any, annotation: Any, where: str, registries: Any = None) -> An
     def fail(expected: str | None = None) -> SpecError:
         return SpecError(f"{where}: expected {expected or describe(annotation)}, got {show(value)}")
 
-    origin = typing.get_origin(base)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(base)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for opt in options:
-            if opt is type(None):
-                continue
-            try:
-                out = check(value, Annotated[opt, *extras] if extras else opt, where, registries)
-                return out
-            except SpecError as exc:
-                errors.append((opt, exc))
-        # A single non-None option, or the single option whose outer type the value has (a list
-        # for ``int | list[int]``, a table for ``str | dict``), gives its own, more precise message
-        # (``epochs[1]: ...``, ``unknown clusterer 'x'; did you mean ...``).
-        if len(errors) == 1:
-            raise errors[0][1]
-        shaped = [exc for opt, exc in errors if _has_shape(value, opt)]
-        if len(shaped) == 1:
-            raise shaped[0]
-        raise fail()
-    if origin is Literal:
-        if value not in typing.get_args(base) or isinstance(value, bool) != any(
-                isinstance(a, bool) for a in typing.get_args(base) if a == value):
-            raise fail()
-        out = value
-    elif origin in (list, tuple) or base in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise fail()
-        args = typing.get_args(base)
-        item_ann = args[0] if args else Any
-        out = [check(v, item_ann, f"{where}[{i}]", registries) for i, v in enumerate(value)]
-    elif base is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise fail()
-        out = value
-    elif base is bool:
-        if not isinstance(value, bool):
-            raise fail()
-        out = value
-    elif base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail()
-        out = value
-    elif base is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail()
-        try:
-            out = float(value)
-        except OverflowError:  # an int beyond the largest float
-            raise fail("a finite number") from None
-        if out != out or out in (float("inf"), float("-inf")):
-            raise fail("a finite number")
-    elif base is str:
-        if not isinstance(value, str):
-            raise fail()
-        out = value
-    else:
-        out = value
+    if typing.get_origin(base) in (Union, types.UnionType):
+        return _check_union(value, base, extras, where, registries, fail)
+    out = _check_base(value, base, where, registries, fail)
     for extra in extras:
         if isinstance(extra, Range) and isinstance(out, (int, float)) and not extra.ok(out):
             raise fail()
@@ -277,6 +219,69 @@ def check(value: Any, annotation: Any, where: str, registries: Any = None) -> An
     if base is int and not INT64_MIN <= out <= INT64_MAX:  # within its Range, if any: no bound set
         raise fail(f"{describe(annotation)} that fits in 64 bits")
     return out
+
+
+def _check_union(value: Any, base: Any, extras: list[Any], where: str, registries: Any,
+                 fail: Callable[..., SpecError]) -> Any:
+    options = typing.get_args(base)
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for opt in options:
+        if opt is type(None):
+            continue
+        try:
+            return check(value, Annotated[opt, *extras] if extras else opt, where, registries)
+        except SpecError as exc:
+            errors.append((opt, exc))
+    # A single non-None option, or the single option whose outer type the value has (a list
+    # for ``int | list[int]``, a table for ``str | dict``), gives its own, more precise message
+    # (``epochs[1]: ...``, ``unknown clusterer 'x'; did you mean ...``).
+    if len(errors) == 1:
+        raise errors[0][1]
+    shaped = [exc for opt, exc in errors if _has_shape(value, opt)]
+    if len(shaped) == 1:
+        raise shaped[0]
+    raise fail()
+
+
+#: Plain types and what a value must be to pass as one (bool is no int, and no float).
+_PLAIN: dict[Any, Callable[[Any], bool]] = {
+    dict: lambda v: isinstance(v, dict),
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
+def _check_base(value: Any, base: Any, where: str, registries: Any, fail: Callable[..., SpecError]) -> Any:
+    """``value`` checked against an annotation with no union and no ``Annotated`` extras."""
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        if value not in typing.get_args(base) or isinstance(value, bool) != any(
+                isinstance(a, bool) for a in typing.get_args(base) if a == value):
+            raise fail()
+        return value
+    if origin in (list, tuple) or base in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        args = typing.get_args(base)
+        item_ann = args[0] if args else Any
+        return [check(v, item_ann, f"{where}[{i}]", registries) for i, v in enumerate(value)]
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        try:
+            out = float(value)
+        except OverflowError:  # an int beyond the largest float
+            raise fail("a finite number") from None
+        if out != out or out in (float("inf"), float("-inf")):
+            raise fail("a finite number")
+        return out
+    plain = _PLAIN.get(dict if origin is dict else base)
+    if plain is not None and not plain(value):
+        raise fail()
+    return value
 
 
 def _has_shape(value: Any, annotation: Any) -> bool:

@@ -378,16 +378,7 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     run = _section(RunSection, _table(raw, "run", path), f"{path}: [run]")
     if not run.name:
         run.name = path.stem
-
-    data_raw = dict(_table(raw, "data", path))
-    core_keys = {f.name for f in dataclasses.fields(DataSection)}
-    if "dataset" not in data_raw:
-        raise SpecError(f"{path}: [data] dataset: missing required key (a registered dataset name)")
-    data = _section(DataSection, {k: v for k, v in data_raw.items() if k in core_keys}, f"{path}: [data]")
-    _check_data_keys(data_raw, core_keys, data.dataset, f"{path}: [data]", registries)
-    dataset = P.component("datasets", {"name": data.dataset, **{k: v for k, v in data_raw.items()
-                                                               if k not in core_keys}},
-                          f"{path}: [data]", registries, name_key="dataset")
+    data, dataset, search_data = _validate_data(raw, path, registries)
 
     def named(key: str, kind: str) -> Component:
         table = _table(raw, key, path)
@@ -397,27 +388,12 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
         return P.component(kind, table, f"{path}: [{key}]", registries)
 
     search_space = named("search_space", "search_spaces")
-    ops = search_space.params.get("operations")
-    if ops is not None:
-        where = f"{path}: [search_space] operations"
-        P.check(ops, list[str], where)
-        if not ops:
-            raise SpecError(f"{where}: expected at least one operation, got []")
-        for i, op in enumerate(ops):
-            try:
-                registries.operations.get(op)
-            except RegistryError as exc:
-                raise SpecError(f"{where}[{i}]: {exc}") from None
-        dup = [op for i, op in enumerate(ops) if op in ops[:i]]
-        if dup:
-            raise SpecError(f"{where}: operation {dup[0]!r} is listed twice")
-
+    _check_operations(search_space, f"{path}: [search_space] operations", registries)
     search = _section(SearchSection, _table(raw, "search", path), f"{path}: [search]")
     strategy = named("strategy", "strategies")
     selector = named("selector", "selectors") if "selector" in raw else None
     evaluate = eval_dataset = None
     if "evaluate" in raw:
-        search_data = {"dataset": data.dataset, **{k: v for k, v in data_raw.items() if k not in core_keys}}
         evaluate, eval_dataset = validate_evaluate(raw["evaluate"], path, registries, search_data)
     spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
                 search=search, strategy=strategy, selector=selector, evaluate=evaluate,
@@ -425,6 +401,43 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     # Building the selector is cheap and tells how many stages the epoch lists must cover.
     check_stages(spec, selector.build() if selector is not None else None)
     return spec
+
+
+def _validate_data(raw: dict[str, Any], path: Path, registries: Any
+                   ) -> tuple[DataSection, Component, dict[str, Any]]:
+    """``[data]``: the core's keys, the dataset component (its own keys), and the dataset table
+    ``[evaluate]`` defaults to."""
+    data_raw = dict(_table(raw, "data", path))
+    core_keys = {f.name for f in dataclasses.fields(DataSection)}
+    if "dataset" not in data_raw:
+        raise SpecError(f"{path}: [data] dataset: missing required key (a registered dataset name)")
+    data = _section(DataSection, {k: v for k, v in data_raw.items() if k in core_keys}, f"{path}: [data]")
+    _check_data_keys(data_raw, core_keys, data.dataset, f"{path}: [data]", registries)
+    own = {k: v for k, v in data_raw.items() if k not in core_keys}
+    dataset = P.component("datasets", {"name": data.dataset, **own}, f"{path}: [data]", registries,
+                          name_key="dataset")
+    return data, dataset, {"dataset": data.dataset, **own}
+
+
+def _check_operations(search_space: Component, where: str, registries: Any) -> None:
+    """``[search_space] operations``, when given: registered ops, each listed once."""
+    ops = search_space.params.get("operations")
+    if ops is None:
+        return
+    P.check(ops, list[str], where)
+    if not ops:
+        raise SpecError(f"{where}: expected at least one operation, got []")
+    seen: dict[str, str] = {}  # qualified name -> as listed (a bare and a qualified name may meet)
+    for i, op in enumerate(ops):
+        try:
+            entry = registries.operations.get(op)
+        except RegistryError as exc:
+            raise SpecError(f"{where}[{i}]: {exc}") from None
+        qualified = getattr(entry, "qualified", op)
+        if qualified in seen:
+            twice = repr(op) if seen[qualified] == op else f"{seen[qualified]!r} (as {op!r})"
+            raise SpecError(f"{where}: operation {twice} is listed twice")
+        seen[qualified] = op
 
 
 def resolved_evaluate(evaluate: EvaluateSection, dataset: Component) -> dict[str, Any]:

@@ -193,3 +193,11 @@ def test_a_spec_using_the_qualified_names_validates_and_runs(tmp_path):
     # the resolved spec saved into the run directory validates again
     result = invoke("validate", run_dir / "spec.toml", "--plugin", ACME)
     assert result.exit_code == 0, result.output
+
+
+def test_an_op_listed_once_bare_and_once_qualified_is_listed_twice():
+    result = invoke("validate", str(ROOT / "specs" / "quickstart.toml"),
+                    sets=['search_space.operations=["none", "sep_conv_3x3", "darts:sep_conv_3x3"]'])
+    assert result.exit_code == 2
+    assert one_line_error(result).endswith(
+        "[search_space] operations: operation 'sep_conv_3x3' (as 'darts:sep_conv_3x3') is listed twice")
