@@ -71,9 +71,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "CheckpointError": (".rundir", "CheckpointError"),
     **{name: (".trainer", name) for name in ("Trainer", "TrainRecipe", "TrainCallback", "EpochStats", "FitResult")},
     "TrainRun": (".evaluate", "TrainRun"),
-    "seed_everything": (".search", "seed_everything"),
+    "seed_everything": (".trainer", "seed_everything"),
     "split_train_val": (".data", "split_train_val"),
     "SpecSnapshot": (".worker", "SpecSnapshot"),
+    **{name: (".figures", name) for name in ("new_figure", "draw_guarded", "warn")},
     # cell-network building blocks (evaluation networks of cell spaces)
     **{name: (".cellnet", name) for name in (
         "AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "ReLUConvBN",
@@ -115,8 +116,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .evaluate import TrainRun
     from .genotype import genotype_from_edges
     from .rundir import CheckpointError, RunDir
-    from .search import SearchJob, seed_everything
+    from .search import SearchJob
     from .strategy import Strategy
-    from .trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe
+    from .trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe, seed_everything
+    from .figures import draw_guarded, new_figure, warn
     from .worker import SpecSnapshot
     from .supernet import MixedOp, Supernet

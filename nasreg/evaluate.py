@@ -51,15 +51,16 @@ from . import spec as spec_mod
 from .data import DatasetBundle
 from .device_loader import DeviceLoader, build_device_loader, choose
 from .errors import DataError, GenotypeError, RegistryError, SpecError
+from .figures import new_figure
 from .genotype import Genotype
 from .params import Component
 from .plugins import Plugins
 from .progress import QuietReporter
 from .rundir import CURVES_FILE, EVAL_DIR, METRICS_FILE, RESULTS_FILE, SPEC_FILE, RunDir
-from .search import DivergenceError, configure_determinism, notify, peak_memory_mb, pick_device, seed_everything
+from .search import DivergenceError, configure_determinism, notify, peak_memory_mb, pick_device
 from .spec import EvaluateSection, RunSection
 from .supernet import SearchSpace
-from .trainer import EpochStats, Trainer, TrainRecipe, cutout, drop_path_schedule, score
+from .trainer import EpochStats, Trainer, TrainRecipe, cutout, drop_path_schedule, score, seed_everything
 
 __all__ = ["CURVES_FILE", "DivergenceError", "EVAL_DIR", "EvalSpec", "PreparedEval", "RESULTS_FILE", "TrainRun",
            "cutout", "describe_network", "drop_path_schedule", "eval_recipe", "from_search_spec", "is_eval_spec",
@@ -507,11 +508,7 @@ def search_cost(summary: dict[str, Any]) -> dict[str, Any]:
 def plot_curves(history: list[dict[str, Any]], path: Path, warn: Any = print) -> bool:
     """Accuracy and loss per epoch (train and test) into ``path``; a failure is one warning line."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(9, 3.5))
-        FigureCanvasAgg(fig)
+        fig = new_figure(9, 3.5, layout=None)
         epochs = [h["epoch"] + 1 for h in history]
         ax_acc, ax_loss = fig.subplots(1, 2)
         for key, label in (("train_acc", "train"), ("test_acc", "test")):

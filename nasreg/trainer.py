@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["EpochStats", "TrainCallback", "TrainRecipe", "FitResult", "Trainer",
-           "cutout", "drop_path_schedule", "score"]
+           "cutout", "drop_path_schedule", "score", "seed_everything"]
 
 
 @dataclass(frozen=True)
@@ -248,6 +248,18 @@ class Trainer:
 
 # ------------------------------------------------------------------------------------------------
 # Pieces of the loop
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global random number generators with ``seed`` (what
+    every training from scratch and every search does first)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def cutout(x: torch.Tensor, length: int) -> torch.Tensor:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import nasreg
+
 #: How many edges of every cell type the figure shows (the first ones).
 EDGES_PER_CELL = 3
 
@@ -14,26 +16,18 @@ EDGES_PER_CELL = 3
 def plot_gradients(path: Path, result: Any, history: dict[str, list[list[list[float]]]],
                    decisions: dict[str, list[Any]], feature: str = "gradient") -> bool:
     """Draw the figure; never raises (a failure is one warning line). True when written."""
-    try:
-        from nasreg_plots import guarded
-    except Exception as exc:  # noqa: BLE001 - a figure never fails a run
-        import warnings
-
-        warnings.warn(f"dg-darts: could not write {Path(path).name}: {exc}", RuntimeWarning, stacklevel=2)
-        return False
-    return guarded(Path(path).name, _draw, Path(path), result, history, decisions, feature)
+    return nasreg.draw_guarded(Path(path).name, _draw, Path(path), result, history, decisions, feature,
+                               prefix="dg-darts")
 
 
 def _draw(path: Path, result: Any, history, decisions, feature: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    from nasreg_plots import new_figure
-
     panels = [(ct, e) for ct, ds in decisions.items() for e in range(min(EDGES_PER_CELL, len(ds)))]
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     height = 3.6 * nrows + 0.4
-    fig = new_figure(5.0 * ncols, height, layout=None)
+    fig = nasreg.new_figure(5.0 * ncols, height, layout=None)
     fig.subplots_adjust(left=0.3 / ncols, right=0.98, bottom=0.55 / height, top=1 - 0.75 / height,
                         wspace=0.3, hspace=1.0 / nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False)

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+import nasreg
 from nasreg import RunDir, RunDirError, hookimpl
 
 __all__ = ["on_run_end", "plot_alphas", "plot_cell", "new_figure", "guarded", "warn"]
@@ -28,41 +29,15 @@ __all__ = ["on_run_end", "plot_alphas", "plot_cell", "new_figure", "guarded", "w
 ALPHA_EDGES_PER_CELL = 3
 
 
-# -- helpers shared by nasreg's figures ----------------------------------------------------------
+# -- helpers (the core's; kept here under their old names) -----------------------------------------
 
-def new_figure(width: float, height: float, layout: str | None = "constrained"):
-    """A matplotlib Figure on an Agg canvas (needs no display and leaves pyplot alone).
-    ``layout=None`` saves the layout engine's extra drawing pass (about 1 s a figure on 2 cores)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def warn(message: str) -> None:
-    """One warning line on stderr."""
-    try:
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[yellow]warning:[/] {escape(message)}")
-    except Exception:  # noqa: BLE001 - a warning must not fail either
-        import sys
-
-        print(f"warning: {message}", file=sys.stderr)
+new_figure = nasreg.new_figure
+warn = nasreg.warn
 
 
 def guarded(what: str, draw: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
-    """Call ``draw``; on any exception print ``could not write <what>: ...`` and return False."""
-    try:
-        draw(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a figure never fails a run
-        text = str(exc).strip().splitlines()
-        warn(f"plots: could not write {what}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
-        return False
-    return True
+    """Call ``draw``; on any exception print ``plots: could not write <what>: ...`` and return False."""
+    return nasreg.draw_guarded(what, draw, *args, prefix="plots", **kwargs)
 
 
 def _color(i: int) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import nasreg
+
 __all__ = ["plot_rewards"]
 
 
@@ -15,11 +17,7 @@ def plot_rewards(children: Sequence[dict[str, Any]], updates: Sequence[dict[str,
     """Reward per child (dots), each round's mean, the moving average after each update and the
     best reward so far against the child index; returns whether the file was written."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(8, 4))
-        FigureCanvasAgg(fig)
+        fig = nasreg.new_figure(8, 4, layout=None)
         ax = fig.subplots()
         xs = [c["index"] + 1 for c in children]
         ax.scatter(xs, [c["reward"] for c in children], s=14, alpha=0.6, label="child reward")
