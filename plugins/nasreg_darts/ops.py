@@ -18,8 +18,8 @@ Choices worth knowing:
   the bottom/right so both halves have ceil(H/2) rows; on even sizes this is exactly DARTS.
 * **The cell blocks are nasreg's**: :class:`FactorizedReduce`, :class:`ReLUConvBN` (the cell
   preprocessing) and :func:`batch_norm_scaled` come from :mod:`nasreg` (``nasreg.cellnet``) and
-  are re-exported here; the ops are declared in :data:`OPERATIONS`, a
-  :class:`nasreg.OperationTable`.
+  are re-exported here; the registered factories are declared in :mod:`nasreg_darts.factories`
+  (``OPERATIONS``, a :class:`nasreg.OperationTable`, re-exported here).
 * **none** returns fresh zeros of the output shape (no compute on the input). The core's
   :class:`nasreg.MixedOp` never builds it at all (it is declared ``is_zero``).
 * **Two NASNet ops** are registered besides the eight DARTS ops, ``sep_conv_7x7`` and
@@ -68,7 +68,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import nasreg
 from nasreg import FactorizedReduce, ReLUConvBN, batch_norm_scaled
 
 __all__ = [
@@ -245,73 +244,10 @@ class Conv7x1x7(_ReLUFirstSequential):
 
 
 # --- the registered factories ---------------------------------------------------------------------
+# They live in the torch-free :mod:`nasreg_darts.factories` (loading the plugin imports no torch)
+# and build the modules above when called; re-exported here.
 
-#: The registered ops with their metadata (see the module docstring), in DARTS's PRIMITIVES order,
-#: then the two NASNet ops.
-OPERATIONS = nasreg.OperationTable()
-_POOL = {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}}
-_CONV = {"is_zero": False, "parameter_free": False, "kind": "conv"}
-
-
-@OPERATIONS.add(is_zero=True, parameter_free=True, kind="zero")
-def none(C: int, stride: int, affine: bool) -> nn.Module:
-    """Zeros of the output shape (the 'no edge' op)."""
-    return Zero(stride)
-
-
-@OPERATIONS.add(**_POOL)
-def max_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
-    """3x3 max pooling, padding 1, then BatchNorm (``bn=False``: bare pool, as in DARTS evaluation)."""
-    return PoolBN("max", C, stride, affine, bn=bn)
-
-
-@OPERATIONS.add(**_POOL)
-def avg_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
-    """3x3 average pooling (padding 1, padding not counted), then BatchNorm (``bn=False``: bare pool)."""
-    return PoolBN("avg", C, stride, affine, bn=bn)
-
-
-@OPERATIONS.add(is_zero=False, parameter_free=True, kind="identity")
-def skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
-    """Identity at stride 1; FactorizedReduce at stride 2."""
-    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
-
-
-@OPERATIONS.add(**_CONV)
-def sep_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
-    """Separable 3x3 convolution (ReLU, depthwise 3x3, pointwise 1x1, BN; twice)."""
-    return SepConv(C, C, 3, stride, 1, affine=affine)
-
-
-@OPERATIONS.add(**_CONV)
-def sep_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
-    """Separable 5x5 convolution (ReLU, depthwise 5x5, pointwise 1x1, BN; twice)."""
-    return SepConv(C, C, 5, stride, 2, affine=affine)
-
-
-@OPERATIONS.add(**_CONV)
-def dil_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
-    """Dilated separable 3x3 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
-    return DilConv(C, C, 3, stride, 2, 2, affine=affine)
-
-
-@OPERATIONS.add(**_CONV)
-def dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
-    """Dilated separable 5x5 convolution, dilation 2 (ReLU, depthwise, pointwise 1x1, BN)."""
-    return DilConv(C, C, 5, stride, 4, 2, affine=affine)
-
-
-@OPERATIONS.add(**_CONV)
-def sep_conv_7x7(C: int, stride: int, affine: bool) -> nn.Module:
-    """Separable 7x7 convolution (ReLU, depthwise 7x7, pointwise 1x1, BN; twice), a NASNet op."""
-    return SepConv(C, C, 7, stride, 3, affine=affine)
-
-
-@OPERATIONS.add(**_CONV)
-def conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:
-    """ReLU, 1x7 convolution, 7x1 convolution, BN (a NASNet op)."""
-    return Conv7x1x7(C, stride, affine=affine)
-
+from .factories import OPERATIONS  # noqa: E402
 
 #: name -> factory, and name -> registry metadata, in registration order.
 OPS: dict[str, Callable[..., nn.Module]] = OPERATIONS.factories()

@@ -15,13 +15,11 @@ reduction rounds up (``ceil(H/2)``), so any input size H, W >= 1 works.
 from __future__ import annotations
 
 import warnings
-from typing import Annotated
 
 import torch
 from torch import nn
 
 import nasreg
-from nasreg import Range, Ref
 from nasreg.distributed import sample_rows
 
 
@@ -380,36 +378,3 @@ class DartsCellSpace(nasreg.SearchSpace):
         not fit): partial channels (PC-DARTS), unless already at 1/4 or less."""
         return ["[search_space] partial_channels = 4"] if self.partial_channels < 4 else []
 
-
-def darts_cell(
-    operations: list[Annotated[str, Ref("operations")]],
-    nodes: Annotated[int, Range(ge=1, le=16)] = 4,
-    cells: Annotated[int, Range(ge=1, le=100)] = 8,
-    channels: Annotated[int, Range(ge=1, le=1024)] = 16,
-    stem_multiplier: Annotated[int, Range(ge=1, le=64)] = 3,
-    reductions: list[Annotated[int, Range(ge=0)]] | None = None,
-    drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.0,
-    affine: bool = False,
-    alpha_init_std: Annotated[float, Range(ge=0, le=10)] = 1e-3,
-    partial_channels: Annotated[int, Range(ge=1)] = 1,
-    edge_normalization: bool = False,
-) -> DartsCellSpace:
-    """The DARTS cell: 2 input nodes, `nodes` intermediate nodes, normal and reduction cells.
-
-    ``reductions`` lists the indices of the reduction cells (default: ``cells // 3`` and
-    ``2 * cells // 3``). ``drop_path`` applies drop path to every op output of every edge except
-    identities while the supernet trains. ``affine`` gives the cells' BatchNorms (ops and
-    preprocessing) a scale and shift; the stem's BN always has one, as in DARTS.
-
-    PC-DARTS (Xu et al., ICLR 2020): ``partial_channels`` = K > 1 sends only 1/K of each edge's
-    input channels through its mixed op (ops built with C/K channels: about K times less op
-    memory and compute), the rest bypass it, then the channels are shuffled in K groups;
-    ``channels`` must be a multiple of K. ``edge_normalization`` adds one architecture parameter
-    beta per edge: a node is the softmax(beta)-weighted sum of its incoming edges, and the
-    derivation ranks edges by op weight x edge weight (PC-DARTS's rule). PC-DARTS uses K = 4 with
-    edge normalization.
-    """
-    return DartsCellSpace(operations, nodes=nodes, cells=cells, channels=channels,
-                          stem_multiplier=stem_multiplier, reductions=reductions, drop_path=drop_path,
-                          affine=affine, alpha_init_std=alpha_init_std, partial_channels=partial_channels,
-                          edge_normalization=edge_normalization)
