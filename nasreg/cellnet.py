@@ -18,9 +18,10 @@ evaluation network from these pieces and supplies only the cell:
 * the conv blocks such cells are made of: :class:`ReLUConvBN`, :class:`FactorizedReduce`, and
   :func:`drop_path`; :func:`batch_norm_scaled` for ops implementing :class:`nasreg.MixedOp`'s
   fast path.
-* for the plugin's other halves: :func:`operation_names` (the checked ``operations`` key of a
-  cell space) and :class:`OperationTable` (a plugin's ops with their registry metadata, declared
-  where each factory is defined, registered in one call).
+* re-exported from the torch-free ``nasreg.space`` for the plugin's other halves:
+  :func:`operation_names` (the checked ``operations`` key of a cell space) and
+  :class:`OperationTable` (a plugin's ops with their registry metadata, declared where each
+  factory is defined, registered in one call).
 
 Module names and their registration order are part of the contract (the same seed gives the same
 initial weights, and checkpoints keep loading): ``stem``, ``cells``, ``auxiliary_head``,
@@ -29,7 +30,7 @@ initial weights, and checkpoints keep loading): ``stem``, ``cells``, ``auxiliary
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
