@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import nasreg_nasnet.ops as nops
+import nasreg_nasnet.factories as nops
 from nasreg.plugins import load_plugins
-from nasreg_nasnet.layers import FILTERS, HEIGHTS, STRIDES, WIDTHS, layer_op_name
-from nasreg_nasnet.ops import NASNET_OPERATIONS
+from nasreg_nasnet.factories import FILTERS, HEIGHTS, NASNET_OPERATIONS, STRIDES, WIDTHS, layer_op_name
 
 REGS = load_plugins().registries
 OPS = REGS.operations

@@ -13,7 +13,7 @@ from nasreg import CellGenotype, Genotype, GenotypeEdge, GenotypeError
 from nasreg.params import component
 from nasreg.plugins import load_plugins
 from nasreg_nasnet.decisions import NotASupernetSpace
-from nasreg_nasnet.ops import NASNET_OPERATIONS
+from nasreg_nasnet.factories import NASNET_OPERATIONS
 
 REGS = load_plugins().registries
 OPS = REGS.operations

@@ -18,6 +18,10 @@ supernet. Their genotypes train with ``nasreg train`` like DARTS's.
 
 The plugin needs the ``darts`` plugin's ops (reused by name, through the registry); it imports
 only :mod:`nasreg`: its network is built from nasreg's cell-network blocks (``nasreg.CellNetwork``).
+
+Registration imports no torch: the op factories, the layer ops and the two space factories are in
+:mod:`nasreg_nasnet.factories` and import their torch modules (``ops``, ``layers``, ``space``)
+when called.
 """
 
 from __future__ import annotations
@@ -27,17 +31,15 @@ from nasreg import hookimpl
 
 @hookimpl
 def register_operations(register):
-    from .layers import register_layer_ops
-    from .ops import register_all
+    from .factories import OPERATIONS, register_layer_ops
 
-    register_all(register)
+    OPERATIONS.register_all(register)
     register_layer_ops(register)
 
 
 @hookimpl
 def register_search_spaces(register):
-    from .layers import nas_layers
-    from .space import nasnet_cell
+    from .factories import nas_layers, nasnet_cell
 
     register("nasnet-cell", nasnet_cell)
     register("nas-layers", nas_layers)

@@ -41,37 +41,32 @@ reads: it never parses a name). As an operation, ``conv_3x5_36`` is a 3x5 convol
 filters, BatchNorm and ReLU: its factory follows the contract (``factory(C, stride, affine)`` maps
 C to C channels) only at ``C = 36`` and its own stride, and raises ``ValueError`` otherwise; the
 network passes the number of input channels as ``in_channels``. The space's keys accept values of
-that grid only; another plugin can register more layers with :func:`register_layer_ops`.
+that grid only; another plugin can register more layers with
+:func:`nasreg_nasnet.factories.register_layer_ops`.
+
+The grid (``HEIGHTS``, ``WIDTHS``, ``FILTERS``, ``STRIDES``), :func:`layer_op_name`, the layer
+ops' registration and the ``nas_layers`` space factory (the spec schema of this space) live in the
+torch-free :mod:`nasreg_nasnet.factories`; this module holds the torch side.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import nasreg
-from nasreg import GenotypeError, Range, Ref
+from nasreg import GenotypeError
 
 from .decisions import DiscreteSpace
+from .factories import FILTERS, HEIGHTS, STRIDES, WIDTHS, layer_op_name
 
-__all__ = ["HEIGHTS", "WIDTHS", "FILTERS", "STRIDES", "LayerConv", "NasLayersNetwork", "NasLayersSpace",
-           "concat_padded", "layer_op_name", "nas_layers", "register_layer_ops"]
+__all__ = ["LayerConv", "NasLayersNetwork", "NasLayersSpace", "concat_padded"]
 
-#: The paper's grid, for which layer ops are registered.
-HEIGHTS = WIDTHS = (1, 3, 5, 7)
-FILTERS = (24, 36, 48, 64)
-STRIDES = (1, 2, 3)
 CELL = "layers"
-
-
-def layer_op_name(height: int, width: int, filters: int, stride: int = 1) -> str:
-    """The registry name of a layer: ``conv_3x5_36``, ``conv_7x7_64_s2``."""
-    return f"conv_{height}x{width}_{filters}" + (f"_s{stride}" if stride != 1 else "")
 
 
 class LayerConv(nn.Module):
@@ -86,28 +81,6 @@ class LayerConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
-
-
-def _layer_factory(height: int, width: int, filters: int, stride: int,
-                   C: int, stride_arg: int, affine: bool, *, in_channels: int | None = None) -> nn.Module:
-    # The op contract: C channels in and out at the stride asked for (so the op works in any space).
-    # The nas-layers network asks for C = the layer's filters, its stride, and its input width.
-    return LayerConv(in_channels or C, C, height, width, stride_arg, affine)
-
-
-def register_layer_ops(register: Callable[..., object], heights: Sequence[int] = HEIGHTS,
-                       widths: Sequence[int] = WIDTHS, filters: Sequence[int] = FILTERS,
-                       strides: Sequence[int] = STRIDES) -> list[str]:
-    """Register one layer op per (height, width, filters, stride); returns the names."""
-    names = []
-    for h, w, f, s in itertools.product(heights, widths, filters, strides):
-        name = layer_op_name(h, w, f, s)
-        factory = functools.partial(_layer_factory, h, w, f, s)
-        register(name, factory, description=f"NAS layer: {h}x{w} conv, {f} filters, stride {s}, BN, ReLU",
-                 is_zero=False, parameter_free=False, kind="nas-layer",
-                 layer={"height": h, "width": w, "filters": f, "stride": s})
-        names.append(name)
-    return names
 
 
 def concat_padded(maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -272,25 +245,3 @@ class NasLayersSpace(DiscreteSpace, nasreg.SearchSpace):
     def __repr__(self) -> str:
         return (f"NasLayersSpace(layers={self.layers}, heights={self.filter_heights}, widths={self.filter_widths}, "
                 f"filters={self.filters}, strides={self.strides}, skip_connections={self.skip_connections})")
-
-
-def nas_layers(
-    layers: Annotated[int, Range(ge=1, le=64)] = 4,
-    filter_heights: list[Literal[1, 3, 5, 7]] = list(HEIGHTS),  # noqa: B006
-    filter_widths: list[Literal[1, 3, 5, 7]] = list(WIDTHS),  # noqa: B006
-    filters: list[Literal[24, 36, 48, 64]] = list(FILTERS),  # noqa: B006
-    strides: list[Literal[1, 2, 3]] = [1],  # noqa: B006
-    skip_connections: bool = True,
-    operations: list[Annotated[str, Ref("operations")]] | None = None,
-) -> NasLayersSpace:
-    """NAS's layer-wise space: per layer filter height, width, count, stride and skip connections.
-
-    ``layers`` (paper: up to 15 on CIFAR-10) layers; the value lists are each layer's choices
-    (the paper's grid, the keys accept no other values); ``strides = [1]`` (default) fixes the
-    stride; ``skip_connections`` adds one anchor decision per earlier layer. ``operations`` is not
-    used (the layer ops follow from the keys): it is accepted because ``nasreg train`` builds the
-    space of a genotype with the genotype's ops.
-    """
-    return NasLayersSpace(layers=layers, filter_heights=filter_heights, filter_widths=filter_widths,
-                          filters=filters, strides=strides, skip_connections=skip_connections,
-                          operations=operations)

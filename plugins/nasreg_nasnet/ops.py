@@ -29,25 +29,18 @@ Every factory follows the operation contract, ``factory(C, stride, affine) -> nn
 (N, C, H, W) to (N, C, ceil(H/stride), ceil(W/stride)), with the conventions of the DARTS ops:
 convolutions are ReLU, conv, BatchNorm (NASNet's order); the pools carry a BatchNorm in a search
 network and none in an evaluation network (``eval_kwargs = {"bn": False}``), as DARTS's pools do.
+
+The registered factories (``OPERATIONS``, a :class:`nasreg.OperationTable`) and
+``NASNET_OPERATIONS`` live in the torch-free :mod:`nasreg_nasnet.factories` (loading the plugin
+imports no torch); they build the modules below when called.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
-import nasreg
-
-__all__ = ["FactorizedConv", "Pool", "NASNET_OPERATIONS", "OPERATIONS", "OPS", "OP_METADATA", "register_all"]
-
-#: NASNet's 13 operations, by their registry names, in the order the paper lists them.
-NASNET_OPERATIONS: tuple[str, ...] = (
-    "skip_connect", "conv_1x3_3x1", "conv_7x1_1x7", "dil_conv_3x3", "avg_pool_3x3", "max_pool_3x3",
-    "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3", "sep_conv_3x3", "sep_conv_5x5",
-    "sep_conv_7x7",
-)
+__all__ = ["FactorizedConv", "Pool"]
 
 
 class FactorizedConv(nn.Module):
@@ -81,49 +74,3 @@ class Pool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.pool(x))
-
-
-# --- the registered factories ---------------------------------------------------------------------
-
-#: The five ops with their registry metadata, in registration order.
-OPERATIONS = nasreg.OperationTable()
-_POOL = {"is_zero": False, "parameter_free": True, "kind": "pool", "eval_kwargs": {"bn": False}}
-_CONV = {"is_zero": False, "parameter_free": False, "kind": "conv"}
-
-
-@OPERATIONS.add(**_CONV)
-def conv_1x3_3x1(C: int, stride: int, affine: bool) -> nn.Module:
-    """ReLU, 1x3 convolution, 3x1 convolution, BN (a NASNet op)."""
-    return FactorizedConv(C, 3, stride, affine=affine)
-
-
-@OPERATIONS.add(**_POOL)
-def max_pool_5x5(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
-    """5x5 max pooling, padding 2, then BatchNorm (``bn=False``: bare pool) (a NASNet op)."""
-    return Pool("max", 5, C, stride, affine, bn=bn)
-
-
-@OPERATIONS.add(**_POOL)
-def max_pool_7x7(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Module:
-    """7x7 max pooling, padding 3, then BatchNorm (``bn=False``: bare pool) (a NASNet op)."""
-    return Pool("max", 7, C, stride, affine, bn=bn)
-
-
-@OPERATIONS.add(**_CONV)
-def conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
-    """ReLU, 1x1 convolution, BN (a NASNet op)."""
-    return nasreg.ReLUConvBN(C, C, 1, stride, 0, affine=affine)
-
-
-@OPERATIONS.add(**_CONV)
-def conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
-    """ReLU, 3x3 convolution, BN (a NASNet op)."""
-    return nasreg.ReLUConvBN(C, C, 3, stride, 1, affine=affine)
-
-
-#: name -> factory, and name -> registry metadata, in registration order.
-OPS: dict[str, Callable[..., nn.Module]] = OPERATIONS.factories()
-OP_METADATA: dict[str, dict[str, object]] = OPERATIONS.metadata()
-
-#: Registers the five NASNet ops the DARTS plugin lacks, with their metadata.
-register_all = OPERATIONS.register_all

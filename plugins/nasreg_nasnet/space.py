@@ -19,23 +19,23 @@ choice (``combine = ["add"]``, a single op) are not decisions and are left out.
 A genotype of this space has cells ``normal`` and ``reduce``; block b contributes the edges
 ``(node=b+2, input, op)`` (first input first), ``combine[b+2]`` and, if unused, ``b+2`` in
 ``concat``. :meth:`NasnetCellSpace.build_network` builds the network (:mod:`nasreg_nasnet.network`);
-the space has no supernet (a gradient strategy cannot search it).
+the space has no supernet (a gradient strategy cannot search it). The space factory,
+``nasnet_cell`` (the spec schema of this space), lives in the torch-free
+:mod:`nasreg_nasnet.factories`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from torch import nn
 
 import nasreg
-from nasreg import Range, Ref
 
 from .decisions import DiscreteSpace
 from .network import COMBINE_METHODS, NasnetNetwork
-from .ops import NASNET_OPERATIONS
 
-__all__ = ["CELL_TYPES", "NasnetCellSpace", "nasnet_cell"]
+__all__ = ["CELL_TYPES", "NasnetCellSpace"]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -113,22 +113,3 @@ class NasnetCellSpace(DiscreteSpace, nasreg.SearchSpace):
     def __repr__(self) -> str:
         return (f"NasnetCellSpace(blocks={self.blocks}, ops={len(self.operations)}, combine={self.combine}, "
                 f"cells={self.cells}, channels={self.channels})")
-
-
-def nasnet_cell(
-    operations: list[Annotated[str, Ref("operations")]] = list(NASNET_OPERATIONS),  # noqa: B006
-    blocks: Annotated[int, Range(ge=1, le=16)] = 5,
-    combine: list[Literal["add", "concat"]] = ["add", "concat"],  # noqa: B006
-    cells: Annotated[int, Range(ge=1, le=100)] = 5,
-    channels: Annotated[int, Range(ge=1, le=1024)] = 8,
-    stem_multiplier: Annotated[int, Range(ge=1, le=64)] = 3,
-) -> NasnetCellSpace:
-    """NASNet's Normal and Reduction cells of B blocks (inputs, ops, add/concat), for sampling strategies.
-
-    ``operations`` (default: NASNet's 13 ops) and ``combine`` are the choices of every block;
-    ``blocks`` is B (NASNet: 5). ``cells`` and ``channels`` size the network each sampled child is
-    trained as during a search (``cells = 3N + 2``: N normal cells per stage, a reduction cell
-    between stages); ``nasreg train`` and ``[evaluate]`` use their own ``cells``/``channels``.
-    """
-    return NasnetCellSpace(operations, blocks=blocks, combine=combine, cells=cells, channels=channels,
-                           stem_multiplier=stem_multiplier)
