@@ -63,6 +63,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "DivergenceError": (".search", "DivergenceError"),
     "Interrupted": (".search", "Interrupted"),
     # SDK helpers
+    "average_across_ranks_": (".distributed", "average_"),
+    "rank_sample_rows": (".distributed", "sample_rows"),
     "genotype_from_edges": (".genotype", "genotype_from_edges"),
     "component": (".params", "component"),
     "write_json": (".rundir", "write_json"),

@@ -39,7 +39,7 @@ Mixed precision (``amp``), decided in :meth:`~DartsStrategy.setup` from the mode
   the resolution of half-precision weights, and the difference quotient would be rounding noise.
 
 ``Under ``torchrun`` every gradient the step computes is averaged over the ranks right after it is
-computed (:func:`nasreg.distributed.average_`), so each rank applies the global batch's update.
+computed (:func:`nasreg.average_across_ranks_`), so each rank applies the global batch's update.
 
 ``compile = true`` runs the supernet's passes through ``torch.compile`` (compiled once per stage
 and batch shape, on the first steps; the validation pass between epochs runs uncompiled). The
@@ -264,7 +264,7 @@ class DartsStrategy(SearchStrategy):
         import torch.nn.functional as F
         from torch import nn
 
-        from nasreg.distributed import average_
+        from nasreg import average_across_ranks_ as average_
 
         with self._autocast():
             logits = self._net(x)
@@ -293,7 +293,7 @@ class DartsStrategy(SearchStrategy):
         import torch
         import torch.nn.functional as F
 
-        from nasreg.distributed import average_
+        from nasreg import average_across_ranks_ as average_
 
         buffers = _Snapshot(self.model.buffers())
         scaler = self.alpha_scaler
@@ -312,7 +312,7 @@ class DartsStrategy(SearchStrategy):
         import torch
         import torch.nn.functional as F
 
-        from nasreg.distributed import average_
+        from nasreg import average_across_ranks_ as average_
 
         model, W, A = self._net, self._weights, self._alphas
         xi = self.unrolled_lr if self.unrolled_lr is not None else float(self.w_optimizer.param_groups[0]["lr"])

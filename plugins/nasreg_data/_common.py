@@ -54,7 +54,7 @@ class ImageTensorDataset(Dataset):
         :class:`ImageTransform` the stored ``uint8`` images are scaled, cropped, flipped and
         normalized as it says.
         """
-        from nasreg.data import MemoryView
+        from nasreg import MemoryView
 
         t = self.transform
         if t is None:
