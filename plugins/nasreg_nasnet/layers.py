@@ -62,7 +62,7 @@ import nasreg
 from nasreg import GenotypeError
 
 from .decisions import DiscreteSpace
-from .factories import FILTERS, HEIGHTS, STRIDES, WIDTHS, layer_op_name
+from .factories import FILTERS, HEIGHTS, WIDTHS, layer_op_name
 
 __all__ = ["LayerConv", "NasLayersNetwork", "NasLayersSpace", "concat_padded"]
 
