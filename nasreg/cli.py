@@ -270,7 +270,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from .genotype import Genotype
 
     genotype = Genotype.from_dict(summary["genotype"])
-    if summary.get("stages"):  # supernet searches; a sampling strategy has children, not stages
+    if summary.get("stages"):  # supernet searches: the stages' weights and times
         table = Table(title=f"run {summary['name']}: {summary['run_dir']}")
         table.add_column("stage")
         table.add_column("weights", justify="right")
@@ -282,10 +282,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             table.add_row(str(s["stage"]), f"{s['num_weights']:,}", str(s["num_candidate_ops"]),
                           f"{sum(ep) / max(len(ep), 1):.2f}", f"{s['step_seconds']:.3f}")
         console.print(table)
-    elif summary.get("children") is not None:
-        console.print(f"[bold]{summary.get('strategy', 'search')}[/]: {summary['children']} children trained, "
-                      f"best reward {summary.get('best_reward', float('nan')):.4f} (child {summary.get('best_child')})",
-                      highlight=False)
+    for line in summary.get("report") or ():  # what the strategy says of its search (see Strategy)
+        console.print(str(line), highlight=False, markup=False, soft_wrap=True)
     console.print("[bold]genotype[/]\n" + genotype.describe(), highlight=False)
     acc = summary.get("final_val_acc")
     if acc is not None:

@@ -197,6 +197,9 @@ class ChildSearch(nasreg.SamplingStrategy):
             "search_space_log10_size": math.log10(size()) if callable(size) else None,
             "children_seconds": sum(float(c.get("seconds", 0.0)) for c in children),
             "search_seconds": time.perf_counter() - t_start,
+            # What `nasreg run` prints for this search, in place of a supernet's stage table.
+            "report": [f"{self.strategy_name}: {len(children)} children trained, best reward "
+                       f"{best['reward']:.4f} (child {best['index']})"],
         }
 
     def _write_rewards(self, run: Any, children: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> None:
