@@ -22,7 +22,8 @@ from conftest import BROKEN_PLUGINS, PLUGIN_PKG, TOYCORE_FILE
 HOOKS = sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "nasreg_spec"))
 REGISTRATION_HOOKS = ["register_operations", "register_search_spaces", "register_strategies",
                       "register_selectors", "register_clusterers", "register_datasets"]
-LIFECYCLE_HOOKS = ["on_run_start", "on_epoch_end", "on_stage_end", "on_run_end"]
+LIFECYCLE_HOOKS = ["on_run_start", "on_epoch_end", "on_stage_end", "on_run_end",
+                   "on_train_start", "on_train_epoch_end", "on_train_end"]
 
 
 def test_the_hooks_are_the_documented_ones():
