@@ -111,8 +111,8 @@ def _candidates(cfg: dict, space):
 def measure(cfg: dict) -> dict:
     import torch
 
-    from nasreg import spec as spec_mod
-    from nasreg.search import pick_device
+    from nasreg._core import spec as spec_mod
+    from nasreg._core.search import pick_device
 
     torch.set_num_threads(cfg["threads"])
     device = pick_device(cfg["device"])

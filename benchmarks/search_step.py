@@ -25,8 +25,8 @@ from pathlib import Path
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
-    from nasreg import spec as spec_mod
-    from nasreg.search import make_loaders, peak_memory_mb, pick_device, seed_everything
+    from nasreg._core import spec as spec_mod
+    from nasreg._core.search import make_loaders, peak_memory_mb, pick_device, seed_everything
 
     torch.set_num_threads(args.threads)
     overrides = [*args.set, f"data.batch_size={args.batch}", f"strategy.order={args.order}"]

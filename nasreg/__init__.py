@@ -35,50 +35,50 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 # Torch-free names, imported at once (cheap).
-from .errors import (DataError, GenotypeError, NasregError, PluginError, RegistryError, RunDirError,
+from ._core.errors import (DataError, GenotypeError, NasregError, PluginError, RegistryError, RunDirError,
                      SpecError)
-from .genotype import CellGenotype, Genotype, GenotypeEdge
+from ._core.genotype import CellGenotype, Genotype, GenotypeEdge
 from .hookspecs import hookimpl
-from .params import Component, Range, Ref
-from .registry import Entry, Registry
+from ._core.params import Component, Range, Ref
+from ._core.registry import Entry, Registry
 # plugin contracts (torch is imported by their methods only)
-from .data import DatasetBundle, MemoryView
-from .selector import Selector, StageResult
-from .space import Candidates, OperationTable, SearchSpace, operation_names
-from .strategy import SamplingStrategy, SearchStrategy
+from ._core.data import DatasetBundle, MemoryView
+from ._core.selector import Selector, StageResult
+from ._core.space import Candidates, OperationTable, SearchSpace, operation_names
+from ._core.strategy import SamplingStrategy, SearchStrategy
 # the Python API (see nasreg.api) and the reporter protocol
 from .api import (SearchResult, TrainResult, build_network, describe_network, load_genotype, load_plugins,
                   load_spec, resume, search, train, validate)
-from .progress import Reporter
-from .run import RunContext
+from ._core.progress import Reporter
+from ._core.run import RunContext
 
 #: Names loaded on first access (their modules import torch): name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
     # plugin contracts
-    "Supernet": (".supernet", "Supernet"),
-    "MixedOp": (".supernet", "MixedOp"),
-    "Strategy": (".strategy", "Strategy"),    # the base both strategy kinds share
-    "SearchJob": (".search", "SearchJob"),    # what Strategy.run_search receives
+    "Supernet": ("._core.supernet", "Supernet"),
+    "MixedOp": ("._core.supernet", "MixedOp"),
+    "Strategy": ("._core.strategy", "Strategy"),    # the base both strategy kinds share
+    "SearchJob": ("._core.search", "SearchJob"),    # what Strategy.run_search receives
     # errors raised while a run trains
-    "DivergenceError": (".search", "DivergenceError"),
-    "Interrupted": (".search", "Interrupted"),
+    "DivergenceError": ("._core.search", "DivergenceError"),
+    "Interrupted": ("._core.search", "Interrupted"),
     # SDK helpers
-    "average_across_ranks_": (".distributed", "average_"),
-    "rank_sample_rows": (".distributed", "sample_rows"),
-    "genotype_from_edges": (".genotype", "genotype_from_edges"),
-    "component": (".params", "component"),
-    "write_json": (".rundir", "write_json"),
+    "average_across_ranks_": ("._core.distributed", "average_"),
+    "rank_sample_rows": ("._core.distributed", "sample_rows"),
+    "genotype_from_edges": ("._core.genotype", "genotype_from_edges"),
+    "component": ("._core.params", "component"),
+    "write_json": ("._core.rundir", "write_json"),
     # run directories, the training engine, seeding and data splits, workers (see CONTRIBUTING)
-    "RunDir": (".rundir", "RunDir"),
-    "CheckpointError": (".rundir", "CheckpointError"),
-    **{name: (".trainer", name) for name in ("Trainer", "TrainRecipe", "TrainCallback", "EpochStats", "FitResult")},
-    "TrainRun": (".evaluate", "TrainRun"),
-    "seed_everything": (".trainer", "seed_everything"),
-    "split_train_val": (".data", "split_train_val"),
-    "SpecSnapshot": (".worker", "SpecSnapshot"),
-    **{name: (".figures", name) for name in ("new_figure", "draw_guarded", "warn")},
+    "RunDir": ("._core.rundir", "RunDir"),
+    "CheckpointError": ("._core.rundir", "CheckpointError"),
+    **{name: ("._core.trainer", name) for name in ("Trainer", "TrainRecipe", "TrainCallback", "EpochStats", "FitResult")},
+    "TrainRun": ("._core.evaluate", "TrainRun"),
+    "seed_everything": ("._core.trainer", "seed_everything"),
+    "split_train_val": ("._core.data", "split_train_val"),
+    "SpecSnapshot": ("._core.worker", "SpecSnapshot"),
+    **{name: ("._core.figures", name) for name in ("new_figure", "draw_guarded", "warn")},
     # cell-network building blocks (evaluation networks of cell spaces)
-    **{name: (".cellnet", name) for name in (
+    **{name: ("._core.cellnet", name) for name in (
         "AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "ReLUConvBN",
         "batch_norm_scaled", "build_op", "cell_inputs", "check_cell", "check_cell_ops", "default_reductions",
         "drop_path")},
@@ -111,16 +111,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .cellnet import (AuxiliaryHead, CellBase, CellNetwork, FactorizedReduce, ReLUConvBN,
+    from ._core.cellnet import (AuxiliaryHead, CellBase, CellNetwork, FactorizedReduce, ReLUConvBN,
                           batch_norm_scaled, build_op, cell_inputs, check_cell, check_cell_ops,
                           default_reductions, drop_path)
-    from .data import split_train_val
-    from .evaluate import TrainRun
-    from .genotype import genotype_from_edges
-    from .rundir import CheckpointError, RunDir
-    from .search import SearchJob
-    from .strategy import Strategy
-    from .trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe, seed_everything
-    from .figures import draw_guarded, new_figure, warn
-    from .worker import SpecSnapshot
-    from .supernet import MixedOp, Supernet
+    from ._core.data import split_train_val
+    from ._core.evaluate import TrainRun
+    from ._core.genotype import genotype_from_edges
+    from ._core.rundir import CheckpointError, RunDir
+    from ._core.search import SearchJob
+    from ._core.strategy import Strategy
+    from ._core.trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe, seed_everything
+    from ._core.figures import draw_guarded, new_figure, warn
+    from ._core.worker import SpecSnapshot
+    from ._core.supernet import MixedOp, Supernet

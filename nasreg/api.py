@@ -2,7 +2,7 @@
 
 Each ``nasreg`` command is one call here plus printing (see :mod:`nasreg.cli`). These functions
 never call ``sys.exit`` and print nothing unless asked (``progress=True`` or a reporter): a user
-error raises a :class:`~nasreg.errors.NasregError` subclass with a one-line message.
+error raises a :class:`~nasreg._core.errors.NasregError` subclass with a one-line message.
 
 ``plugins`` arguments take module names (``"my_pkg.plugin"``), ``.py`` file paths, or plugin
 objects (modules or instances with ``@nasreg.hookimpl`` methods); they are loaded on top of the
@@ -17,23 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
-from .errors import GenotypeError, NasregError, RunDirError
-from .genotype import Genotype
-from .progress import Reporter
+from ._core.errors import GenotypeError, NasregError, RunDirError
+from ._core.genotype import Genotype
+from ._core.progress import Reporter
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from .evaluate import EvalSpec
-    from .plugins import Plugins
-    from .preflight import Estimate
-    from .spec import Spec
+    from ._core.evaluate import EvalSpec
+    from ._core.plugins import Plugins
+    from ._core.preflight import Estimate
+    from ._core.spec import Spec
 
 __all__ = ["SearchResult", "TrainResult", "load_spec", "validate", "search", "resume", "train",
            "build_network", "describe_network", "load_genotype", "load_plugins"]
 
 #: What ``progress=`` accepts: False/None (nothing shown), True (rich progress bars on stderr),
-#: or a :class:`~nasreg.progress.Reporter` of your own.
+#: or a :class:`~nasreg._core.progress.Reporter` of your own.
 Progress = Union[bool, None, Reporter]
 SpecSource = Union[str, Path, Mapping[str, Any], "Spec"]
 PluginRefs = Iterable[Any]
@@ -93,9 +93,9 @@ def load_spec(source: SpecSource, *, overrides: Iterable[str] = (), plugins: Plu
     """Read a search spec (a TOML file, or a dict with the same tables), apply ``--set``-style
     ``overrides`` (``"data.batch_size=32"``), load the plugins it asks for and validate it.
 
-    Returns the validated :class:`~nasreg.spec.Spec` (``spec.resolved()``: every key with its
+    Returns the validated :class:`~nasreg._core.spec.Spec` (``spec.resolved()``: every key with its
     default; ``spec.digest()``: its hash; ``spec.plugins``: the loaded plugins)."""
-    from . import spec as spec_mod
+    from ._core import spec as spec_mod
 
     if _is_spec(source) and not overrides and not plugins:
         return source  # type: ignore[return-value]
@@ -115,10 +115,10 @@ def validate(source: str | Path | Mapping[str, Any], *, overrides: Iterable[str]
              plugins: PluginRefs = ()) -> "Spec | EvalSpec":
     """Check a search spec, or an evaluation spec for :func:`train` (only ``[run]`` and
     ``[evaluate]``), without running it; returns the validated spec or raises
-    :class:`~nasreg.errors.SpecError` (a search spec also gets every check :func:`search` makes
+    :class:`~nasreg._core.errors.SpecError` (a search spec also gets every check :func:`search` makes
     before it writes anything but the dataset's files: device, strategy/selector pairing)."""
-    from . import spec as spec_mod
-    from .evaluate import is_eval_spec, load_eval_spec
+    from ._core import spec as spec_mod
+    from ._core.evaluate import is_eval_spec, load_eval_spec
 
     overrides = tuple(overrides)
     refs, objects = _split_plugins(plugins)
@@ -138,8 +138,8 @@ def load_plugins(plugins: PluginRefs = (), *, strict: bool = True) -> "Plugins":
     """The installed plugins plus ``plugins``, registries filled (``.registries``; ``.infos``:
     per plugin its version, source, what it registered and its load error, if any). An
     entry-point plugin that fails to load is only recorded; one asked for here raises
-    :class:`~nasreg.errors.PluginError`, unless not ``strict`` (``nasreg list-plugins``)."""
-    from .plugins import load_plugins as _load
+    :class:`~nasreg._core.errors.PluginError`, unless not ``strict`` (``nasreg list-plugins``)."""
+    from ._core.plugins import load_plugins as _load
 
     refs, objects = _split_plugins(plugins)
     return _load(refs, base_dir=Path.cwd(), objects=objects, strict=strict)
@@ -158,7 +158,7 @@ def _reporter(progress: Progress, *, train: bool = False) -> tuple[Reporter, boo
     if isinstance(progress, Reporter) or (progress not in (None, True, False) and hasattr(progress, "step")):
         return progress, False  # type: ignore[return-value]
     if progress:
-        from .progress import RichReporter
+        from ._core.progress import RichReporter
 
         return RichReporter(), True
     return Reporter(), True
@@ -174,8 +174,8 @@ def search(spec: SpecSource, *, overrides: Iterable[str] = (), plugins: PluginRe
     runs first and refuses a search whose memory estimate exceeds the free memory (``preflight=False``
     skips it); ``[run] threads`` and the seed are applied; under ``torchrun`` every process calls
     this, rank 0 writes the run directory and runs ``[evaluate]``."""
-    from . import distributed as ddp
-    from .rundir import create_run_dir
+    from ._core import distributed as ddp
+    from ._core.rundir import create_run_dir
 
     spec = load_spec(spec, overrides=overrides, plugins=plugins)
     reporter, own = _reporter(progress)
@@ -188,9 +188,9 @@ def search(spec: SpecSource, *, overrides: Iterable[str] = (), plugins: PluginRe
 def _prepare(spec: "Spec", preflight: bool, reporter: Reporter) -> tuple[Any, Any, Any]:
     """Every check that can fail on the user's input, before a run directory exists; the
     pre-flight line goes to ``reporter.preflight`` (rank 0 only) before its memory check."""
-    from . import distributed as ddp
-    from .preflight import preflight as estimate_step
-    from .search import prepare
+    from ._core import distributed as ddp
+    from ._core.preflight import preflight as estimate_step
+    from ._core.search import prepare
 
     prepared = prepare(spec, spec.plugins)  # under torchrun: joins the process group
     eval_prepared = _prepare_evaluation(spec, prepared.space)
@@ -203,8 +203,8 @@ def _prepare(spec: "Spec", preflight: bool, reporter: Reporter) -> tuple[Any, An
 
 def _search_and_evaluate(prepared: Any, eval_prepared: Any, run_dir: Path, reporter: Reporter, own: bool,
                          estimate: Any, *, resume: bool) -> SearchResult:
-    from . import distributed as ddp
-    from .search import run_search
+    from ._core import distributed as ddp
+    from ._core.search import run_search
 
     main_rank = ddp.current().is_main
     active = reporter if main_rank else Reporter()  # torchrun: rank 0 speaks for all
@@ -232,7 +232,7 @@ def _prepare_evaluation(spec: "Spec", space: Any) -> Any:
     """The prepared ``[evaluate]`` of a search spec (checked before the search starts), or None."""
     if spec.evaluate is None:
         return None
-    from .evaluate import from_search_spec, prepare_evaluation
+    from ._core.evaluate import from_search_spec, prepare_evaluation
 
     return prepare_evaluation(from_search_spec(spec, spec.plugins.registries), spec.plugins, space)
 
@@ -240,8 +240,8 @@ def _prepare_evaluation(spec: "Spec", space: Any) -> Any:
 def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, reporter: Reporter) -> TrainResult:
     """Train the genotype a search found, into ``RUN_DIR/eval`` (from its start: a stopped
     evaluation's metrics and checkpoint are dropped first)."""
-    from .evaluate import EVAL_DIR, run_evaluation, search_cost
-    from .rundir import CHECKPOINT_FILE, GENOTYPE_FILE, METRICS_FILE
+    from ._core.evaluate import EVAL_DIR, run_evaluation, search_cost
+    from ._core.rundir import CHECKPOINT_FILE, GENOTYPE_FILE, METRICS_FILE
 
     source = str(run_dir / GENOTYPE_FILE)
     genotype = Genotype.from_dict(summary["genotype"], source=source)
@@ -263,11 +263,11 @@ def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress 
     """Continue a stopped search from its last checkpoint (the same results as an uninterrupted
     run), then run its ``[evaluate]``. A run whose search finished but whose evaluation did not
     (no ``eval/results.json``) runs the evaluation again from its start; a finished run is a
-    :class:`~nasreg.errors.RunDirError`."""
-    from . import distributed as ddp
-    from . import rundir as rd
-    from . import spec as spec_mod
-    from .evaluate import EVAL_DIR, RESULTS_FILE
+    :class:`~nasreg._core.errors.RunDirError`."""
+    from ._core import distributed as ddp
+    from ._core import rundir as rd
+    from ._core import spec as spec_mod
+    from ._core.evaluate import EVAL_DIR, RESULTS_FILE
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -290,8 +290,8 @@ def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress 
 
 
 def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: bool, evaluate: bool) -> SearchResult:
-    from . import distributed as ddp
-    from . import rundir as rd
+    from ._core import distributed as ddp
+    from ._core import rundir as rd
 
     if spec.evaluate is None:
         raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
@@ -332,8 +332,8 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 def _eval_spec(spec: Any, overrides: Iterable[str], plugins: PluginRefs) -> tuple[Any, "Plugins"]:
     """An evaluation spec from: None (the defaults), a path (evaluation or search spec), a dict,
-    a validated search :class:`~nasreg.spec.Spec`, or an evaluation spec."""
-    from .evaluate import from_search_spec, load_eval_spec
+    a validated search :class:`~nasreg._core.spec.Spec`, or an evaluation spec."""
+    from ._core.evaluate import from_search_spec, load_eval_spec
 
     overrides = tuple(overrides)
     refs, objects = _split_plugins(plugins)
@@ -371,7 +371,7 @@ def build_network(genotype: Genotype | str | Path, *, spec: Any = None, override
     classes from its dataset's registry metadata, unless ``input_shape`` (C, H, W) and
     ``num_classes`` are given. In training mode a network with an auxiliary head returns
     ``(logits, auxiliary_logits)``; in eval mode the logits."""
-    from .evaluate import build_network as _build, dataset_shape, space_for
+    from ._core.evaluate import build_network as _build, dataset_shape, space_for
 
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     regs = plugins_.registries
@@ -379,7 +379,7 @@ def build_network(genotype: Genotype | str | Path, *, spec: Any = None, override
     if input_shape is None or num_classes is None:
         known = dataset_shape(espec.dataset)
         if known is None:
-            from .evaluate import bundle_shape
+            from ._core.evaluate import bundle_shape
 
             known = bundle_shape(espec.dataset.build())
         input_shape = input_shape or known[0]
@@ -393,7 +393,7 @@ def describe_network(genotype: Genotype | str | Path, *, spec: Any = None, overr
                      plugins: PluginRefs = ()) -> dict[str, Any]:
     """``nasreg train --dry-run``: the network's parameters (with and without the auxiliary head)
     and the FLOPs of one forward pass of one image, without data or training."""
-    from .evaluate import describe_network as _describe
+    from ._core.evaluate import describe_network as _describe
 
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     genotype, source = _genotype(genotype, plugins_.registries)
@@ -408,8 +408,8 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     ``spec`` is an evaluation spec (``[run]``, ``[evaluate]``), a search spec (its ``[evaluate]``
     on its dataset), a path to either, or None (the defaults: DARTS's CIFAR-10 recipe).
     The run directory is ``out`` or ``[run] out_dir / ([run] name or train-GENOTYPE)``."""
-    from .evaluate import prepare_evaluation, run_evaluation, space_for
-    from .rundir import create_run_dir
+    from ._core.evaluate import prepare_evaluation, run_evaluation, space_for
+    from ._core.rundir import create_run_dir
 
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     genotype, source = _genotype(genotype, plugins_.registries)

@@ -16,8 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import NasregError
-from .registry import KINDS
+from ._core.errors import NasregError
+from ._core.registry import KINDS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -96,7 +96,7 @@ class _CliOutput:
 
 def _reporter(quiet: bool) -> Any:
     """The command line's reporter: progress bars on stderr (none with -q), figures on stdout."""
-    from .progress import QuietReporter, RichReporter
+    from ._core.progress import QuietReporter, RichReporter
 
     if quiet:
         return type("CliQuietReporter", (_CliOutput, QuietReporter), {"quiet": True})()
@@ -104,7 +104,7 @@ def _reporter(quiet: bool) -> Any:
 
 
 @main.command()
-# (A directory or an unreadable file is reported by nasreg.spec.read_toml, on one line.)
+# (A directory or an unreadable file is reported by nasreg._core.spec.read_toml, on one line.)
 @click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path, readable=False))
 @_set_option
 @_plugin_option
@@ -237,7 +237,7 @@ def train(genotype_path: Path, spec_path: Path | None, overrides: tuple[str, ...
 @handle_errors
 def show(run_dir: Path, last: int) -> None:
     """Summarize a run directory (search or training): spec, genotype, metrics, results."""
-    from .show import show_run
+    from ._core.show import show_run
 
     show_run(run_dir, console, last)
 
@@ -267,7 +267,7 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    from .genotype import Genotype
+    from ._core.genotype import Genotype
 
     genotype = Genotype.from_dict(summary["genotype"])
     if summary.get("stages"):  # supernet searches: the stages' weights and times

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from nasreg.plugins import Plugins, load_plugins
+from nasreg._core.plugins import Plugins, load_plugins
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PLUGIN_PKG = FIXTURES / "plugin_pkg"

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import nasreg
-from nasreg.errors import GenotypeError, SpecError
-from nasreg.params import component
-from nasreg.plugins import load_plugins
-from nasreg.run import Run
-from nasreg.spec import validate
+from nasreg._core.errors import GenotypeError, SpecError
+from nasreg._core.params import component
+from nasreg._core.plugins import load_plugins
+from nasreg._core.run import Run
+from nasreg._core.spec import validate
 from nasreg import GenotypeEdge
 from nasreg_darts.derive import derive_topk
 from nasreg_darts.selector import ArgmaxSelector
@@ -31,7 +31,7 @@ def make_space(nodes=4, operations=DARTS_OPS):
 
 
 def fake_run(space, seed=5, digest="feedfacecafebeef"):
-    """The parts of :class:`nasreg.run.Run` a selector uses."""
+    """The parts of :class:`nasreg._core.run.Run` a selector uses."""
     spec = SimpleNamespace(digest=lambda: digest, search_space=SimpleNamespace(name="darts-cell"))
     return SimpleNamespace(spec=spec, seed=seed, space=space, registries=REGS,
                            zero_ops=lambda: {e.name for e in REGS.operations if e.get("is_zero", False)})

@@ -1,4 +1,4 @@
-"""nasreg/cellnet.py: the cell-network building blocks the DARTS and NASNet networks share.
+"""nasreg/_core/cellnet.py: the cell-network building blocks the DARTS and NASNet networks share.
 
 Frozen fingerprints (state_dict keys, parameter counts) of small DARTS, NASNet-A, AmoebaNet-A and
 NASNet-space networks, as the plugins built them before they shared these blocks (checkpoints
@@ -19,7 +19,7 @@ from torch import nn
 
 import nasreg
 from nasreg import Genotype, GenotypeEdge, GenotypeError
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 REGS = load_plugins().registries
@@ -40,7 +40,7 @@ def fingerprint(net: nn.Module) -> tuple[int, int, str]:
     return len(keys), sum(p.numel() for p in net.parameters()), hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-#: Computed with the plugins' own copies of the blocks (before nasreg.cellnet): 5 cells, 4 channels,
+#: Computed with the plugins' own copies of the blocks (before nasreg._core.cellnet): 5 cells, 4 channels,
 #: 3 input channels, 10 classes, with the auxiliary head.
 FROZEN = {
     "darts_v2": (315, 422_444, "83779997ffdb34ff"),

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import nasreg
 from nasreg.cli import main
-from nasreg.errors import SpecError
+from nasreg._core.errors import SpecError
 
 from conftest import BROKEN_PLUGINS, TOY_SPEC, TOYCORE_FILE
 
@@ -304,7 +304,7 @@ def test_the_estimate_comes_before_the_run_directory(toy_spec, tmp_path):
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_run_stops_before_anything_when_memory_does_not_fit(tmp_path, monkeypatch, quiet):
-    import nasreg.preflight as pf
+    import nasreg._core.preflight as pf
 
     monkeypatch.setattr(pf, "free_memory_bytes", lambda device: 2**20)
     out = tmp_path / "out"
@@ -331,7 +331,7 @@ def test_an_absurd_batch_fails_on_the_real_free_memory(tmp_path):
 
 
 def test_no_preflight_skips_the_estimate_and_its_check(toy_spec, tmp_path, restore_torch_threads, monkeypatch):
-    import nasreg.preflight as pf
+    import nasreg._core.preflight as pf
 
     monkeypatch.setenv("NASREG_DISABLE_PLUGINS", "plots")
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import nasreg.evaluate as evaluate_mod
-import nasreg.preflight as pf
-import nasreg.search as search_mod
+import nasreg._core.evaluate as evaluate_mod
+import nasreg._core.preflight as pf
+import nasreg._core.search as search_mod
 from nasreg.cli import main
 
 SPEC = """

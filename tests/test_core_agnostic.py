@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 
 CORE = Path(__file__).resolve().parents[1] / "nasreg"
 
@@ -119,7 +119,7 @@ def _string_hits(text: str, registered: set[str]) -> set[str]:
 
 
 def _is_params(node: ast.AST) -> bool:
-    """``params`` or ``x.params``: a component's spec keys (:class:`nasreg.params.Component`)."""
+    """``params`` or ``x.params``: a component's spec keys (:class:`nasreg._core.params.Component`)."""
     return (isinstance(node, ast.Name) and node.id == "params") or (isinstance(node, ast.Attribute)
                                                                     and node.attr == "params")
 

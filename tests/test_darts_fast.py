@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nasreg
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 from nasreg_darts.ops import DepthwiseConv2d, batch_norm_scaled
 
 REGS = load_plugins().registries

@@ -12,7 +12,7 @@ from torch import nn
 
 import nasreg
 from nasreg import Genotype, GenotypeError
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 from nasreg_darts.network import AuxiliaryHead, DartsEvalNetwork, drop_path
 from nasreg_darts.ops import PoolBN
 

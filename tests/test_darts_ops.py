@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import nasreg
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 
 REGS = load_plugins().registries
 OPS = REGS.operations

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import nasreg
 from nasreg.cli import main
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 from nasreg_darts.space import PartialChannelMixedOp, channel_shuffle, shuffle_concat
 
 REGS = load_plugins().registries
@@ -85,8 +85,8 @@ def test_ops_are_built_with_c_over_k_channels_and_k4_has_fewer_weights():
 def test_partial_channels_validated():
     with pytest.raises(ValueError, match="partial_channels: channels \\(6\\) must be a multiple"):
         FACTORY(DARTS_OPS, channels=6, partial_channels=4)
-    from nasreg.errors import SpecError
-    from nasreg.params import component
+    from nasreg._core.errors import SpecError
+    from nasreg._core.params import component
 
     with pytest.raises(SpecError, match="partial_channels"):
         component("search_spaces", {"name": "darts-cell", "operations": DARTS_OPS, "partial_channels": 0},

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import nasreg
-from nasreg.errors import SpecError
-from nasreg.params import bind, component
-from nasreg.plugins import load_plugins
+from nasreg._core.errors import SpecError
+from nasreg._core.params import bind, component
+from nasreg._core.plugins import load_plugins
 
 REGS = load_plugins().registries
 OPS = REGS.operations

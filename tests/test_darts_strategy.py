@@ -18,8 +18,8 @@ from torch import nn
 from torch.func import functional_call
 
 import nasreg
-from nasreg.errors import SpecError
-from nasreg.params import bind
+from nasreg._core.errors import SpecError
+from nasreg._core.params import bind
 from nasreg_darts.strategy import DartsStrategy
 
 # --------------------------------------------------------------------------- a tiny supernet
@@ -420,7 +420,7 @@ def test_constructor_rejects_bad_combinations(kw):
 def test_component_build_turns_value_error_into_spec_error():
     registries = {"strategies": nasreg.Registry("strategies", "search strategy")}
     registries["strategies"].register("darts", DartsStrategy, plugin="test")
-    comp = nasreg.params.component("strategies", {"name": "darts", "alpha_betas": [0.5]}, "[strategy]", registries)
+    comp = nasreg._core.params.component("strategies", {"name": "darts", "alpha_betas": [0.5]}, "[strategy]", registries)
     with pytest.raises(SpecError, match="alpha_betas"):
         comp.build()
 

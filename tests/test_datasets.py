@@ -21,9 +21,9 @@ import torch
 
 import nasreg
 from nasreg import DataError, DatasetBundle
-from nasreg import params as P
-from nasreg.data import split_train_val
-from nasreg.plugins import load_plugins
+from nasreg._core import params as P
+from nasreg._core.data import split_train_val
+from nasreg._core.plugins import load_plugins
 
 import nasreg_data
 from nasreg_data import cifar10, cifar100, digits, fashion_mnist, image_folder, mnist
@@ -513,7 +513,7 @@ def test_image_transform_autoaugment_without_randomness_is_the_plain_transform(m
 
 
 def test_registered_shapes_match_the_bundles(cifar10_root):
-    from nasreg.plugins import load_plugins
+    from nasreg._core.plugins import load_plugins
 
     regs = load_plugins().registries
     root, _ = cifar10_root

@@ -1,4 +1,4 @@
-"""The device loader (nasreg/device_loader.py) on the CPU, on tiny data.
+"""The device loader (nasreg/_core/device_loader.py) on the CPU, on tiny data.
 
 Its batches are checked against a plain per-image implementation of the same crop, flip,
 normalization and cutout (with the parameters the loader drew, read back through its private
@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from torch.utils.data import Subset
 
 from nasreg import MemoryView, SpecError
-from nasreg import spec as S
-from nasreg.device_loader import (DeviceLoader, build_device_loader, choose, estimate_bytes, memory_view_of,
+from nasreg._core import spec as S
+from nasreg._core.device_loader import (DeviceLoader, build_device_loader, choose, estimate_bytes, memory_view_of,
                                   supported)
 
 from nasreg_data import cifar10, digits, image_folder
@@ -361,7 +361,7 @@ def test_choose(tmp_path):
 
 
 def test_loader_keys_in_the_spec(tmp_path):
-    from nasreg.plugins import load_plugins
+    from nasreg._core.plugins import load_plugins
 
     regs = load_plugins([]).registries
     raw = S.read_toml(ROOT / "specs" / "quickstart.toml")

@@ -15,8 +15,8 @@ import pytest
 
 import nasreg
 from nasreg import NasregError, SpecError, StageResult
-from nasreg.params import component
-from nasreg.plugins import load_plugins
+from nasreg._core.params import component
+from nasreg._core.plugins import load_plugins
 from nasreg_darts.derive import derive_topk
 from nasreg_dgdarts import GradientGroupedSelector, group_and_select
 from nasreg_dgdarts.grouping import RULES, cluster_labels, normalize_features

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler
 
-from nasreg import distributed as ddp
+from nasreg._core import distributed as ddp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def test_sync_batch_norm_conversion_keeps_parameters_and_state_dict_keys():
 SYNC_BN_CHECK = textwrap.dedent("""
     import torch, torch.distributed as dist
     from torch import nn
-    from nasreg import distributed as ddp
+    from nasreg._core import distributed as ddp
     torch.set_num_threads(1)
     ctx, _ = ddp.init_from_env(torch.device("cpu"))
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""nasreg/evaluate.py and the [evaluate] spec section: the recipe, its validation, cutout, the
+"""nasreg/_core/evaluate.py and the [evaluate] spec section: the recipe, its validation, cutout, the
 drop-path schedule, FLOPs, dataset shapes without data, the training loop on tiny inputs."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from nasreg import spec as S
-from nasreg.errors import GenotypeError, SpecError
-from nasreg.evaluate import (EvalSpec, count_flops, count_parameters, cutout, dataset_shape, describe_network,
+from nasreg._core import spec as S
+from nasreg._core.errors import GenotypeError, SpecError
+from nasreg._core.evaluate import (EvalSpec, count_flops, count_parameters, cutout, dataset_shape, describe_network,
                              drop_path_schedule, is_eval_spec, load_eval_spec, plot_curves, prepare_evaluation,
                              run_evaluation, space_for)
-from nasreg.genotype import Genotype
-from nasreg.plugins import load_plugins
+from nasreg._core.genotype import Genotype
+from nasreg._core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -99,7 +99,7 @@ def test_search_spec_evaluate_defaults_to_the_search_dataset(tmp_path):
     assert resolved["evaluate"]["data"]["dataset"] == "digits"
     # The resolved spec (as written into the run directory) is a valid spec again.
     path = tmp_path / "spec.toml"
-    from nasreg import rundir
+    from nasreg._core import rundir
 
     rundir.write_toml(path, resolved)
     again, _ = S.load(path)
@@ -155,7 +155,7 @@ def test_count_flops_and_parameters():
 
 def test_dataset_shapes_come_from_registry_metadata():
     regs = load_plugins().registries
-    from nasreg import params as P
+    from nasreg._core import params as P
 
     def comp(name, **keys):
         return P.component("datasets", {"name": name, **keys}, "x", regs)
@@ -255,6 +255,6 @@ def test_the_search_hash_ignores_evaluate():
 
 
 def from_search_spec_digest(spec) -> str:
-    from nasreg.evaluate import from_search_spec
+    from nasreg._core.evaluate import from_search_spec
 
     return from_search_spec(spec, load_plugins().registries).digest()

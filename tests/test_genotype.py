@@ -1,4 +1,4 @@
-"""nasreg.genotype: typed, versioned JSON; schema errors name the file; registry validation."""
+"""nasreg._core.genotype: typed, versioned JSON; schema errors name the file; registry validation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 import nasreg
 from nasreg import CellGenotype, Genotype, GenotypeEdge, genotype_from_edges
-from nasreg.errors import GenotypeError, NasregError
-from nasreg.genotype import FORMAT, VERSION
+from nasreg._core.errors import GenotypeError, NasregError
+from nasreg._core.genotype import FORMAT, VERSION
 
 
 def make() -> Genotype:

@@ -57,8 +57,8 @@ from rich.console import Console
 
 from nasreg import cli
 from nasreg.cli import main
-from nasreg.errors import GenotypeError, NasregError
-from nasreg.genotype import Genotype
+from nasreg._core.errors import GenotypeError, NasregError
+from nasreg._core.genotype import Genotype
 
 from conftest import TOY_SPEC, TOYCORE_FILE
 
@@ -492,7 +492,7 @@ GENOTYPE_CASES = [
 
 @pytest.fixture(scope="module")
 def builtin_registries():
-    from nasreg.plugins import load_plugins
+    from nasreg._core.plugins import load_plugins
 
     return load_plugins().registries
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nasreg import CellGenotype, Genotype, GenotypeEdge, GenotypeError, SpecError
-from nasreg.params import component
-from nasreg.plugins import load_plugins
+from nasreg._core.params import component
+from nasreg._core.plugins import load_plugins
 from nasreg_nasnet.decisions import NotASupernetSpace
 from nasreg_nasnet.layers import NasLayersNetwork, concat_padded
 

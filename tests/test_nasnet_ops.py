@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import nasreg_nasnet.factories as nops
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 from nasreg_nasnet.factories import FILTERS, HEIGHTS, NASNET_OPERATIONS, STRIDES, WIDTHS, layer_op_name
 
 REGS = load_plugins().registries

@@ -10,8 +10,8 @@ import torch
 
 import nasreg
 from nasreg import CellGenotype, Genotype, GenotypeEdge, GenotypeError
-from nasreg.params import component
-from nasreg.plugins import load_plugins
+from nasreg._core.params import component
+from nasreg._core.plugins import load_plugins
 from nasreg_nasnet.decisions import NotASupernetSpace
 from nasreg_nasnet.factories import NASNET_OPERATIONS
 

@@ -1,4 +1,4 @@
-"""nasreg.params: a factory's signature is its schema (check, bind, Component.build)."""
+"""nasreg._core.params: a factory's signature is its schema (check, bind, Component.build)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal, Optional
 import pytest
 
 from nasreg import Component, Range, Ref
-from nasreg.errors import SpecError
-from nasreg.params import bind, check, component, describe, signature_params
-from nasreg.registry import Registries
+from nasreg._core.errors import SpecError
+from nasreg._core.params import bind, check, component, describe, signature_params
+from nasreg._core.registry import Registries
 
 
 # --- check ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 import nasreg_plots
 from nasreg import CellGenotype, Genotype, GenotypeEdge
-from nasreg.plugins import load_plugins
+from nasreg._core.plugins import load_plugins
 
 PNG = b"\x89PNG\r\n\x1a\n"
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",

@@ -1,4 +1,4 @@
-"""nasreg.plugins: discovery through entry points, modules, files and objects; every hook called;
+"""nasreg._core.plugins: discovery through entry points, modules, files and objects; every hook called;
 broken plugins reported, never fatal."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 
 import nasreg
 from nasreg import hookimpl, hookspecs
-from nasreg.errors import PluginError, RegistryError, SpecError
-from nasreg.plugins import DISABLE_ENV, Plugins, load_plugins
-from nasreg.search import notify
+from nasreg._core.errors import PluginError, RegistryError, SpecError
+from nasreg._core.plugins import DISABLE_ENV, Plugins, load_plugins
+from nasreg._core.search import notify
 
 from conftest import BROKEN_PLUGINS, PLUGIN_PKG, TOYCORE_FILE
 
@@ -437,8 +437,8 @@ def test_a_raising_observer_without_reporter_prints_the_warning(capsys):
 
 def test_a_whole_search_calls_the_lifecycle_hooks_in_order(toy_plugins, write_spec, tmp_path,
                                                            restore_torch_threads):
-    from nasreg import spec as spec_mod
-    from nasreg.search import prepare, run_search
+    from nasreg._core import spec as spec_mod
+    from nasreg._core.search import prepare, run_search
 
     obs = Observer()
     plugins = toy_plugins(("obs", obs), ("raising", Raising()))
@@ -484,7 +484,7 @@ class _Reporter(Messages):
 
 def test_spec_registries_and_hooks_together_through_spec_load(testplugin_dist, write_spec):
     """A spec whose [run] plugins names the toy file and uses the third-party op: validates."""
-    from nasreg import spec as spec_mod
+    from nasreg._core import spec as spec_mod
 
     path = write_spec(f'''
         [run]
@@ -555,7 +555,7 @@ statistic = "last"
 
 def test_a_spec_naming_the_fixture_op_and_clusterer_validates(testplugin_dist, write_spec):
     import nasreg_testplugin
-    from nasreg import spec as spec_mod
+    from nasreg._core import spec as spec_mod
 
     spec, plugins = spec_mod.load(write_spec(BUILTIN_SPEC))
     regs = plugins.registries

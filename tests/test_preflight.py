@@ -1,4 +1,4 @@
-"""nasreg.preflight: parameter count, FLOPs per step and the peak-memory check, on a tiny spec."""
+"""nasreg._core.preflight: parameter count, FLOPs per step and the peak-memory check, on a tiny spec."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import nasreg.preflight as pf
-from nasreg import spec as spec_mod
-from nasreg.errors import NasregError
-from nasreg.search import prepare
+import nasreg._core.preflight as pf
+from nasreg._core import spec as spec_mod
+from nasreg._core.errors import NasregError
+from nasreg._core.search import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=digits", "data.limit=64", "data.batch_size=8", "data.num_workers=0",

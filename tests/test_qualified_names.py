@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from nasreg.cli import main
 from nasreg import hookimpl
-from nasreg.errors import GenotypeError, RegistryError, SpecError
-from nasreg.genotype import CellGenotype, Genotype, GenotypeEdge
-from nasreg.plugins import load_plugins
-from nasreg.run import Run
-from nasreg.spec import apply_overrides, read_toml, validate
+from nasreg._core.errors import GenotypeError, RegistryError, SpecError
+from nasreg._core.genotype import CellGenotype, Genotype, GenotypeEdge
+from nasreg._core.plugins import load_plugins
+from nasreg._core.run import Run
+from nasreg._core.spec import apply_overrides, read_toml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 NASNET = ROOT / "specs" / "nasnet.toml"

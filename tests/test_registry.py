@@ -1,4 +1,4 @@
-"""nasreg.registry: register, look up (with close-match errors), list."""
+"""nasreg._core.registry: register, look up (with close-match errors), list."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import functools
 
 import pytest
 
-from nasreg.errors import NasregError, RegistryError
-from nasreg.registry import KINDS, Entry, Registries, Registry
+from nasreg._core.errors import NasregError, RegistryError
+from nasreg._core.registry import KINDS, Entry, Registries, Registry
 
 
 def sep_conv(C, stride, affine):

@@ -20,7 +20,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from nasreg import checkpoint
+from nasreg._core import checkpoint
 from nasreg.cli import main
 
 SPEC = """

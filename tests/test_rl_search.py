@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from nasreg.cli import main
-from nasreg.genotype import Genotype
-from nasreg.plugins import load_plugins
+from nasreg._core.genotype import Genotype
+from nasreg._core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

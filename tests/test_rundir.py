@@ -14,7 +14,7 @@ import torch
 
 import nasreg
 from nasreg import CheckpointError, RunDir, RunDirError
-from nasreg import rundir as rd
+from nasreg._core import rundir as rd
 
 
 def test_the_file_names_and_the_eval_subdirectory(tmp_path):

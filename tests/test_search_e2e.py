@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from nasreg.cli import main
-from nasreg.genotype import Genotype
-from nasreg.plugins import load_plugins
+from nasreg._core.genotype import Genotype
+from nasreg._core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=digits", "data.limit=160", "data.batch_size=32", "data.num_workers=0",

@@ -1,4 +1,4 @@
-"""nasreg.spec: TOML -> validated, typed spec; every error names the file and the key path."""
+"""nasreg._core.spec: TOML -> validated, typed spec; every error names the file and the key path."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import tomllib
 import pytest
 import tomli_w
 
-from nasreg import spec as S
-from nasreg.errors import NasregError, PluginError, SpecError
-from nasreg.params import Component
+from nasreg._core import spec as S
+from nasreg._core.errors import NasregError, PluginError, SpecError
+from nasreg._core.params import Component
 
 from conftest import TOY_SPEC, TOYCORE_FILE
 

@@ -12,7 +12,7 @@ What is generated and what must hold:
   level, a registry name (``name``, ``dataset``, an operation) replaced by another registered
   name, a near miss or random text;
 
-  ``nasreg.spec.validate`` either returns a Spec or raises a NasregError (SpecError mostly) with
+  ``nasreg._core.spec.validate`` either returns a Spec or raises a NasregError (SpecError mostly) with
   a non-empty message: never another exception. An accepted spec's resolved form (what a run
   directory gets) dumps to TOML, encodes as UTF-8, and validates again to the same digest;
 * ``--set`` text: random text, and ``KEY.PATH=VALUE`` built from real and random keys and TOML
@@ -45,10 +45,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.control import currently_in_test_context, event
 from hypothesis import strategies as st
 
-from nasreg import spec as S
-from nasreg.errors import GenotypeError, NasregError, SpecError
-from nasreg.genotype import CellGenotype, Genotype, GenotypeEdge
-from nasreg.plugins import load_plugins
+from nasreg._core import spec as S
+from nasreg._core.errors import GenotypeError, NasregError, SpecError
+from nasreg._core.genotype import CellGenotype, Genotype, GenotypeEdge
+from nasreg._core.plugins import load_plugins
 
 from conftest import TOY_SPEC, TOYCORE_FILE
 

@@ -1,4 +1,4 @@
-"""The strategy contract the engine dispatches on (nasreg.strategy.Strategy), on the toy components:
+"""The strategy contract the engine dispatches on (nasreg._core.strategy.Strategy), on the toy components:
 run_search is the entry point, the attributes decide the checks, the strategy and the space
 supply the pre-flight suggestions and the divergence hint."""
 
@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 import nasreg
-import nasreg.preflight as pf
-from nasreg import hookimpl, spec as spec_mod
-from nasreg.errors import NasregError, PluginError, SpecError
-from nasreg.search import DivergenceError, SearchJob, prepare, run_search
+import nasreg._core.preflight as pf
+from nasreg import hookimpl
+from nasreg._core import spec as spec_mod
+from nasreg._core.errors import NasregError, PluginError, SpecError
+from nasreg._core.search import DivergenceError, SearchJob, prepare, run_search
 
 
 class Hinted:
@@ -72,7 +73,7 @@ def test_a_factory_that_builds_no_strategy_is_one_line(write_spec, toycore):
 
 
 def test_supports_torchrun_decides_the_refusal(write_spec, toycore, monkeypatch):
-    monkeypatch.setattr("nasreg.distributed.env_world_size", lambda: 2)
+    monkeypatch.setattr("nasreg._core.distributed.env_world_size", lambda: 2)
     with pytest.raises(SpecError, match="'toy-one-process' cannot run under torchrun"):
         _prepared(write_spec, toycore, "strategy.name=toy-one-process")
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import nasreg
-from nasreg.evaluate import load_eval_spec, prepare_evaluation, run_evaluation, space_for
+from nasreg._core.evaluate import load_eval_spec, prepare_evaluation, run_evaluation, space_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DARTS_V2 = ROOT / "genotypes" / "darts_v2.json"

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import nasreg
-# ``nasreg.search`` is the API function until something imports the internal module
-# ``nasreg/search.py``, which then replaces the package attribute; nasreg.api is its home.
+# ``nasreg._core.search`` is the API function until something imports the internal module
+# ``nasreg/_core/search.py``, which then replaces the package attribute; nasreg.api is its home.
 from nasreg.api import search
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ This module does not import torch, so loading the plugin (``nasreg validate``, `
 stays fast: every factory imports the module that builds its torch objects when it is called.
 The op factories build the modules of :mod:`nasreg_darts.ops`; :func:`darts_cell` builds a
 :class:`nasreg_darts.space.DartsCellSpace`. A factory's signature is its spec schema (see
-``nasreg.params``), so the ``[search_space]`` keys of ``darts-cell`` are declared here, once.
+``nasreg._core.params``), so the ``[search_space]`` keys of ``darts-cell`` are declared here, once.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:
     return Conv7x1x7(C, stride, affine=affine)
 
 
-# The return annotation is a name known at run time: ``nasreg.params`` resolves every annotation
+# The return annotation is a name known at run time: ``nasreg._core.params`` resolves every annotation
 # of a factory to check a spec's keys (a name under TYPE_CHECKING would leave them unchecked).
 def darts_cell(
     operations: list[Annotated[str, Ref("operations")]],

@@ -17,7 +17,7 @@ Choices worth knowing:
   one offset by one pixel, concatenated, then BN). On odd sizes the offset input is zero-padded at
   the bottom/right so both halves have ceil(H/2) rows; on even sizes this is exactly DARTS.
 * **The cell blocks are nasreg's**: :class:`FactorizedReduce`, :class:`ReLUConvBN` (the cell
-  preprocessing) and :func:`batch_norm_scaled` come from :mod:`nasreg` (``nasreg.cellnet``) and
+  preprocessing) and :func:`batch_norm_scaled` come from :mod:`nasreg` (``nasreg._core.cellnet``) and
   are re-exported here; the registered factories are declared in :mod:`nasreg_darts.factories`
   (``OPERATIONS``, a :class:`nasreg.OperationTable`, re-exported here).
 * **none** returns fresh zeros of the output shape (no compute on the input). The core's

@@ -9,7 +9,7 @@ stays fast: every factory imports the module that builds its torch objects when 
   (:func:`register_layer_ops`; the module, ``LayerConv``, is in :mod:`nasreg_nasnet.layers`);
 * the space factories :func:`nasnet_cell` (a :class:`nasreg_nasnet.space.NasnetCellSpace`) and
   :func:`nas_layers` (a :class:`nasreg_nasnet.layers.NasLayersSpace`). A factory's signature is
-  its spec schema (see ``nasreg.params``), so the ``[search_space]`` keys are declared here, once.
+  its spec schema (see ``nasreg._core.params``), so the ``[search_space]`` keys are declared here, once.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def register_layer_ops(register: Callable[..., object], heights: Sequence[int] =
 
 
 # --- the space factories --------------------------------------------------------------------------
-# The return annotation is a name known at run time: ``nasreg.params`` resolves every annotation
+# The return annotation is a name known at run time: ``nasreg._core.params`` resolves every annotation
 # of a factory to check a spec's keys (a name under TYPE_CHECKING would leave them unchecked).
 
 def nasnet_cell(

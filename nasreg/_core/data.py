@@ -8,7 +8,7 @@ or a :class:`MemoryView` checked (a dataset plugin imports it at load time).
 In-memory datasets: the ``memory_view()`` protocol
 ----------------------------------------------------
 A dataset whose whole split is one image tensor in memory can also be served by
-:class:`nasreg.device_loader.DeviceLoader`, which keeps the split on the run's device (GPU memory,
+:class:`nasreg._core.device_loader.DeviceLoader`, which keeps the split on the run's device (GPU memory,
 or RAM on a CPU) and builds every batch there: indexing, scaling, random crop and flip,
 normalization and cutout, vectorized over the batch (``[data] loader`` and ``[evaluate] loader``).
 To take part, a dataset defines a method ``memory_view() -> MemoryView | None``: the images as

@@ -1,6 +1,6 @@
 """Pre-flight estimate of a search: parameters, FLOPs per step and peak memory, before anything runs.
 
-:func:`preflight` takes a :class:`~nasreg.search.Prepared` search (``prepare(spec, plugins)``),
+:func:`preflight` takes a :class:`~nasreg._core.search.Prepared` search (``prepare(spec, plugins)``),
 builds the first stage's supernet on the CPU (the largest one: later stages only drop candidate
 ops), runs one forward pass of a probe batch of 2 images in training mode and measures, at once:
 
@@ -23,14 +23,14 @@ The peak-memory estimate of a step is::
 which is what the step allocates on top of what the process already holds. When it exceeds the
 device's free memory (CUDA: ``torch.cuda.mem_get_info``; CPU: ``MemAvailable`` in
 ``/proc/meminfo``, not checked where that file does not exist) :func:`preflight` raises a
-:class:`~nasreg.errors.NasregError` naming the knobs that shrink it: a smaller batch, then what
+:class:`~nasreg._core.errors.NasregError` naming the knobs that shrink it: a smaller batch, then what
 the space's and the strategy's ``memory_knobs()`` suggest. The RNG state is restored
 afterwards, so a run with a pre-flight check is the same run as one without.
 
 There is nothing to estimate for a strategy that trains no supernet (``trains_supernet`` False:
 a ``SamplingStrategy`` such as REINFORCE or random search) nor for a search space whose ``build_supernet`` raises a plain
 ``NotImplementedError``: :func:`preflight` returns None for those (a
-:class:`~nasreg.errors.NasregError` from the space, such as a sampling-only space asked for a
+:class:`~nasreg._core.errors.NasregError` from the space, such as a sampling-only space asked for a
 supernet, is raised: the run would fail on it anyway, later). Any other failure of the probe is
 reported as one line that names ``--no-preflight``.
 """
@@ -181,7 +181,7 @@ def _weight_copies(strategy: Any) -> int:
 
 
 def estimate(prepared: Any, *, batch_size: int | None = None) -> Estimate:
-    """The :class:`Estimate` of ``prepared`` (a :class:`nasreg.search.Prepared`)."""
+    """The :class:`Estimate` of ``prepared`` (a :class:`nasreg._core.search.Prepared`)."""
     spec, p = prepared.spec, prepared
     batch = int(batch_size or spec.data.batch_size)
     world = ddp.current().world_size
@@ -253,7 +253,7 @@ def preflight(prepared: Any, *, echo: Callable[[str], Any] | None = print, check
               batch_size: int | None = None) -> Estimate | None:
     """Estimate one search step of ``prepared``, print it with ``echo`` (one line; None: quiet) and,
     with ``check``, raise :class:`NasregError` when the peak-memory estimate exceeds the device's
-    free memory. Call it after :func:`nasreg.search.prepare` and before the run directory exists.
+    free memory. Call it after :func:`nasreg._core.search.prepare` and before the run directory exists.
 
     Returns None, printing nothing, when there is no supernet to estimate (see the module
     docstring)."""

@@ -34,7 +34,7 @@ from .errors import RegistryError, SpecError
 from .params import Component, Range
 
 # ------------------------------------------------------------------------------------------------
-# The core's own sections. Their signatures are their schemas (see nasreg.params).
+# The core's own sections. Their signatures are their schemas (see nasreg._core.params).
 
 
 @dataclass
@@ -68,7 +68,7 @@ class DataSection:
     train_portion: Annotated[float, Range(gt=0, lt=1)] = 0.5
     num_workers: Annotated[int, Range(ge=0, le=256)] = 0
     limit: Annotated[int, Range(ge=0)] = 0
-    #: How batches are made (nasreg.device_loader). "auto": the device loader (the split held on
+    #: How batches are made (nasreg._core.device_loader). "auto": the device loader (the split held on
     #: the GPU, crop/flip/normalization done there per batch) when the run's device is CUDA and the
     #: dataset supports it (in-memory datasets: CIFAR, MNIST, digits; not image_folder, not with
     #: AutoAugment), else a torch DataLoader. "dataloader": always a DataLoader. "device": always
@@ -169,7 +169,7 @@ class Spec:
     evaluate: EvaluateSection | None = None
     #: The dataset ``[evaluate]`` trains and tests on (None without ``[evaluate]``).
     eval_dataset: Component | None = None
-    #: The loaded plugins whose registries validated this spec (:class:`nasreg.plugins.Plugins`).
+    #: The loaded plugins whose registries validated this spec (:class:`nasreg._core.plugins.Plugins`).
     plugins: Any = field(default=None, repr=False, compare=False)
 
     def resolved(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Every ``register_strategies`` factory returns a :class:`Strategy`. Two kinds shi
 * :class:`SamplingStrategy`: it samples discrete architectures and trains each child itself,
   returning the genotype; the core only seeds, writes the run files and fires the hooks.
 
-The engine (:mod:`nasreg.search`) never asks which class a strategy is: it reads the attributes
+The engine (:mod:`nasreg._core.search`) never asks which class a strategy is: it reads the attributes
 and methods of :class:`Strategy` and calls :meth:`Strategy.run_search`.
 
 This module does not import torch (a strategy plugin subclasses these at import time; validating
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 class Strategy(ABC):
     """What every ``register_strategies`` factory returns: the part of a strategy the engine reads.
 
-    The engine builds a strategy through one function (:func:`nasreg.search.build_strategy`),
+    The engine builds a strategy through one function (:func:`nasreg._core.search.build_strategy`),
     once per need: once when the spec is prepared (to read the attributes below and, for the
     pre-flight estimate, those of :class:`SearchStrategy`), then a fresh instance for each stage
     of a supernet search or, after seeding, for a sampling search. Construction must therefore
@@ -41,8 +41,8 @@ class Strategy(ABC):
       estimate measures a step. False: the strategy finds the genotype itself.
     * :attr:`supports_torchrun`: False when the strategy must run in one process; ``nasreg run``
       under ``torchrun`` is then refused before anything runs.
-    * :meth:`run_search`: the entry point. ``nasreg.search.run_search`` calls it with a
-      :class:`nasreg.search.SearchJob` (the prepared spec, run directory, reporter, resume flag)
+    * :meth:`run_search`: the entry point. ``nasreg._core.search.run_search`` calls it with a
+      :class:`nasreg._core.search.SearchJob` (the prepared spec, run directory, reporter, resume flag)
       and returns what it returns, the run's summary. Each kind hands the job to the engine it
       needs (``job.train_supernet()``, ``job.sample()``).
     """
@@ -60,7 +60,7 @@ class Strategy(ABC):
 class SearchStrategy(Strategy):
     """What a ``register_strategies`` factory returns for a gradient-based (supernet) search.
 
-    The core's epoch loop (:mod:`nasreg.search`) calls :meth:`setup` once per stage with a fresh
+    The core's epoch loop (:mod:`nasreg._core.search`) calls :meth:`setup` once per stage with a fresh
     supernet (and a fresh strategy instance), :meth:`step` once per pair of batches,
     :meth:`end_epoch` after each epoch. After a step that updated the architecture, every
     architecture parameter's ``.grad`` must still hold the gradient used for that update: the
@@ -79,7 +79,7 @@ class SearchStrategy(Strategy):
 
     Under ``torchrun`` each rank's batches are its slice of the global batch and the supernet's
     BatchNorms are synchronized; a strategy makes its updates global by passing every gradient it
-    computes to :func:`nasreg.distributed.average_` (a no-op in one process) before using it.
+    computes to :func:`nasreg._core.distributed.average_` (a no-op in one process) before using it.
     """
 
     trains_supernet: ClassVar[bool] = True
@@ -142,10 +142,10 @@ class SamplingStrategy(Strategy):
 
     @abstractmethod
     def search(self, run: Any, bundle: Any, reporter: Any) -> Any:
-        """Run the whole search; return the best :class:`nasreg.genotype.Genotype` found.
+        """Run the whole search; return the best :class:`nasreg._core.genotype.Genotype` found.
 
-        ``run`` is the :class:`nasreg.run.Run` (spec, run directory, registries, space, device);
-        ``bundle`` the :class:`nasreg.data.DatasetBundle`; ``reporter`` shows progress
+        ``run`` is the :class:`nasreg._core.run.Run` (spec, run directory, registries, space, device);
+        ``bundle`` the :class:`nasreg._core.data.DatasetBundle`; ``reporter`` shows progress
         (``reporter.message(text)``). Write evidence (rewards, children) into ``run.run_dir``.
         Return a dict ``{"genotype": Genotype, **summary_fields}`` or the Genotype.
         """

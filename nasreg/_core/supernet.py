@@ -4,7 +4,7 @@ Nothing here knows an operation by name. Ops are built through their registry fa
 described by their metadata (``is_zero``), so a third-party op works like a built-in one.
 
 The space contract and the ``Candidates`` mapping (cell type -> one list of op names per edge) are
-in :mod:`nasreg.space`, which does not import torch. Every stage of a staged search builds a fresh
+in :mod:`nasreg._core.space`, which does not import torch. Every stage of a staged search builds a fresh
 supernet from its own candidates: stage 1 of DG-DARTS is this same code over smaller per-edge sets.
 """
 

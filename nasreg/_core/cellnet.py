@@ -18,7 +18,7 @@ evaluation network from these pieces and supplies only the cell:
 * the conv blocks such cells are made of: :class:`ReLUConvBN`, :class:`FactorizedReduce`, and
   :func:`drop_path`; :func:`batch_norm_scaled` for ops implementing :class:`nasreg.MixedOp`'s
   fast path.
-* re-exported from the torch-free ``nasreg.space`` for the plugin's other halves:
+* re-exported from the torch-free ``nasreg._core.space`` for the plugin's other halves:
   :func:`operation_names` (the checked ``operations`` key of a cell space) and
   :class:`OperationTable` (a plugin's ops with their registry metadata, declared where each
   factory is defined, registered in one call).

@@ -14,7 +14,7 @@ operation and no space: the genotype's search space builds the network
 * an optional ``drop_path_prob`` attribute, set before every epoch to
   ``drop_path * epoch / epochs`` (the linear DARTS schedule).
 
-The recipe is :class:`nasreg.spec.EvaluateSection` (defaults: DARTS's CIFAR-10 recipe). A
+The recipe is :class:`nasreg._core.spec.EvaluateSection` (defaults: DARTS's CIFAR-10 recipe). A
 standalone evaluation spec (``nasreg train --spec``) has the tables ``[run]`` and ``[evaluate]``
 (with ``[evaluate.data]``); a search spec is accepted too (its ``[evaluate]``, or the defaults,
 on its dataset).

@@ -197,7 +197,7 @@ def genotype_from_edges(edges: dict[str, list[GenotypeEdge]], run: Any, *, selec
     ``selector``, ``stages`` (how many search stages the run had), then the ``provenance``
     keywords as given (JSON values: a selector's own settings, say).
     """
-    from . import __version__
+    from .. import __version__
 
     cells = {ct: CellGenotype(edges=list(kept), concat=list(run.space.concat(ct))) for ct, kept in edges.items()}
     return Genotype(space=run.spec.search_space.name, cells=cells, provenance={

@@ -5,7 +5,7 @@
 :class:`TrainRecipe` (optimizer settings, when the cosine schedule steps, augmentation, how the
 test pass normalizes, what a diverging loss does) and the callbacks they pass, never a copy of
 the loop. The engine writes no file and fires no plugin hook itself: a callback does that
-(:mod:`nasreg.evaluate` writes ``metrics.jsonl``, the checkpoint and calls the ``on_train_*``
+(:mod:`nasreg._core.evaluate` writes ``metrics.jsonl``, the checkpoint and calls the ``on_train_*``
 hooks from one).
 
 What the loop relies on from the model:

@@ -3,7 +3,7 @@
 A search is a sequence of stages (as many as the selector asks for). Each stage builds a fresh
 supernet over its per-edge candidate sets, trains it with the strategy (warm-up epochs with the
 architecture frozen, then joint epochs), records the architecture gradients and weights per epoch,
-and hands a :class:`~nasreg.selector.StageResult` to the selector, which picks the next stage's
+and hands a :class:`~nasreg._core.selector.StageResult` to the selector, which picks the next stage's
 candidates or derives the genotype.
 """
 
@@ -140,7 +140,7 @@ def _append_history(history: dict, per_edge: dict[str, list[list[float]]]) -> No
 def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device, kind: str | None = None
                  ) -> tuple[DataLoader, DataLoader]:
     """The search's train and validation loaders: shuffled by generators seeded from the run's
-    seed; under torchrun every rank gets its slice of each global batch (:mod:`nasreg.distributed`).
+    seed; under torchrun every rank gets its slice of each global batch (:mod:`nasreg._core.distributed`).
 
     ``kind`` ("device" | "dataloader") overrides ``[data] loader`` (a resumed run keeps the kind
     its checkpoint was written with: the two draw different random streams)."""
@@ -234,7 +234,7 @@ def build_strategy(spec: Spec) -> Strategy:
     """The spec's ``[strategy]``, built: the one place the engine makes a strategy.
 
     Called once per need (preparing the spec, each stage of a supernet search, a sampling search);
-    a factory that returns something other than a :class:`~nasreg.strategy.Strategy` is refused."""
+    a factory that returns something other than a :class:`~nasreg._core.strategy.Strategy` is refused."""
     strategy = spec.strategy.build()
     if not isinstance(strategy, Strategy):
         raise PluginError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} built a "
@@ -270,7 +270,7 @@ def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: 
 
     With ``resume`` the search continues from ``run_dir``'s checkpoint and ends with the same
     genotype and metrics as an uninterrupted run (on CPU, bit for bit). The strategy decides
-    how (:meth:`nasreg.strategy.Strategy.run_search`).
+    how (:meth:`nasreg._core.strategy.Strategy.run_search`).
     """
     threads = torch.get_num_threads()
     try:
@@ -281,7 +281,7 @@ def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: 
 
 @dataclass
 class SearchJob:
-    """One search to run, handed to :meth:`nasreg.strategy.Strategy.run_search`: the prepared
+    """One search to run, handed to :meth:`nasreg._core.strategy.Strategy.run_search`: the prepared
     spec, the run directory, the progress reporter and whether to resume. Its methods are the
     core's engines; a strategy calls the one it needs."""
 

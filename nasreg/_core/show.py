@@ -4,7 +4,7 @@ It reads what the directory holds (``spec.toml``, ``genotype.json``, ``metrics.j
 ``summary.json`` / ``stages.json`` of a search, ``results.json`` of a training run, and a
 search's ``eval/`` evaluation) and prints the spec, the genotype, the last epochs' metrics and
 the final figures. A missing or unreadable directory, or one that holds no run, is a
-:class:`~nasreg.errors.RunDirError` (one line).
+:class:`~nasreg._core.errors.RunDirError` (one line).
 """
 
 from __future__ import annotations

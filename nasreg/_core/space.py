@@ -2,7 +2,7 @@
 
 ``Candidates`` maps a cell type (``"normal"``, ``"reduce"``) to one list of op names per edge, in
 the space's edge order; an ``Edge`` is ``(input node, output node)``. Every stage of a staged
-search builds a fresh supernet from its own candidates (:mod:`nasreg.supernet`).
+search builds a fresh supernet from its own candidates (:mod:`nasreg._core.supernet`).
 
 This module does not import torch: a space plugin subclasses :class:`SearchSpace` and declares its
 ops in an :class:`OperationTable` at import time, and validating a spec or listing plugins must
@@ -68,7 +68,7 @@ class SearchSpace(ABC):
                       **keys: Any) -> nn.Module:
         """The discrete network a genotype describes (for final evaluation).
 
-        :mod:`nasreg.evaluate` passes ``cells``, ``channels`` and ``auxiliary`` (the ``[evaluate]``
+        :mod:`nasreg._core.evaluate` passes ``cells``, ``channels`` and ``auxiliary`` (the ``[evaluate]``
         keys) in ``keys``. The network returns the logits, or ``(logits, auxiliary_logits)`` in
         training mode when it has an auxiliary head (an ``auxiliary_head`` attribute); a
         ``drop_path_prob`` attribute, if any, is set before every epoch.
