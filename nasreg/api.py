@@ -118,7 +118,7 @@ def validate(source: str | Path | Mapping[str, Any], *, overrides: Iterable[str]
     :class:`~nasreg._core.errors.SpecError` (a search spec also gets every check :func:`search` makes
     before it writes anything but the dataset's files: device, strategy/selector pairing)."""
     from ._core import spec as spec_mod
-    from ._core.evaluate import is_eval_spec, load_eval_spec
+    from ._core.evalspec import is_eval_spec, load_eval_spec
 
     overrides = tuple(overrides)
     refs, objects = _split_plugins(plugins)
@@ -333,7 +333,7 @@ def read_summary(path: Path) -> dict[str, Any]:
 def _eval_spec(spec: Any, overrides: Iterable[str], plugins: PluginRefs) -> tuple[Any, "Plugins"]:
     """An evaluation spec from: None (the defaults), a path (evaluation or search spec), a dict,
     a validated search :class:`~nasreg._core.spec.Spec`, or an evaluation spec."""
-    from ._core.evaluate import from_search_spec, load_eval_spec
+    from ._core.evalspec import from_search_spec, load_eval_spec
 
     overrides = tuple(overrides)
     refs, objects = _split_plugins(plugins)

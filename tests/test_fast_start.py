@@ -90,8 +90,6 @@ def test_list_plugins_imports_no_torch(args):
     assert not imports_torch(cli(*args))
 
 
-@pytest.mark.xfail(strict=True, reason="nasreg/cli.py's validate imports nasreg.evaluate (torch) for "
-                                       "is_eval_spec/load_eval_spec (the plugins' registration is torch-free)")
 def test_validate_every_shipped_spec_imports_no_torch():
     assert SPECS
     assert not imports_torch(cli("validate", *SPECS))

@@ -91,3 +91,11 @@ def test_internal_modules_are_marked_internal():
     top = {p.name for p in (ROOT / "nasreg").glob("*.py")}
     assert top <= public, f"modules outside nasreg/_core: {sorted(top - public)}"
     importlib.import_module("nasreg._core")
+
+
+def test_the_api_functions_are_not_shadowed_by_internal_modules():
+    """``nasreg.search`` is the API function, also once the search engine's module is imported
+    (a submodule of the package would replace the package attribute of the same name)."""
+    import nasreg._core.search  # noqa: F401 - the import is the point
+
+    assert callable(nasreg.search) and nasreg.search.__module__ == "nasreg.api"
