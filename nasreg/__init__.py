@@ -49,7 +49,7 @@ from ._core.strategy import SamplingStrategy, SearchStrategy
 # the Python API (see nasreg.api) and the reporter protocol
 from .api import (SearchResult, TrainResult, build_network, describe_network, load_genotype, load_plugins,
                   load_spec, resume, search, train, validate)
-from ._core.progress import Reporter
+from ._core.progress import QuietReporter, Reporter, RichReporter
 from ._core.run import RunContext
 
 #: Names loaded on first access (their modules import torch): name -> (module, attribute).
@@ -87,7 +87,7 @@ _LAZY: dict[str, tuple[str, str]] = {
 __all__ = [
     "__version__",
     "load_spec", "validate", "search", "resume", "train", "build_network", "describe_network",
-    "load_genotype", "load_plugins", "SearchResult", "TrainResult", "Reporter", "RunContext", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
+    "load_genotype", "load_plugins", "SearchResult", "TrainResult", "Reporter", "RichReporter", "QuietReporter", "RunContext", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
     "Genotype", "CellGenotype", "GenotypeEdge",
     "SearchSpace", "Candidates", "OperationTable", "operation_names", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
     "DatasetBundle", "MemoryView",

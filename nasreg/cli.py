@@ -16,8 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from ._core.errors import NasregError
-from ._core.registry import KINDS
+from . import NasregError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -96,7 +95,7 @@ class _CliOutput:
 
 def _reporter(quiet: bool) -> Any:
     """The command line's reporter: progress bars on stderr (none with -q), figures on stdout."""
-    from ._core.progress import QuietReporter, RichReporter
+    from . import QuietReporter, RichReporter
 
     if quiet:
         return type("CliQuietReporter", (_CliOutput, QuietReporter), {"quiet": True})()
@@ -104,7 +103,7 @@ def _reporter(quiet: bool) -> Any:
 
 
 @main.command()
-# (A directory or an unreadable file is reported by nasreg._core.spec.read_toml, on one line.)
+# (A directory or an unreadable file is reported by the spec reader, on one line.)
 @click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path, readable=False))
 @_set_option
 @_plugin_option
@@ -171,6 +170,7 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
 
     plugins = load_plugins(extra_plugins, strict=False)
     infos = list(plugins.infos.values())
+    kinds = [reg.kind for reg in plugins.registries]  # in the order list-plugins shows them
     if as_json:
         click.echo(json.dumps({"plugins": [i.to_dict() for i in infos],
                                "registries": {reg.kind: {reg.display_name(e): {"plugin": e.plugin,
@@ -185,14 +185,14 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
     table.add_column("registered")
     for info in infos:
         if info.ok:
-            lines = [f"[cyan]{kind}[/]: " + ", ".join(names) for kind, _h, _n in KINDS
+            lines = [f"[cyan]{kind}[/]: " + ", ".join(names) for kind in kinds
                      if (names := info.registered.get(kind))]
             other = [h for h in info.hooks if not h.startswith("register_")]
             if other:
                 lines.append("[cyan]hooks[/]: " + ", ".join(other))
             what = "\n".join(lines) or "[dim](nothing)[/]"
         else:
-            kept = [f"[cyan]{kind}[/]: " + ", ".join(names) for kind, _h, _n in KINDS
+            kept = [f"[cyan]{kind}[/]: " + ", ".join(names) for kind in kinds
                     if (names := info.registered.get(kind))]
             what = "\n".join([f"[bold red]failed:[/] {escape(info.error or '')}", *kept])
         table.add_row(info.name, info.version or "", info.source, what)
@@ -237,7 +237,7 @@ def train(genotype_path: Path, spec_path: Path | None, overrides: tuple[str, ...
 @handle_errors
 def show(run_dir: Path, last: int) -> None:
     """Summarize a run directory (search or training): spec, genotype, metrics, results."""
-    from ._core.show import show_run
+    from ._cli_show import show_run
 
     show_run(run_dir, console, last)
 
@@ -267,7 +267,7 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    from ._core.genotype import Genotype
+    from . import Genotype
 
     genotype = Genotype.from_dict(summary["genotype"])
     if summary.get("stages"):  # supernet searches: the stages' weights and times

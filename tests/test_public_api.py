@@ -86,11 +86,31 @@ def test_import_nasreg_does_not_import_torch():
 
 
 def test_internal_modules_are_marked_internal():
-    """Every module of the core but the public entry points lives in the internal package."""
+    """Every module of the core but the public entry points lives in the internal package (or,
+    for the CLI's own helpers, has a leading underscore)."""
     public = {"__init__.py", "__main__.py", "api.py", "cli.py", "hookspecs.py"}
-    top = {p.name for p in (ROOT / "nasreg").glob("*.py")}
+    top = {p.name for p in (ROOT / "nasreg").glob("*.py") if not p.name.startswith("_") or p.name in public}
     assert top <= public, f"modules outside nasreg/_core: {sorted(top - public)}"
     importlib.import_module("nasreg._core")
+
+
+@pytest.mark.parametrize("name", ["cli.py", "_cli_show.py"])
+def test_the_cli_calls_only_the_public_api(name):
+    """The command line is a thin layer: it imports what ``nasreg`` exports (and nasreg.api),
+    never an internal module."""
+    path = ROOT / "nasreg" / name
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            module = ("." * node.level) + (node.module or "")
+            if "_core" in module:
+                found.append(f"{name}:{node.lineno}: from {module} import ...")
+            elif module in (".", "nasreg"):
+                found += [f"{name}:{node.lineno}: {a.name} (not exported)" for a in node.names
+                          if a.name not in nasreg.__all__]
+        elif isinstance(node, ast.Import):
+            found += [f"{name}:{node.lineno}: import {a.name}" for a in node.names if "_core" in a.name]
+    assert found == []
 
 
 def test_the_api_functions_are_not_shadowed_by_internal_modules():

@@ -58,6 +58,11 @@ class RunDir:
     a :class:`~pathlib.Path`.
     """
 
+    #: The core's file names (the module's constants), for code that reads run directories.
+    SPEC_FILE, METRICS_FILE, GENOTYPE_FILE, CHECKPOINT_FILE = SPEC_FILE, METRICS_FILE, GENOTYPE_FILE, CHECKPOINT_FILE
+    SUMMARY_FILE, STAGES_FILE, GRADIENTS_FILE = SUMMARY_FILE, STAGES_FILE, GRADIENTS_FILE
+    RESULTS_FILE, CURVES_FILE, EVAL_DIR = RESULTS_FILE, CURVES_FILE, EVAL_DIR
+
     def __init__(self, path: str | Path | "RunDir"):
         self.path = Path(path)
 

@@ -4,7 +4,7 @@ It reads what the directory holds (``spec.toml``, ``genotype.json``, ``metrics.j
 ``summary.json`` / ``stages.json`` of a search, ``results.json`` of a training run, and a
 search's ``eval/`` evaluation) and prints the spec, the genotype, the last epochs' metrics and
 the final figures. A missing or unreadable directory, or one that holds no run, is a
-:class:`~nasreg._core.errors.RunDirError` (one line).
+:class:`nasreg.RunDirError` (one line).
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import GenotypeError, RunDirError
-from .genotype import Genotype
-from .rundir import (EVAL_DIR, GENOTYPE_FILE, GRADIENTS_FILE, METRICS_FILE, RESULTS_FILE, SPEC_FILE, STAGES_FILE,
-                     SUMMARY_FILE, RunDir)
+from . import Genotype, GenotypeError, RunDir, RunDirError
 
 #: Files any of which makes a folder a run directory.
-RUN_FILES = (SPEC_FILE, GENOTYPE_FILE, METRICS_FILE, SUMMARY_FILE, RESULTS_FILE)
+RUN_FILES = (RunDir.SPEC_FILE, RunDir.GENOTYPE_FILE, RunDir.METRICS_FILE, RunDir.SUMMARY_FILE, RunDir.RESULTS_FILE)
 
 
 def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -79,11 +76,11 @@ def check_run_dir(path: Path) -> str:
         raise RunDirError(f"{path}: cannot read directory: {exc.strerror or exc}") from None
     if not names & set(RUN_FILES):
         raise RunDirError(f"{path}: not a nasreg run directory (none of {', '.join(RUN_FILES)})")
-    if RESULTS_FILE in names:
+    if RunDir.RESULTS_FILE in names:
         return "train"
-    if names & {SUMMARY_FILE, STAGES_FILE, GRADIENTS_FILE}:
+    if names & {RunDir.SUMMARY_FILE, RunDir.STAGES_FILE, RunDir.GRADIENTS_FILE}:
         return "search"
-    spec = path / SPEC_FILE
+    spec = path / RunDir.SPEC_FILE
     if spec.is_file():
         try:
             raw = tomllib.loads(spec.read_text(encoding="utf-8"))
@@ -105,15 +102,15 @@ def show_run(path: Path, console: Console, last: int = 5) -> None:
         _show_stages(run, console)
     _show_metrics(run.metrics, console, last)
     if run.summary.is_file():
-        _show_figures(run.read_json(SUMMARY_FILE), "summary", console)
+        _show_figures(run.read_json(RunDir.SUMMARY_FILE), "summary", console)
     if run.results.is_file():
-        _show_figures(run.read_json(RESULTS_FILE), "results", console)
+        _show_figures(run.read_json(RunDir.RESULTS_FILE), "results", console)
     evaluation = run.eval
     if kind == "search" and evaluation.path.is_dir():
-        console.rule(f"evaluation ({EVAL_DIR}/)")
+        console.rule(f"evaluation ({RunDir.EVAL_DIR}/)")
         _show_metrics(evaluation.metrics, console, last)
         if evaluation.results.is_file():
-            _show_figures(evaluation.read_json(RESULTS_FILE), "results", console)
+            _show_figures(evaluation.read_json(RunDir.RESULTS_FILE), "results", console)
         else:
             console.print("[dim]no results.json yet: the evaluation did not finish[/]")
 
@@ -148,14 +145,14 @@ def _show_genotype(run: RunDir, console: Console) -> None:
     if not run.genotype.is_file():
         return
     try:
-        genotype = Genotype.from_dict(run.read_json(GENOTYPE_FILE, expect=None), source=str(run.genotype))
+        genotype = Genotype.from_dict(run.read_json(RunDir.GENOTYPE_FILE, expect=None), source=str(run.genotype))
     except GenotypeError as exc:
         raise RunDirError(str(exc)) from None
     console.print(f"[bold]genotype[/] ({escape(genotype.space)})\n" + escape(genotype.describe()), highlight=False)
 
 
 def _show_stages(run: RunDir, console: Console) -> None:
-    stages = run.read_json(STAGES_FILE, expect=None)
+    stages = run.read_json(RunDir.STAGES_FILE, expect=None)
     if not isinstance(stages, list):
         return
     table = Table(title="stages", title_justify="left")
