@@ -131,18 +131,13 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | Path, registries: Any = None) -> "Genotype":
+        from .rundir import read_capped
+
         path = Path(path)
+        raw = read_capped(path, MAX_BYTES, GenotypeError, "genotype", directory="cannot read: is a directory")
         try:
-            with path.open("rb") as fh:
-                raw = fh.read(MAX_BYTES + 1)
-            if len(raw) > MAX_BYTES:
-                raise GenotypeError(f"{path}: larger than {MAX_BYTES // 2**20} MiB; not a genotype file")
             data = json.loads(raw.decode("utf-8"))
-        except FileNotFoundError:
-            raise GenotypeError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise GenotypeError(f"{path}: cannot read: is a directory, not a genotype file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             raise GenotypeError(f"{path}: cannot read: {exc}") from None
         except json.JSONDecodeError as exc:
             raise GenotypeError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None

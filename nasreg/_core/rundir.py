@@ -49,6 +49,34 @@ class CheckpointError(RunDirError):
     """A checkpoint is missing, corrupted, truncated, of another kind or from a newer version."""
 
 
+def read_capped(path: Path, limit: int, error: type[Exception], noun: str, *,
+                directory: str = "is a directory") -> bytes:
+    """The bytes of a file a user named (a spec, a genotype), at most ``limit`` of them; every
+    way reading fails is one ``error`` line naming the file."""
+    try:
+        with Path(path).open("rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: {directory}, not a {noun} file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit // 2**20} MiB; not a {noun} file")
+    return data
+
+
+class _File:
+    """A run directory's file, as a read-only attribute: ``run_dir.metrics`` is its path."""
+
+    def __init__(self, name: str, what: str):
+        self.name, self.__doc__ = name, f"``{name}``: {what}."
+
+    def __get__(self, run_dir: "RunDir | None", owner: type) -> Any:
+        return self if run_dir is None else run_dir.file(self.name)
+
+
 class RunDir:
     """A run directory: its file names, atomic writes, JSON / JSONL / checkpoint reading.
 
@@ -101,50 +129,15 @@ class RunDir:
         _mkdir(self.path, exist_ok=True)
         return self
 
-    @property
-    def spec(self) -> Path:
-        """``spec.toml``: the resolved spec of the run."""
-        return self.file(SPEC_FILE)
-
-    @property
-    def metrics(self) -> Path:
-        """``metrics.jsonl``: one line per epoch."""
-        return self.file(METRICS_FILE)
-
-    @property
-    def genotype(self) -> Path:
-        """``genotype.json``: the genotype found (a search) or trained (a training run)."""
-        return self.file(GENOTYPE_FILE)
-
-    @property
-    def checkpoint(self) -> Path:
-        """``checkpoint.pt``: the last checkpoint (see :meth:`save_checkpoint`)."""
-        return self.file(CHECKPOINT_FILE)
-
-    @property
-    def summary(self) -> Path:
-        """``summary.json``: a finished search's figures."""
-        return self.file(SUMMARY_FILE)
-
-    @property
-    def stages(self) -> Path:
-        """``stages.json``: a search's stages (candidates, weights, times)."""
-        return self.file(STAGES_FILE)
-
-    @property
-    def gradients(self) -> Path:
-        """``gradients.json``: a search's recorded architecture-gradient trajectories."""
-        return self.file(GRADIENTS_FILE)
-
-    @property
-    def results(self) -> Path:
-        """``results.json``: a finished training run's figures."""
-        return self.file(RESULTS_FILE)
-
-    @property
-    def curves(self) -> Path:
-        """``curves.png``: a training run's curves."""
-        return self.file(CURVES_FILE)
+    spec = _File(SPEC_FILE, "the resolved spec of the run")
+    metrics = _File(METRICS_FILE, "one line per epoch")
+    genotype = _File(GENOTYPE_FILE, "the genotype found (a search) or trained (a training run)")
+    checkpoint = _File(CHECKPOINT_FILE, "the last checkpoint (see :meth:`save_checkpoint`)")
+    summary = _File(SUMMARY_FILE, "a finished search's figures")
+    stages = _File(STAGES_FILE, "a search's stages (candidates, weights, times)")
+    gradients = _File(GRADIENTS_FILE, "a search's recorded architecture-gradient trajectories")
+    results = _File(RESULTS_FILE, "a finished training run's figures")
+    curves = _File(CURVES_FILE, "a training run's curves")
 
     @property
     def eval(self) -> "RunDir":

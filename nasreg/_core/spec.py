@@ -245,18 +245,10 @@ def _loads(text: str) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    from .rundir import read_capped
+
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            text = fh.read(MAX_SPEC_BYTES + 1)
-        if len(text) > MAX_SPEC_BYTES:
-            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 2**20} MiB; not a spec file")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a directory, not a spec file") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    text = read_capped(path, MAX_SPEC_BYTES, SpecError, "spec")
     try:
         data = _loads(text.decode("utf-8"))
     except UnicodeDecodeError:
