@@ -103,7 +103,11 @@ class ImageTransform:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         if self.autoaugment is not None:
             return self._autoaugmented(image)
-        x = image.to(torch.float32).div_(255.0)
+        x = self._crop_flip(image.to(torch.float32).div_(255.0))
+        return (x - self.mean) / self.std
+
+    def _crop_flip(self, x: torch.Tensor) -> torch.Tensor:
+        """A random crop of the zero-padded image and a random horizontal flip (each as enabled)."""
         if self.padding:
             p = self.padding
             h, w = x.shape[-2:]
@@ -112,20 +116,11 @@ class ImageTransform:
             x = x[:, i:i + h, j:j + w]
         if self.flip and torch.rand(()).item() < 0.5:
             x = x.flip(-1)
-        return (x - self.mean) / self.std
+        return x
 
     def _autoaugmented(self, image: torch.Tensor) -> torch.Tensor:
         """Crop and flip on the uint8 image (zero padding, as above), AutoAugment, then scale."""
-        x = image
-        if self.padding:
-            p = self.padding
-            h, w = x.shape[-2:]
-            x = F.pad(x, (p, p, p, p))
-            i, j = torch.randint(0, 2 * p + 1, (2,)).tolist()
-            x = x[:, i:i + h, j:j + w]
-        if self.flip and torch.rand(()).item() < 0.5:
-            x = x.flip(-1)
-        x = self.autoaugment(x.contiguous())
+        x = self.autoaugment(self._crop_flip(image).contiguous())
         return (x.to(torch.float32).div_(255.0) - self.mean) / self.std
 
     def __repr__(self) -> str:

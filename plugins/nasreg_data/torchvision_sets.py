@@ -168,6 +168,18 @@ def _bundle(info: _Info, root: str, download: bool, augment: bool,
 
 # --- the factories ------------------------------------------------------------------------------
 
+#: The keys the two CIFAR factories share, appended to their docstrings.
+_CIFAR_KEYS = """
+    * ``download`` (default false): fetch and extract the archive (about {size} MB) into ``root`` if
+      it is not there yet (needs internet). torchvision verifies every file's md5 checksum.
+    * ``augment`` (default true): augment the search's weight-training half with a random 32x32
+      crop of the image padded by 4 pixels and a random horizontal flip. The architecture-
+      validation half and the test set are never augmented.
+    * ``autoaugment`` (default false): also apply torchvision's AutoAugment (CIFAR-10 policy) to
+      the augmented training images, after the crop and flip (the DG-DARTS evaluation recipe;
+      ``[evaluate] autoaugment`` sets it).
+    """
+
 def cifar10(root: str = "data", download: bool = False, augment: bool = True,
             autoaugment: bool = False) -> DatasetBundle:
     """CIFAR-10 (torchvision): 50,000 train and 10,000 test 32x32 color images, 10 classes.
@@ -179,14 +191,6 @@ def cifar10(root: str = "data", download: bool = False, augment: bool = True,
     * ``root`` (default "data"): the directory that holds the extracted ``cifar-10-batches-py``
       folder (data_batch_1..5, test_batch, batches.meta); a relative path is taken from the current
       directory, ``~`` is expanded.
-    * ``download`` (default false): fetch and extract the archive (about 170 MB) into ``root`` if
-      it is not there yet (needs internet). torchvision verifies every file's md5 checksum.
-    * ``augment`` (default true): augment the search's weight-training half with a random 32x32
-      crop of the image padded by 4 pixels and a random horizontal flip. The architecture-
-      validation half and the test set are never augmented.
-    * ``autoaugment`` (default false): also apply torchvision's AutoAugment (CIFAR-10 policy) to
-      the augmented training images, after the crop and flip (the DG-DARTS evaluation recipe;
-      ``[evaluate] autoaugment`` sets it).
     """
     return _bundle(CIFAR10, root, download, augment, autoaugment)
 
@@ -202,16 +206,12 @@ def cifar100(root: str = "data", download: bool = False, augment: bool = True,
     * ``root`` (default "data"): the directory that holds the extracted ``cifar-100-python``
       folder (train, test, meta); a relative path is taken from the current directory, ``~`` is
       expanded.
-    * ``download`` (default false): fetch and extract the archive (about 160 MB) into ``root`` if
-      it is not there yet (needs internet). torchvision verifies every file's md5 checksum.
-    * ``augment`` (default true): augment the search's weight-training half with a random 32x32
-      crop of the image padded by 4 pixels and a random horizontal flip. The architecture-
-      validation half and the test set are never augmented.
-    * ``autoaugment`` (default false): also apply torchvision's AutoAugment (CIFAR-10 policy) to
-      the augmented training images, after the crop and flip (the DG-DARTS evaluation recipe;
-      ``[evaluate] autoaugment`` sets it).
     """
     return _bundle(CIFAR100, root, download, augment, autoaugment)
+
+
+cifar10.__doc__ = (cifar10.__doc__ or "").rstrip() + _CIFAR_KEYS.format(size=170)
+cifar100.__doc__ = (cifar100.__doc__ or "").rstrip() + _CIFAR_KEYS.format(size=160)
 
 
 def mnist(root: str = "data", download: bool = False, augment: bool = False) -> DatasetBundle:
