@@ -35,8 +35,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 # Torch-free names, imported at once (cheap).
-from ._core.errors import (DataError, GenotypeError, NasregError, PluginError, RegistryError, RunDirError,
-                     SpecError)
+from ._core.errors import (DataError, DivergenceError, GenotypeError, Interrupted, NasregError, PluginError,
+                           RegistryError, RunDirError, SpecError)
 from ._core.genotype import CellGenotype, Genotype, GenotypeEdge
 from .hookspecs import hookimpl
 from ._core.params import Component, Range, Ref
@@ -52,37 +52,31 @@ from .api import (SearchResult, TrainResult, build_network, describe_network, lo
 from ._core.progress import QuietReporter, Reporter, RichReporter
 from ._core.run import RunContext
 
-#: Names loaded on first access (their modules import torch): name -> (module, attribute).
-_LAZY: dict[str, tuple[str, str]] = {
-    # plugin contracts
-    "Supernet": ("._core.supernet", "Supernet"),
-    "MixedOp": ("._core.supernet", "MixedOp"),
-    "Strategy": ("._core.strategy", "Strategy"),    # the base both strategy kinds share
-    "SearchJob": ("._core.search", "SearchJob"),    # what Strategy.run_search receives
-    # errors raised while a run trains
-    "DivergenceError": ("._core.search", "DivergenceError"),
-    "Interrupted": ("._core.search", "Interrupted"),
-    # SDK helpers
-    "average_across_ranks_": ("._core.distributed", "average_"),
-    "rank_sample_rows": ("._core.distributed", "sample_rows"),
-    "genotype_from_edges": ("._core.genotype", "genotype_from_edges"),
-    "component": ("._core.params", "component"),
-    "write_json": ("._core.rundir", "write_json"),
-    # run directories, the training engine, seeding and data splits, workers (see CONTRIBUTING)
-    "RunDir": ("._core.rundir", "RunDir"),
-    "CheckpointError": ("._core.rundir", "CheckpointError"),
-    **{name: ("._core.trainer", name) for name in ("Trainer", "TrainRecipe", "TrainCallback", "EpochStats", "FitResult")},
-    "TrainRun": ("._core.evaluate", "TrainRun"),
-    "seed_everything": ("._core.trainer", "seed_everything"),
-    "split_train_val": ("._core.data", "split_train_val"),
-    "SpecSnapshot": ("._core.worker", "SpecSnapshot"),
-    **{name: ("._core.figures", name) for name in ("new_figure", "draw_guarded", "warn")},
+#: Names loaded on first access (their modules import torch), by internal module.
+_LAZY_BY_MODULE: dict[str, tuple[str, ...]] = {
+    # plugin contracts: the supernet, the base both strategy kinds share and what its
+    # run_search receives
+    "supernet": ("Supernet", "MixedOp"),
+    "strategy": ("Strategy",),
+    "search": ("SearchJob",),
+    # SDK helpers: distributed training, genotypes, components, artifacts (see CONTRIBUTING)
+    "distributed": ("average_across_ranks_", "rank_sample_rows"),
+    "genotype": ("genotype_from_edges",),
+    "params": ("component",),
+    "rundir": ("RunDir", "CheckpointError", "write_json"),
+    # the training engine, seeding and data splits, workers, figures
+    "trainer": ("Trainer", "TrainRecipe", "TrainCallback", "EpochStats", "FitResult", "seed_everything"),
+    "evaluate": ("TrainRun",),
+    "data": ("split_train_val",),
+    "worker": ("SpecSnapshot",),
+    "figures": ("new_figure", "draw_guarded", "warn"),
     # cell-network building blocks (evaluation networks of cell spaces)
-    **{name: ("._core.cellnet", name) for name in (
-        "AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "ReLUConvBN",
-        "batch_norm_scaled", "build_op", "cell_inputs", "check_cell", "check_cell_ops", "default_reductions",
-        "drop_path")},
+    "cellnet": ("AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "ReLUConvBN", "batch_norm_scaled",
+                "build_op", "cell_inputs", "check_cell", "check_cell_ops", "default_reductions", "drop_path"),
 }
+#: name -> (module, attribute)
+_LAZY: dict[str, tuple[str, str]] = {name: (f"._core.{module}", name)
+                                     for module, names in _LAZY_BY_MODULE.items() for name in names}
 
 __all__ = [
     "__version__",
@@ -92,6 +86,7 @@ __all__ = [
     "SearchSpace", "Candidates", "OperationTable", "operation_names", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
     "DatasetBundle", "MemoryView",
     "NasregError", "SpecError", "RegistryError", "PluginError", "GenotypeError", "RunDirError", "DataError",
+    "DivergenceError", "Interrupted",
     *_LAZY,
 ]
 
@@ -112,15 +107,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._core.cellnet import (AuxiliaryHead, CellBase, CellNetwork, FactorizedReduce, ReLUConvBN,
-                          batch_norm_scaled, build_op, cell_inputs, check_cell, check_cell_ops,
-                          default_reductions, drop_path)
+                                batch_norm_scaled, build_op, cell_inputs, check_cell, check_cell_ops,
+                                default_reductions, drop_path)
     from ._core.data import split_train_val
+    from ._core.distributed import average_across_ranks_, rank_sample_rows
     from ._core.evaluate import TrainRun
+    from ._core.figures import draw_guarded, new_figure, warn
     from ._core.genotype import genotype_from_edges
-    from ._core.rundir import CheckpointError, RunDir
+    from ._core.params import component
+    from ._core.rundir import CheckpointError, RunDir, write_json
     from ._core.search import SearchJob
     from ._core.strategy import Strategy
-    from ._core.trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe, seed_everything
-    from ._core.figures import draw_guarded, new_figure, warn
-    from ._core.worker import SpecSnapshot
     from ._core.supernet import MixedOp, Supernet
+    from ._core.trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe, seed_everything
+    from ._core.worker import SpecSnapshot

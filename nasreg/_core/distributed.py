@@ -396,3 +396,8 @@ def sync_batch_norm_(module: nn.Module) -> int:
             m.__class__ = cls
             n += 1
     return n
+
+
+#: The names ``nasreg`` exports them under (for strategies and spaces, see CONTRIBUTING).
+average_across_ranks_ = average_
+rank_sample_rows = sample_rows

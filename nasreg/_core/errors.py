@@ -36,3 +36,13 @@ class RunDirError(NasregError):
 
 class DataError(NasregError):
     """A dataset cannot be found or read."""
+
+
+class DivergenceError(NasregError):
+    """A training diverged: the loss became NaN or infinite (the last good checkpoint is named)."""
+
+
+class Interrupted(NasregError):
+    """The user stopped the run (Ctrl-C or SIGTERM); a checkpoint was written (exit status 130)."""
+
+    exit_code = 130

@@ -29,7 +29,7 @@ from . import distributed as ddp
 from . import rundir as rd
 from .data import DatasetBundle, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
-from .errors import NasregError, PluginError, SpecError
+from .errors import DivergenceError, Interrupted, NasregError, PluginError, SpecError
 from .genotype import Genotype
 from .plugins import Plugins
 from .progress import QuietReporter
@@ -39,10 +39,6 @@ from .strategy import SearchStrategy, Strategy
 from .spec import Spec, check_stages
 from .space import Candidates, SearchSpace
 from .supernet import Supernet
-
-
-class DivergenceError(NasregError):
-    """The loss became NaN or infinite."""
 
 
 def pick_device(name: str, where: str = "[run] device") -> torch.device:
@@ -334,12 +330,6 @@ def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str,
     rd.write_json(run_dir / rd.SUMMARY_FILE, summary)
     notify(p.plugins, "on_run_end", reporter, run=run, genotype=genotype, summary=summary)
     return summary
-
-
-class Interrupted(NasregError):
-    """The user stopped the run (Ctrl-C or SIGTERM); a checkpoint was written."""
-
-    exit_code = 130
 
 
 class _StopRequests:

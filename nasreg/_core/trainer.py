@@ -232,7 +232,7 @@ class Trainer:
         return logits, loss
 
     def _diverged(self, value: float, epoch: int, step: int, tally: _Tally) -> None:
-        from .search import DivergenceError  # nasreg.DivergenceError (imported here: search imports much)
+        from .errors import DivergenceError
 
         if self.recipe.on_divergence == "stop":
             raise _Diverged(tally)
