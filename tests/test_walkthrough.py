@@ -19,9 +19,7 @@ import pytest
 import torch
 
 import nasreg
-# ``nasreg._core.search`` is the API function until something imports the internal module
-# ``nasreg/_core/search.py``, which then replaces the package attribute; nasreg.api is its home.
-from nasreg.api import search
+from nasreg import search
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "walkthrough" / "nasreg_walkthrough.py"
