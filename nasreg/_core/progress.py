@@ -1,23 +1,4 @@
-"""Reporters: what a run shows while it goes (a rich live display, plain lines, or nothing).
-
-:class:`Reporter` is the protocol (public as ``nasreg.Reporter``): every method is a no-op, so a
-reporter of your own overrides only what it shows. The engines call, in order:
-
-* a search: ``preflight(line)`` (the pre-flight estimate, one line, when it ran), then per stage
-  ``stage_start(stage, epochs, steps, num_weights)``, ``step(done, info)`` after every step
-  (``info["train_loss"]``), ``epoch_end(metrics)`` (the ``metrics.jsonl`` record),
-  ``stage_end(stage)``; ``close()`` when the search's display ends; ``search_end(summary)``;
-* a training from scratch (``[evaluate]``, ``nasreg train``): ``evaluation_start(run_dir)``
-  (after a search only), ``train_start(epochs, steps, num_params)``, ``step``, ``epoch_end``
-  (with ``test_acc``, ``test_loss``), ``close()``, ``train_end(results)``;
-* a sampling strategy (REINFORCE, random search) reports children through ``message(text)``
-  and may call ``step``;
-* ``message(text)`` for a notice or warning at any time (a plugin whose hook failed, a resumed
-  run).
-
-``close()`` may be called more than once; a reporter that is closed and used again starts
-afresh (the search's bars, then the evaluation's).
-"""
+"""Reporters: what a run shows while it goes (a rich live display, plain lines, or nothing)."""
 
 from __future__ import annotations
 
@@ -26,7 +7,26 @@ from typing import Any
 
 
 class Reporter:
-    """Shows nothing (the Python API's default). Subclass it and override what you show."""
+    """The reporter protocol (``nasreg.Reporter``); this base shows nothing (the Python API's default).
+
+    Every method is a no-op, so a reporter of your own overrides only what it shows. The engines
+    call, in order:
+
+    * a search: ``preflight(line)`` (the pre-flight estimate, one line, when it ran), then per stage
+      ``stage_start(stage, epochs, steps, num_weights)``, ``step(done, info)`` after every step
+      (``info["train_loss"]``), ``epoch_end(metrics)`` (the ``metrics.jsonl`` record),
+      ``stage_end(stage)``; ``close()`` when the search's display ends; ``search_end(summary)``;
+    * a training from scratch (``[evaluate]``, ``nasreg train``): ``evaluation_start(run_dir)``
+      (after a search only), ``train_start(epochs, steps, num_params)``, ``step``, ``epoch_end``
+      (with ``test_acc``, ``test_loss``), ``close()``, ``train_end(results)``;
+    * a sampling strategy (REINFORCE, random search) reports children through ``message(text)``
+      and may call ``step``;
+    * ``message(text)`` for a notice or warning at any time (a plugin whose hook failed, a resumed
+      run).
+
+    ``close()`` may be called more than once; a reporter that is closed and used again starts
+    afresh (the search's bars, then the evaluation's).
+    """
 
     def preflight(self, line: str) -> None: ...
     def stage_start(self, stage: int, epochs: int, steps: int, num_weights: int) -> None: ...
