@@ -331,8 +331,10 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 
 def _eval_spec(spec: Any, overrides: Iterable[str], plugins: PluginRefs) -> tuple[Any, "Plugins"]:
-    """An evaluation spec from: None (the defaults), a path (evaluation or search spec), a dict,
-    a validated search :class:`~nasreg._core.spec.Spec`, or an evaluation spec."""
+    """An evaluation spec from: None (the defaults of the genotype's space), a path (evaluation or
+    search spec), a dict, a validated search :class:`~nasreg._core.spec.Spec`, or an evaluation
+    spec. A search spec's is bound to its space; an evaluation spec's ``[evaluate]`` is resolved
+    for the genotype's space when the genotype is read (:meth:`EvalSpec.bind`)."""
     from ._core.evalspec import from_search_spec, load_eval_spec
 
     overrides = tuple(overrides)
@@ -361,21 +363,27 @@ def _genotype(genotype: Genotype | str | Path, registries: Any) -> tuple[Genotyp
 
 def build_network(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Iterable[str] = (),
                   plugins: PluginRefs = (), input_shape: tuple[int, int, int] | None = None,
-                  num_classes: int | None = None, auxiliary: bool | None = None) -> "nn.Module":
+                  num_classes: int | None = None, **network: Any) -> "nn.Module":
     """The network ``genotype`` describes, as a ready ``torch.nn.Module`` (freshly initialized,
     in training mode, on the CPU): for training it yourself, loading weights (an evaluation's
     ``checkpoint.pt`` ``"model"`` state) or export.
 
-    Its size comes from ``spec``'s ``[evaluate]`` (``cells``, ``channels``, ``auxiliary``; a search
-    spec, an evaluation spec or a path to one; None: the defaults) and the image shape and
-    classes from its dataset's registry metadata, unless ``input_shape`` (C, H, W) and
-    ``num_classes`` are given. In training mode a network with an auxiliary head returns
-    ``(logits, auxiliary_logits)``; in eval mode the logits."""
+    Its keys are the evaluation network's keys of ``spec``'s ``[evaluate]`` (a search spec, an
+    evaluation spec or a path to one; None: the defaults of the genotype's space), the keyword
+    arguments ``network`` on top of them (``darts-cell``: ``cells=8, auxiliary=False``; checked
+    against the space's keys as ``[evaluate]`` is), and the image shape and classes come from
+    its dataset's registry metadata, unless ``input_shape`` (C, H, W) and ``num_classes`` are
+    given. In training mode a network with an auxiliary head returns ``(logits,
+    auxiliary_logits)``; in eval mode the logits."""
     from ._core.evaluate import build_network as _build, dataset_shape, space_for
 
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     regs = plugins_.registries
     genotype, source = _genotype(genotype, regs)
+    space = space_for(genotype, regs, espec.search_space, source)
+    if network:  # on top of the spec's [evaluate] keys, resolved again for the genotype's space
+        espec = dataclasses.replace(espec, table={**espec.table, **network}, space=None)
+    espec.bind(genotype.space, regs)
     if input_shape is None or num_classes is None:
         known = dataset_shape(espec.dataset)
         if known is None:
@@ -384,9 +392,7 @@ def build_network(genotype: Genotype | str | Path, *, spec: Any = None, override
             known = bundle_shape(espec.dataset.build())
         input_shape = input_shape or known[0]
         num_classes = num_classes or known[1]
-    space = space_for(genotype, regs, espec.search_space, source)
-    return _build(space, genotype, regs, espec.evaluate, tuple(input_shape), int(num_classes),
-                  auxiliary=auxiliary, source=source)
+    return _build(space, genotype, regs, espec.network, tuple(input_shape), int(num_classes), source=source)
 
 
 def describe_network(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Iterable[str] = (),

@@ -242,15 +242,24 @@ def show(run_dir: Path, last: int) -> None:
     show_run(run_dir, console, last)
 
 
+def _network_keys(keys: dict[str, Any]) -> str:
+    """The evaluation network's keys as a spec writes them: ``cells = 20, auxiliary = true``."""
+    def value(v: Any) -> str:
+        return json.dumps(v) if isinstance(v, (bool, str)) else str(v)
+    return ", ".join(f"{k} = {value(v)}" for k, v in keys.items())
+
+
 def print_network(info: dict[str, Any]) -> None:
     c, h, w = info["input_shape"]
-    console.print(f"[bold]network[/] {info['space']} from {info['genotype']}: {info['cells']} cells, "
-                  f"{info['channels']} channels, input {c}x{h}x{w}, {info['num_classes']} classes "
-                  f"({info['dataset']})", highlight=False, soft_wrap=True)
-    console.print(f"parameters without auxiliary head: {info['params']:,} ({info['params'] / 1e6:.2f}M)",
+    keys = f" ({_network_keys(info['network'])})" if info.get("network") else ""
+    console.print(f"[bold]network[/] {escape(str(info['space']))} from {escape(str(info['genotype']))}{escape(keys)}: "
+                  f"input {c}x{h}x{w}, {info['num_classes']} classes ({escape(str(info['dataset']))})",
                   highlight=False, soft_wrap=True)
-    console.print(f"parameters with auxiliary head: {info['params_with_auxiliary']:,} "
-                  f"({info['params_with_auxiliary'] / 1e6:.2f}M)", highlight=False, soft_wrap=True)
+    aux = info.get("params_with_auxiliary")
+    console.print(f"parameters{' without auxiliary head' if aux is not None else ''}: {info['params']:,} "
+                  f"({info['params'] / 1e6:.2f}M)", highlight=False, soft_wrap=True)
+    if aux is not None:
+        console.print(f"parameters with auxiliary head: {aux:,} ({aux / 1e6:.2f}M)", highlight=False, soft_wrap=True)
     console.print(f"FLOPs per image (one forward pass): {info['flops']:,} ({info['flops'] / 1e9:.3f} GFLOPs, "
                   f"{info['macs'] / 1e6:.1f}M MACs)", highlight=False, soft_wrap=True)
 

@@ -57,12 +57,11 @@ KNOBS = {
 WORD_KNOBS = {"order", "cells", "channels", "auxiliary", "nodes", "updates", "blocks", "combine", "layers"}
 
 #: (file, name): offenders in files owned by others, left for their owners to remove (issue 12, item 3).
-#: The evaluation-network keys (``cells``, ``channels``, ``auxiliary`` in evaluate.py, spec.py, cli.py)
-#: are attribute and dict-key names this rule cannot tell from the genotype's own ``cells``: check
-#: those by reading.
-ALLOWED = {
-    ("spec.py", "cifar10"),       # the default [data] dataset
-}
+#: The evaluation network's keys (``cells``, ``channels``, ``auxiliary``) are attribute and dict-key
+#: names this rule cannot tell from the genotype's own ``cells``: they are the search space's
+#: (its ``network_keys`` metadata), and :func:`test_the_evaluation_recipe_names_no_network_key` checks
+#: the core's recipe.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _registered_names() -> set[str]:
@@ -201,3 +200,13 @@ def test_the_rule(tmp_path, registered, code, names):
     path = tmp_path / "m.py"
     path.write_text(code)
     assert {name for name, _ in core_mentions(path, registered)} == names
+
+
+def test_the_evaluation_recipe_names_no_network_key():
+    """``[evaluate]``'s core keys are the recipe's; the network's come from the space's metadata."""
+    from nasreg._core.spec import RECIPE_KEYS
+
+    assert not set(RECIPE_KEYS) & WORD_KNOBS
+    code = "\n".join(p.read_text() for p in sorted(CORE.rglob("*.py")))
+    for attribute in ("evaluate.cells", "evaluate.channels", "evaluate.auxiliary", "ev.auxiliary"):
+        assert not re.search(rf"\b{re.escape(attribute)}\b(?!_)", code), attribute

@@ -38,22 +38,104 @@ RECIPE_KEYS = [f.name for f in dataclasses.fields(S.EvaluateSection)
                if f.name not in ("num_workers", "augment", "data", "limit")]
 
 
-def test_defaults_in_code_are_the_shipped_darts_recipe():
-    defaults, _ = load_eval_spec(None)
-    shipped, _ = load_eval_spec(SPECS / "eval-darts.toml")
+def bound(path, *overrides, space="darts-cell"):
+    """An evaluation spec resolved for ``space`` (as for a genotype of that space)."""
+    espec, plugins = load_eval_spec(path, overrides)
+    return espec.bind(space, plugins.registries)
+
+
+def test_the_darts_plugin_supplies_the_shipped_darts_recipe():
+    defaults = bound(None)
+    shipped = bound(SPECS / "eval-darts.toml")
     for key in RECIPE_KEYS:
         assert getattr(defaults.evaluate, key) == getattr(shipped.evaluate, key), key
+    assert defaults.network == shipped.network
     assert defaults.dataset.name == shipped.dataset.name == "cifar10"
     ev = defaults.evaluate
     # DARTS's CIFAR-10 evaluation (REFERENCE.md).
     assert (ev.epochs, ev.batch_size, ev.lr, ev.lr_min, ev.momentum, ev.weight_decay, ev.grad_clip) == \
         (600, 96, 0.025, 0.0, 0.9, 3e-4, 5.0)
-    assert (ev.cells, ev.channels, ev.auxiliary, ev.auxiliary_weight, ev.drop_path) == (20, 36, True, 0.4, 0.2)
+    assert (ev.auxiliary_weight, ev.drop_path) == (0.4, 0.2)
+    assert defaults.network == {"cells": 20, "channels": 36, "auxiliary": True, "stem_multiplier": None}
     assert (ev.cutout, ev.cutout_length, ev.autoaugment, ev.label_smoothing) == (True, 16, False, 0.0)
+    # nasnet-cell genotypes train as before the recipe moved into the plugins: the same values.
+    nasnet = bound(None, space="nasnet-cell")
+    assert nasnet.evaluate == defaults.evaluate and nasnet.dataset.name == "cifar10"
+    assert nasnet.network == {"cells": 20, "channels": 36, "auxiliary": True}
+
+
+def test_the_core_recipe_defaults_are_neutral():
+    params = {f.name: f.default for f in dataclasses.fields(S.EvaluateSection)}
+    assert {k: params[k] for k in ("momentum", "weight_decay", "grad_clip", "label_smoothing", "drop_path",
+                                   "auxiliary_weight", "cutout", "autoaugment", "amp", "limit")} == {
+        "momentum": 0.0, "weight_decay": 0.0, "grad_clip": 0.0, "label_smoothing": 0.0, "drop_path": 0.0,
+        "auxiliary_weight": 0.0, "cutout": False, "autoaugment": False, "amp": False, "limit": 0}
+    assert S.REQUIRED_RECIPE_KEYS == ("epochs", "batch_size", "lr")  # no neutral value: the spec's or the space's
+    # nas-layers supplies no recipe: a spec that leaves out a required key says so, in one line.
+    with pytest.raises(SpecError) as err:
+        bound(None, "evaluate.data.dataset=digits", "evaluate.epochs=1", space="nas-layers")
+    assert str(err.value) == ("--set: [evaluate] batch_size: missing required key (an integer >= 1 and <= 65536; "
+                              "search space 'nas-layers' supplies no default)")
+
+
+def test_the_space_defaults_apply_under_the_spec_keys():
+    espec = bound(None, "evaluate.epochs=3", "evaluate.cells=8", "evaluate.data.dataset=digits")
+    assert espec.evaluate.epochs == 3 and espec.evaluate.lr == 0.025 and espec.evaluate.cutout is True
+    assert espec.network == {"cells": 8, "channels": 36, "auxiliary": True, "stem_multiplier": None}
+    assert espec.dataset.name == "digits"
+    resolved = espec.resolved()["evaluate"]  # flat, every default filled
+    assert (resolved["cells"], resolved["channels"], resolved["epochs"], resolved["weight_decay"]) == (8, 36, 3, 3e-4)
+    assert resolved["data"]["dataset"] == "digits"
+    # The spec's values win over the space's in a search spec too; its [data] over the space's dataset.
+    spec, _ = S.load(SPECS / "quickstart.toml", ["evaluate.weight_decay=0.01"])
+    assert spec.evaluate.weight_decay == 0.01 and spec.evaluate.grad_clip == 5.0  # the darts plugin's
+    assert spec.eval_dataset.name == "digits"
+    # Rebinding for another space resolves the same table again, with that space's keys.
+    assert espec.bind("nasnet-cell", load_plugins().registries).network == {"cells": 8, "channels": 36,
+                                                                             "auxiliary": True}
+
+
+def test_a_dataset_comes_from_the_spec_or_the_space():
+    with pytest.raises(SpecError) as err:
+        bound(None, "evaluate.epochs=1", "evaluate.batch_size=8", "evaluate.lr=0.1", space="nas-layers")
+    assert str(err.value) == ("--set: [evaluate.data] dataset: missing required key (a registered dataset name; "
+                              "search space 'nas-layers' supplies no default)")
+    espec = bound(None, "evaluate.epochs=1", "evaluate.batch_size=8", "evaluate.lr=0.1",
+                  "evaluate.data.dataset=digits", space="nas-layers")
+    assert espec.dataset.name == "digits" and espec.network == {}
+
+
+def test_network_keys_are_checked_against_the_space():
+    # A search spec: at validation, against its space's keys.
+    with pytest.raises(SpecError) as err:
+        S.load(SPECS / "quickstart.toml", ["evaluate.cells=0"])
+    assert str(err.value).endswith("quickstart.toml: [evaluate] cells: expected an integer >= 1 and <= 100, got 0")
+    with pytest.raises(SpecError, match=r"\[evaluate\] auxiliary: expected a boolean \(true or false\), got 'yes'"):
+        S.load(SPECS / "quickstart.toml", ["evaluate.auxiliary=yes"])
+    with pytest.raises(SpecError) as err:
+        S.load(SPECS / "quickstart.toml", ["evaluate.depth=3"])
+    message = str(err.value)
+    assert "[evaluate] depth: unknown key (known keys: the recipe's " in message and "\n" not in message
+    assert "the network's, of search space 'darts-cell': auxiliary, cells, channels, stem_multiplier)" in message
+    # A space that declares no network keys refuses them (nas-layers: the genotype fixes every layer).
+    with pytest.raises(SpecError) as err:
+        S.load(SPECS / "nas-rl.toml", ["evaluate.cells=5"])
+    assert "nas-rl.toml: [evaluate] cells: unknown key (search space 'nas-layers' declares no " \
+           "evaluation-network keys; the recipe's keys: " in str(err.value)
+    # An evaluation spec: a key no space declares at once, a space's key once the genotype is read.
+    assert "[evaluate] depth: unknown key" in error_of(SPECS / "eval-darts.toml", "evaluate.depth=3")
+    espec, _ = load_eval_spec(SPECS / "eval-darts.toml", ["evaluate.cells=0"])  # no space yet
+    assert espec.evaluate is None and not espec.bound
+    with pytest.raises(SpecError) as err:
+        bound(SPECS / "eval-darts.toml", "evaluate.cells=0")
+    assert str(err.value).endswith("eval-darts.toml: [evaluate] cells: expected an integer >= 1 and <= 100, got 0")
+    with pytest.raises(SpecError) as err:
+        bound(SPECS / "eval-darts.toml", "evaluate.stem_multiplier=2", space="nasnet-cell")
+    assert "eval-darts.toml: [evaluate] stem_multiplier: unknown key" in str(err.value)
 
 
 def test_dgdarts_recipe():
-    spec, _ = load_eval_spec(SPECS / "eval-dgdarts.toml")
+    spec = bound(SPECS / "eval-dgdarts.toml")
     ev = spec.evaluate
     assert (ev.autoaugment, ev.weight_decay, ev.drop_path, ev.auxiliary_weight, ev.cutout_length) == \
         (True, 0.003, 0.3, 0.4, 16)
@@ -80,7 +162,9 @@ def error_of(path, *overrides) -> str:
 
 def test_evaluate_key_errors():
     assert "[evaluate] epoch: unknown key; did you mean 'epochs'" in error_of(None, "evaluate.epoch=3")
-    assert "[evaluate] lr_min: expected a number <= lr" in error_of(None, "evaluate.lr_min=0.1")
+    assert "[evaluate] lr_min: expected a number <= lr" in error_of(None, "evaluate.lr=0.05", "evaluate.lr_min=0.1")
+    with pytest.raises(SpecError, match=r"\[evaluate\] lr_min: expected a number <= lr \(0.025\)"):
+        bound(None, "evaluate.lr_min=0.1")  # the space's lr
     assert "[evaluate] drop_path: expected a number >= 0 and < 1" in error_of(None, "evaluate.drop_path=1")
     assert "[evaluate.data] dataset: unknown dataset 'cifar'; did you mean 'cifar10'" in error_of(None, "evaluate.data.dataset=cifar")
     line = error_of(None, "evaluate.data.dataset=digits", "evaluate.autoaugment=true")
@@ -94,7 +178,7 @@ def test_search_spec_evaluate_defaults_to_the_search_dataset(tmp_path):
     spec, plugins = S.load(SPECS / "quickstart.toml")
     assert spec.evaluate is not None and spec.eval_dataset.name == "digits"
     written = tomllib.loads((SPECS / "quickstart.toml").read_text())["evaluate"]
-    assert spec.evaluate.cells == written["cells"] and spec.evaluate.cutout is False
+    assert spec.eval_network["cells"] == written["cells"] and spec.evaluate.cutout is False
     resolved = spec.resolved()
     assert resolved["evaluate"]["data"]["dataset"] == "digits"
     # The resolved spec (as written into the run directory) is a valid spec again.
@@ -115,7 +199,7 @@ def test_search_spec_evaluate_defaults_to_the_search_dataset(tmp_path):
 def test_a_search_spec_serves_nasreg_train():
     espec, _ = load_eval_spec(SPECS / "quickstart.toml")
     written = tomllib.loads((SPECS / "quickstart.toml").read_text())["evaluate"]
-    assert espec.dataset.name == "digits" and espec.evaluate.cells == written["cells"] != 20  # the spec's value, not the default
+    assert espec.dataset.name == "digits" and espec.network["cells"] == written["cells"] != 20  # the spec's value, not the default
     assert espec.search_space is not None and espec.search_space.name == "darts-cell"
     espec, _ = load_eval_spec(SPECS / "darts.toml")  # no [evaluate]: the defaults, on its data
     assert espec.dataset.name == "cifar10" and espec.evaluate.epochs == 600

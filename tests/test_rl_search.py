@@ -96,7 +96,7 @@ def test_reinforce_on_nasnet_cells_end_to_end_and_its_genotype_trains(tmp_path):
                     sets=TRAIN_TINY)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert results["epochs"] == 1 and 0.0 <= results["test_acc"] <= 1.0 and results["cells"] == 5
+    assert results["epochs"] == 1 and 0.0 <= results["test_acc"] <= 1.0 and results["network"]["cells"] == 5
 
 
 def test_reinforce_on_nas_layers_in_two_worker_processes_matches_in_process(tmp_path):
@@ -113,9 +113,15 @@ def test_reinforce_on_nas_layers_in_two_worker_processes_matches_in_process(tmp_
         [(c["choices"], c["reward"]) for c in children(in_process)]
     assert Genotype.load(pooled / "genotype.json").cells == Genotype.load(in_process / "genotype.json").cells
 
-    out = tmp_path / "train"  # without --spec: DARTS's recipe, shrunk, on digits
+    # Without --spec: nas-layers supplies no recipe and no network keys, so the recipe is the --set's.
+    out = tmp_path / "train"
+    layers_train = [k for k in TRAIN_TINY if not k.startswith(("evaluate.cells", "evaluate.channels"))]
+    refused = invoke("train", pooled / "genotype.json", "--out", out, "-q",
+                     sets=[*TRAIN_TINY, "evaluate.lr=0.025", "evaluate.data.dataset=digits"])
+    assert refused.exit_code == 2 and "[evaluate] cells: unknown key (search space 'nas-layers' declares no " \
+        "evaluation-network keys" in refused.output
     result = invoke("train", pooled / "genotype.json", "--out", out, "-q",
-                    sets=[*TRAIN_TINY, "evaluate.data.dataset=digits", "evaluate.cutout=false"])
+                    sets=[*layers_train, "evaluate.lr=0.025", "evaluate.data.dataset=digits"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "results.json").read_text())["params"] == children(pooled)[
         genotype.provenance["child"]]["params"]

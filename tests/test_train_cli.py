@@ -60,7 +60,7 @@ def test_dry_run_darts_v2_has_the_published_parameter_count():
     result = invoke("train", DARTS_V2, "--dry-run")
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "20 cells, 36 channels, input 3x32x32, 10 classes (cifar10)" in out
+    assert "(cells = 20, channels = 36, auxiliary = true): input 3x32x32, 10 classes (cifar10)" in out
     params = int(re.search(r"parameters without auxiliary head: ([\d,]+)", out)[1].replace(",", ""))
     with_aux = int(re.search(r"parameters with auxiliary head: ([\d,]+)", out)[1].replace(",", ""))
     assert params == DARTS_V2_PARAMS
@@ -82,7 +82,7 @@ def test_dry_run_takes_the_spec_and_set():
     result = invoke("train", DARTS_V2, "--dry-run", "--spec", ROOT / "specs" / "eval-dgdarts.toml",
                     sets=["evaluate.cells=8", "evaluate.channels=16"])
     assert result.exit_code == 0, result.output
-    assert "8 cells, 16 channels" in result.stdout
+    assert "(cells = 8, channels = 16, auxiliary = true)" in result.stdout
 
 
 # --- nasreg train ------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_evaluate_runs_after_the_search(searched):
     assert results["genotype"]["cells"] == summary["genotype"]["cells"]
     assert results["search_cost"]["wall_seconds"] == pytest.approx(summary["wall_seconds"])
     assert results["search_cost"]["gpu_days"] is None  # a CPU search
-    assert results["cells"] == 2 and results["dataset"] == "digits"
+    assert results["network"] == {"cells": 2, "channels": 4, "auxiliary": False} and results["dataset"] == "digits"
     spec = (out / "spec.toml").read_text()
     assert "[evaluate]" in spec and "[evaluate.data]" in spec
 

@@ -34,8 +34,7 @@ def tiny_spec(**tables):
         "run": {"name": "wt", "seed": 0, "device": "cpu", "threads": 1},
         "data": {"dataset": "wt-digits", "limit": 100, "batch_size": 25},
         "search_space": {"name": "wt-cell", "operations": OPS, "nodes": 2, "cells": 1, "channels": 4},
-        "evaluate": {"epochs": 1, "batch_size": 32, "cells": 1, "channels": 4, "limit": 64,
-                     "auxiliary": False, "cutout": False, "drop_path": 0.0},
+        "evaluate": {"epochs": 1, "batch_size": 32, "cells": 1, "channels": 4, "limit": 64},
     }
     spec.update(tables)
     return spec

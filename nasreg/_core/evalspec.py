@@ -3,10 +3,18 @@
 An evaluation spec has the tables ``[run]`` and ``[evaluate]`` (with ``[evaluate.data]``); a search
 spec is accepted too (its ``[evaluate]``, or the defaults, on its dataset). This module imports no
 torch: ``nasreg validate`` checks evaluation specs without it.
+
+``[evaluate]`` holds the core's recipe keys (:class:`~nasreg._core.spec.EvaluateSection`) and the
+evaluation network's keys, which the search space declares (its ``network_keys`` registry
+metadata); the space's ``evaluation_defaults`` fill what the spec leaves out. A search spec knows
+its space, so its ``[evaluate]`` is resolved when it is validated. An evaluation spec does not
+until the genotype is read: it is checked as far as it can be (:func:`~nasreg._core.spec.check_evaluate`)
+and resolved for the genotype's space by :meth:`EvalSpec.bind`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -33,20 +41,53 @@ EVAL_TABLES = ("run", "evaluate")
 
 @dataclass
 class EvalSpec:
-    """What ``nasreg train`` runs: the run settings, the recipe, its dataset and, when the spec
-    was a search spec, its search space (whose keys the evaluation network inherits)."""
+    """What ``nasreg train`` runs: the run settings and the ``[evaluate]`` table, resolved for a
+    search space (:meth:`bind`): the recipe, its dataset and the evaluation network's keys.
+
+    A search spec's evaluation is bound to its space at once; an evaluation spec's when the
+    genotype's space is known (``evaluate``, ``dataset`` and ``network`` are None until then)."""
 
     path: Path | None
     run: RunSection
-    evaluate: EvaluateSection
-    dataset: Component
+    #: The ``[evaluate]`` table as written (``--set`` applied): recipe and network keys, flat.
+    table: dict[str, Any] = field(default_factory=dict)
+    #: The search's ``[data]`` dataset and keys, the evaluation's default dataset (a search spec).
+    default_data: dict[str, Any] | None = None
+    #: The search spec's search space (whose keys the evaluation network's space inherits).
     search_space: Component | None = None
+    #: The search space the recipe is resolved for (None: not bound yet).
+    space: str | None = None
+    evaluate: EvaluateSection | None = None
+    dataset: Component | None = None
+    #: The evaluation network's keys, as the space's ``network_keys`` returned them.
+    network: dict[str, Any] | None = None
     #: The loaded plugins that validated it (set by :func:`load_eval_spec`'s callers).
     plugins: Any = field(default=None, repr=False, compare=False)
 
+    @property
+    def bound(self) -> bool:
+        return self.space is not None
+
+    def bind(self, space: str, registries: Any) -> "EvalSpec":
+        """Resolve ``[evaluate]`` for the search space ``space`` (the genotype's), in place: its
+        evaluation defaults under the spec's keys, the network keys checked against its
+        ``network_keys``, the dataset. Raises :class:`SpecError` naming the spec file and the
+        ``[evaluate]`` key. Returns ``self``."""
+        if self.space == space:
+            return self
+        where = self.path if self.path is not None else Path("--set")
+        self.evaluate, self.dataset, self.network = spec_mod.validate_evaluate(
+            self.table, where, registries, self.default_data, space=space)
+        self.space = space
+        return self
+
     def resolved(self) -> dict[str, Any]:
+        """``[run]`` and ``[evaluate]`` with every default filled in (bound), or ``[evaluate]`` as
+        written (not bound yet: the defaults depend on the genotype's space)."""
+        if self.evaluate is None or self.dataset is None:
+            return {"run": dataclasses.asdict(self.run), "evaluate": copy.deepcopy(self.table)}
         return {"run": dataclasses.asdict(self.run),
-                "evaluate": spec_mod.resolved_evaluate(self.evaluate, self.dataset)}
+                "evaluate": spec_mod.resolved_evaluate(self.evaluate, self.dataset, self.network)}
 
     def digest(self) -> str:
         data = self.resolved()
@@ -62,33 +103,39 @@ def is_eval_spec(raw: dict[str, Any]) -> bool:
 
 
 def from_search_spec(spec: spec_mod.Spec, registries: Any) -> EvalSpec:
-    """The evaluation a search spec describes (its ``[evaluate]``, or the defaults on its data)."""
-    evaluate, dataset = spec.evaluate, spec.eval_dataset
-    if evaluate is None or dataset is None:
-        data_raw = spec_mod._table(spec.raw, "data", spec.path)
-        core = {f.name for f in dataclasses.fields(spec_mod.DataSection)}
-        default = {"dataset": spec.data.dataset, **{k: v for k, v in data_raw.items() if k not in core}}
-        evaluate, dataset = spec_mod.validate_evaluate({}, spec.path, registries, default)
-    return EvalSpec(path=spec.path, run=spec.run, evaluate=evaluate, dataset=dataset,
-                    search_space=spec.search_space)
+    """The evaluation a search spec describes (its ``[evaluate]``, or the defaults of its space,
+    on its data), bound to its search space."""
+    data_raw = spec_mod._table(spec.raw, "data", spec.path)
+    core = {f.name for f in dataclasses.fields(spec_mod.DataSection)}
+    default = {"dataset": spec.data.dataset, **{k: v for k, v in data_raw.items() if k not in core}}
+    table = spec.raw.get("evaluate") if spec.evaluate is not None else {}
+    espec = EvalSpec(path=spec.path, run=spec.run, table=copy.deepcopy(table or {}), default_data=default,
+                     search_space=spec.search_space)
+    if spec.evaluate is not None and spec.eval_dataset is not None:  # resolved when the spec was validated
+        espec.evaluate, espec.dataset, espec.network = spec.evaluate, spec.eval_dataset, spec.eval_network
+        espec.space = spec.search_space.name
+        return espec
+    return espec.bind(spec.search_space.name, registries)
 
 
 def validate_eval_spec(raw: dict[str, Any], path: Path | None, registries: Any) -> EvalSpec:
-    """An evaluation spec: ``[run]`` and ``[evaluate]`` (``[evaluate.data]``) only."""
+    """An evaluation spec: ``[run]`` and ``[evaluate]`` (``[evaluate.data]``) only, checked as far
+    as it can be before the genotype's space is known (see :meth:`EvalSpec.bind`)."""
     shown = path if path is not None else Path("--set")
     unknown = [k for k in raw if k not in EVAL_TABLES]
     if unknown:
         raise SpecError(f"{shown}: unknown table [{unknown[0]}] in an evaluation spec (known: [run], "
                         "[evaluate]; a search spec with [search_space], [strategy], ... is accepted too)")
     run = spec_mod._section(RunSection, spec_mod._table(raw, "run", shown), f"{shown}: [run]")
-    evaluate, dataset = spec_mod.validate_evaluate(spec_mod._table(raw, "evaluate", shown), shown, registries)
-    return EvalSpec(path=path, run=run, evaluate=evaluate, dataset=dataset)
+    table = spec_mod._table(raw, "evaluate", shown)
+    spec_mod.check_evaluate(table, shown, registries)
+    return EvalSpec(path=path, run=run, table=copy.deepcopy(table))
 
 
 def load_eval_spec(path: str | Path | None, overrides: Sequence[str] = (),
                    extra_plugins: Sequence[str] = ()) -> tuple[EvalSpec, Any]:
-    """Read (or, without ``path``, start from the DARTS CIFAR-10 defaults), override, load the
-    plugins, validate: ``(EvalSpec, Plugins)``."""
+    """Read (or, without ``path``, start from an empty ``[evaluate]``: the genotype's space's
+    evaluation defaults), override, load the plugins, validate: ``(EvalSpec, Plugins)``."""
     from .plugins import load_plugins
 
     path = Path(path) if path is not None else None

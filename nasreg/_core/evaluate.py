@@ -9,15 +9,17 @@ operation and no space: the genotype's search space builds the network
 :class:`TrainRun`). The loop relies only on this contract:
 
 * ``model(x)`` returns the logits, or ``(logits, auxiliary_logits)`` in training mode when the
-  network has an auxiliary head (its loss is added with ``[evaluate] auxiliary_weight``);
+  network has an auxiliary head (its loss is then added, weighted by ``[evaluate] auxiliary_weight``);
 * an optional ``auxiliary_head`` attribute (a module) whose parameters are reported separately;
 * an optional ``drop_path_prob`` attribute, set before every epoch to
-  ``drop_path * epoch / epochs`` (the linear DARTS schedule).
+  ``drop_path * epoch / epochs`` (a linear schedule).
 
-The recipe is :class:`nasreg._core.spec.EvaluateSection` (defaults: DARTS's CIFAR-10 recipe). A
-standalone evaluation spec (``nasreg train --spec``) has the tables ``[run]`` and ``[evaluate]``
-(with ``[evaluate.data]``); a search spec is accepted too (its ``[evaluate]``, or the defaults,
-on its dataset).
+The recipe is :class:`nasreg._core.spec.EvaluateSection`; the other ``[evaluate]`` keys are the
+evaluation network's, declared by the genotype's search space (``network_keys`` registry
+metadata) and passed to its ``build_network``; the space's ``evaluation_defaults`` fill what the
+spec leaves out (see :mod:`nasreg._core.evalspec`). A standalone evaluation spec (``nasreg train
+--spec``) has the tables ``[run]`` and ``[evaluate]`` (with ``[evaluate.data]``); a search spec is
+accepted too (its ``[evaluate]``, or its space's defaults, on its dataset).
 
 What a training run writes (into its run directory):
 
@@ -27,8 +29,8 @@ What a training run writes (into its run directory):
                    loss, accuracy and error, epoch and wall seconds, peak memory
 ``checkpoint.pt``  the last epoch's weights, optimizer and scheduler state
 ``results.json``   final test error, parameters (with and without the auxiliary head), FLOPs and
-                   MACs of one forward pass of one image, wall time, peak memory, search cost (after
-                   a search)
+                   MACs of one forward pass of one image, the network's keys (``network``), wall
+                   time, peak memory, search cost (after a search)
 ``curves.png``     the training curves (a figure that cannot be drawn costs a warning, never the run)
 """
 
@@ -40,7 +42,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -70,12 +72,17 @@ __all__ = ["CURVES_FILE", "DivergenceError", "EVAL_DIR", "EvalSpec", "PreparedEv
 # Building the network
 
 
+#: The attribute :func:`space_for` records the built space's registry name in, for
+#: :func:`prepare_evaluation` (which resolves ``[evaluate]`` for that space).
+_SPACE_NAME = "_nasreg_space_name"
+
+
 def space_for(genotype: Genotype, registries: Any, search_space: Component | None = None,
               source: str = "genotype") -> SearchSpace:
     """The search space that builds ``genotype``'s network: ``search_space`` (a spec's) when it is
     the genotype's space, else the genotype's space with its default keys."""
     if search_space is not None and search_space.name == genotype.space:
-        return search_space.build()
+        return _named(search_space.build(), genotype.space)
     try:
         registries.search_spaces.get(genotype.space)
     except RegistryError as exc:
@@ -83,24 +90,31 @@ def space_for(genotype: Genotype, registries: Any, search_space: Component | Non
     ops = list(dict.fromkeys(e.op for cell in genotype.cells.values() for e in cell.edges))
     component = P.component("search_spaces", {"name": genotype.space, "operations": ops},
                             f"{source}: space {genotype.space!r}", registries)
-    return component.build()
+    return _named(component.build(), genotype.space)
+
+
+def _named(space: SearchSpace, name: str) -> SearchSpace:
+    try:
+        setattr(space, _SPACE_NAME, name)
+    except (AttributeError, TypeError):  # a space with __slots__: the spec's own space is assumed
+        pass
+    return space
 
 
 def can_build_networks(space: SearchSpace) -> bool:
     return type(space).build_network is not SearchSpace.build_network
 
 
-def build_network(space: SearchSpace, genotype: Genotype, registries: Any, evaluate: EvaluateSection,
-                  shape: tuple[int, int, int], num_classes: int, *, auxiliary: bool | None = None,
-                  source: str = "genotype") -> nn.Module:
-    """The evaluation network of ``genotype`` for images of ``shape`` (C, H, W)."""
+def build_network(space: SearchSpace, genotype: Genotype, registries: Any, keys: Mapping[str, Any] | None,
+                  shape: tuple[int, int, int], num_classes: int, *, source: str = "genotype") -> nn.Module:
+    """The evaluation network of ``genotype`` for images of ``shape`` (C, H, W); ``keys``: the
+    network's keys, as bound to the space's ``network_keys`` (an :class:`EvalSpec`'s ``network``)."""
     if not can_build_networks(space):
         raise SpecError(f"{source}: search space {genotype.space!r} cannot build an evaluation network "
                         "(its SearchSpace does not implement build_network)")
     try:
         net = space.build_network(genotype, ops=registries.operations, in_channels=shape[0],
-                                  num_classes=num_classes, cells=evaluate.cells, channels=evaluate.channels,
-                                  auxiliary=evaluate.auxiliary if auxiliary is None else auxiliary)
+                                  num_classes=num_classes, **dict(keys or {}))
     except GenotypeError as exc:
         raise GenotypeError(f"{source}: {exc}") from None
     except RegistryError as exc:
@@ -160,23 +174,34 @@ def bundle_shape(bundle: DatasetBundle) -> tuple[tuple[int, int, int], int]:
 
 
 def describe_network(espec: EvalSpec, plugins: Plugins, genotype: Genotype, source: str) -> dict[str, Any]:
-    """The dry run: build the network (with the auxiliary head, to count it), count parameters
-    and FLOPs. The image shape comes from the dataset's registry metadata when it declares one,
-    else from the built dataset."""
+    """The dry run: build the network as ``[evaluate]`` says, count its parameters (with and
+    without the auxiliary head, when it has one) and FLOPs. The image shape comes from the
+    dataset's registry metadata when it declares one, else from the built dataset."""
     regs = plugins.registries
+    space = space_for(genotype, regs, espec.search_space, source)
+    espec.bind(genotype.space, regs)
+    assert espec.dataset is not None
     known = dataset_shape(espec.dataset)
     if known is None:
         shape, classes = bundle_shape(espec.dataset.build())
     else:
         shape, classes = known
-    space = space_for(genotype, regs, espec.search_space, source)
-    net = build_network(space, genotype, regs, espec.evaluate, shape, classes, auxiliary=True, source=source)
+    net = build_network(space, genotype, regs, espec.network, shape, classes, source=source)
     without_aux, with_aux = count_parameters(net)
     flops = count_flops(net, shape)
-    return {"genotype": source, "space": genotype.space, "cells": espec.evaluate.cells,
-            "channels": espec.evaluate.channels, "dataset": espec.dataset.name, "input_shape": list(shape),
-            "num_classes": classes, "params": without_aux, "params_with_auxiliary": with_aux,
+    return {"genotype": source, "space": genotype.space, "network": network_record(espec.network),
+            "dataset": espec.dataset.name, "input_shape": list(shape), "num_classes": classes,
+            "params": without_aux, "params_with_auxiliary": with_aux if has_auxiliary_head(net) else None,
             "flops": flops, "macs": flops // 2}
+
+
+def has_auxiliary_head(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "auxiliary_head", None), nn.Module)
+
+
+def network_record(keys: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The network's keys as ``results.json`` and the dry run record them (unset ones left out)."""
+    return {k: P.to_spec_value(v) for k, v in (keys or {}).items() if v is not None}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,8 +257,17 @@ class TrainRun:
 
 
 def prepare_evaluation(espec: EvalSpec, plugins: Plugins, space: SearchSpace) -> PreparedEval:
-    """Pick the device, check the space builds networks, build the dataset and check its test split."""
+    """Resolve ``[evaluate]`` for ``space`` (as :func:`space_for` built it: the genotype's; a
+    search's own space: the spec's), pick the device, check the space builds networks, build the
+    dataset and check its test split."""
     where = f"{espec.path}: [evaluate]" if espec.path is not None else "[evaluate]"
+    name = getattr(space, _SPACE_NAME, None) or espec.space or (
+        espec.search_space.name if espec.search_space is not None else None)
+    if name is None:
+        raise SpecError(f"{where}: cannot tell which search space {type(space).__name__} is; build it "
+                        "with space_for(genotype, ...)")
+    espec.bind(name, plugins.registries)
+    assert espec.dataset is not None and espec.evaluate is not None
     device = pick_device(espec.run.device, f"{espec.path}: [run] device")
     if not can_build_networks(space):
         raise SpecError(f"{where}: search space {type(space).__name__} cannot build an evaluation "
@@ -294,7 +328,7 @@ def eval_recipe(ev: EvaluateSection, train_on_device: bool = False, checkpoint: 
     return TrainRecipe(
         epochs=ev.epochs, lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay, grad_clip=ev.grad_clip,
         lr_min=ev.lr_min, schedule="epoch", label_smoothing=ev.label_smoothing,
-        auxiliary_weight=ev.auxiliary_weight if ev.auxiliary else None, drop_path=ev.drop_path,
+        auxiliary_weight=ev.auxiliary_weight or None, drop_path=ev.drop_path,
         cutout_length=ev.cutout_length if ev.cutout and not train_on_device else 0, amp=ev.amp,
         batch_norm="running", test="epoch", on_divergence="raise",
         divergence_hint=f"{where}; try a lower [evaluate] lr")
@@ -325,7 +359,7 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
     seed_everything(espec.run.seed)
 
     shape, num_classes = bundle_shape(prepared.bundle)
-    model = build_network(prepared.space, genotype, prepared.plugins.registries, espec.evaluate, shape,
+    model = build_network(prepared.space, genotype, prepared.plugins.registries, espec.network, shape,
                           num_classes, source=source)
     params, params_with_aux = count_parameters(model)
     flops = count_flops(model, shape)
@@ -399,7 +433,7 @@ def _results(run: TrainRun, record: dict[str, Any], t_start: float, search_cost:
         "test_loss": record.get("test_loss"), "train_acc": record.get("train_acc"),
         "params": params, "params_with_auxiliary": params_with_aux if params_with_aux != params else None,
         "flops": flops, "macs": flops // 2, "input_shape": list(shape), "num_classes": num_classes,
-        "cells": ev.cells, "channels": ev.channels,
+        "network": network_record(espec.network),
         "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(run.device),
         "genotype": run.genotype.to_dict(),
     }

@@ -68,10 +68,13 @@ class SearchSpace(ABC):
                       **keys: Any) -> nn.Module:
         """The discrete network a genotype describes (for final evaluation).
 
-        :mod:`nasreg._core.evaluate` passes ``cells``, ``channels`` and ``auxiliary`` (the ``[evaluate]``
-        keys) in ``keys``. The network returns the logits, or ``(logits, auxiliary_logits)`` in
-        training mode when it has an auxiliary head (an ``auxiliary_head`` attribute); a
-        ``drop_path_prob`` attribute, if any, is set before every epoch.
+        ``keys`` are the evaluation network's ``[evaluate]`` keys, which the space's registry entry
+        declares with its ``network_keys`` metadata (a function whose signature is their schema;
+        :mod:`nasreg._core.evaluate` passes what it returns for the spec's keys, defaults filled);
+        a space that declares none gets none. The network returns the logits, or ``(logits,
+        auxiliary_logits)`` in training mode when it has an auxiliary head (an ``auxiliary_head``
+        attribute; the training loop then adds its loss); a ``drop_path_prob`` attribute, if any,
+        is set before every epoch.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot build an evaluation network")
 

@@ -12,8 +12,8 @@ table are passed to that entry's factory and checked against its signature):
 ``[strategy]``      ``name`` and its keys (``darts``: order, learning rates, ...)
 ``[selector]``      ``name`` and its keys; ``[selector.clusterer]`` names a clusterer
 ``[evaluate]``      optional: retrain the genotype found from scratch after the search (the recipe:
-                    :class:`EvaluateSection`; ``[evaluate.data]`` picks its dataset, by default the
-                    search's)
+                    :class:`EvaluateSection`; the other keys are the evaluation network's, declared
+                    by the space; ``[evaluate.data]`` picks its dataset, by default the search's)
 """
 
 from __future__ import annotations
@@ -107,32 +107,40 @@ class SearchSection:
 
 @dataclass
 class EvaluateSection:
-    """``[evaluate]``: how the network a genotype describes is trained from scratch and tested.
+    """``[evaluate]``'s recipe: how the network a genotype describes is trained from scratch and tested.
 
-    The defaults are DARTS's CIFAR-10 evaluation recipe (specs/eval-darts.toml). ``[evaluate.data]``
-    names the dataset (``dataset`` and that dataset's keys); without it the search's ``[data]``
-    dataset is used (for ``nasreg train`` without a spec: CIFAR-10). The network trains on the
-    whole train split and is tested on the test split. ``augment`` (random crop and flip) is
-    passed to the dataset when set (unset: the dataset's default), ``autoaugment`` when true;
-    cutout is applied to the normalized training batches by the training loop. ``loader`` picks
-    the batch maker as ``[data] loader`` does; with the device loader the crop, flip, normalization
-    and cutout of the training batches run on the device (the test set is never augmented).
+    These are the core's keys; every other key of ``[evaluate]`` is the evaluation network's, declared
+    by the genotype's search space (its ``network_keys`` registry metadata) and passed to its
+    ``build_network``. The defaults of both come, under the spec's own keys, from the space's
+    ``evaluation_defaults`` metadata (``darts-cell``: DARTS's CIFAR-10 recipe, specs/eval-darts.toml),
+    then from here. The core's own defaults are neutral: no momentum, weight decay, clipping, label
+    smoothing, drop path, cutout, autoaugment or auxiliary loss. ``epochs``, ``batch_size`` and
+    ``lr`` have no neutral value: they are required unless the space supplies them.
+
+    ``[evaluate.data]`` names the dataset (``dataset`` and that dataset's keys); without it the
+    search's ``[data]`` dataset is used, else the space's default (``evaluation_defaults["data"]``);
+    without any, ``[evaluate.data] dataset`` is a missing key. The network trains on the whole
+    train split and is tested on the test split. ``augment`` (random crop and flip) is passed to
+    the dataset when set (unset: the dataset's default), ``autoaugment`` when true; cutout is
+    applied to the normalized training batches by the training loop. ``loader`` picks the batch
+    maker as ``[data] loader`` does; with the device loader the crop, flip, normalization and cutout
+    of the training batches run on the device (the test set is never augmented).
     """
 
-    epochs: Annotated[int, Range(ge=1, le=100_000)] = 600
-    batch_size: Annotated[int, Range(ge=1, le=65_536)] = 96
-    lr: Annotated[float, Range(gt=0)] = 0.025
+    epochs: Annotated[int, Range(ge=1, le=100_000)]
+    batch_size: Annotated[int, Range(ge=1, le=65_536)]
+    lr: Annotated[float, Range(gt=0)]
     lr_min: Annotated[float, Range(ge=0)] = 0.0
-    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[float, Range(ge=0)] = 3e-4
-    grad_clip: Annotated[float, Range(ge=0)] = 5.0  # 0: no clipping
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0
+    grad_clip: Annotated[float, Range(ge=0)] = 0.0  # 0: no clipping
     label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0
-    auxiliary: bool = True
-    auxiliary_weight: Annotated[float, Range(ge=0)] = 0.4
-    drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.2
-    cells: Annotated[int, Range(ge=1, le=100)] = 20
-    channels: Annotated[int, Range(ge=1, le=1024)] = 36
-    cutout: bool = True
+    #: The weight of the auxiliary loss when the network returns ``(logits, auxiliary_logits)``
+    #: (0: the auxiliary logits are ignored).
+    auxiliary_weight: Annotated[float, Range(ge=0)] = 0.0
+    drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    cutout: bool = False
+    #: The side of the cutout square, read only with ``cutout`` on (16: the cutout paper's CIFAR-10 size).
     cutout_length: Annotated[int, Range(ge=1, le=4096)] = 16
     autoaugment: bool = False
     augment: bool | None = None
@@ -146,6 +154,10 @@ class EvaluateSection:
     def __post_init__(self) -> None:
         if self.lr_min > self.lr:
             raise ValueError(f"lr_min: expected a number <= lr ({self.lr:g}), got {self.lr_min:g}")
+
+
+#: The core's ``[evaluate]`` keys (the recipe); the others are the evaluation network's.
+RECIPE_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvaluateSection))
 
 
 SECTIONS = ("run", "data", "search_space", "search", "strategy", "selector", "evaluate")
@@ -169,6 +181,9 @@ class Spec:
     evaluate: EvaluateSection | None = None
     #: The dataset ``[evaluate]`` trains and tests on (None without ``[evaluate]``).
     eval_dataset: Component | None = None
+    #: ``[evaluate]``'s evaluation-network keys, bound to the space's ``network_keys`` (None
+    #: without ``[evaluate]``).
+    eval_network: dict[str, Any] | None = None
     #: The loaded plugins whose registries validated this spec (:class:`nasreg._core.plugins.Plugins`).
     plugins: Any = field(default=None, repr=False, compare=False)
 
@@ -182,7 +197,7 @@ class Spec:
             **({"selector": self.selector.to_spec()} if self.selector is not None else {}),
         }
         if self.evaluate is not None and self.eval_dataset is not None:
-            out["evaluate"] = resolved_evaluate(self.evaluate, self.eval_dataset)
+            out["evaluate"] = resolved_evaluate(self.evaluate, self.eval_dataset, self.eval_network)
         return _drop_none(out)
 
     def digest(self) -> str:
@@ -384,12 +399,13 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     search = _section(SearchSection, _table(raw, "search", path), f"{path}: [search]")
     strategy = named("strategy", "strategies")
     selector = named("selector", "selectors") if "selector" in raw else None
-    evaluate = eval_dataset = None
-    if "evaluate" in raw:
-        evaluate, eval_dataset = validate_evaluate(raw["evaluate"], path, registries, search_data)
+    evaluate = eval_dataset = eval_network = None
+    if "evaluate" in raw:  # the space is known: its network keys and evaluation defaults apply
+        evaluate, eval_dataset, eval_network = validate_evaluate(raw["evaluate"], path, registries, search_data,
+                                                                 space=search_space.name)
     spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
                 search=search, strategy=strategy, selector=selector, evaluate=evaluate,
-                eval_dataset=eval_dataset)
+                eval_dataset=eval_dataset, eval_network=eval_network)
     # Building the selector is cheap and tells how many stages the epoch lists must cover.
     check_stages(spec, selector.build() if selector is not None else None)
     return spec
@@ -432,50 +448,198 @@ def _check_operations(search_space: Component, where: str, registries: Any) -> N
         seen[qualified] = op
 
 
-def resolved_evaluate(evaluate: EvaluateSection, dataset: Component) -> dict[str, Any]:
-    """``[evaluate]`` with every default filled in, its dataset as an explicit ``[evaluate.data]``."""
+def resolved_evaluate(evaluate: EvaluateSection, dataset: Component,
+                      network: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``[evaluate]`` with every default filled in: the recipe, the evaluation network's keys (flat,
+    as a spec writes them) and the dataset as an explicit ``[evaluate.data]``."""
     out = {k: v for k, v in dataclasses.asdict(evaluate).items() if k != "data"}
+    out.update(P.to_spec_value(dict(network or {})))
     out["data"] = {"dataset": dataset.name, **P.to_spec_value(dataset.params)}
     return out
 
 
-def validate_evaluate(table: dict[str, Any], path: Path, registries: Any,
-                      default_data: dict[str, Any] | None = None) -> tuple[EvaluateSection, Component]:
-    """Check an ``[evaluate]`` table: the recipe and its dataset. The default dataset is
-    ``default_data`` (the search's ``[data]`` dataset and keys), else CIFAR-10; ``[evaluate.data]``
-    names another one with its keys, or, without ``dataset`` (or naming the same), overrides the
-    default's keys."""
+#: The recipe keys a spec (or the space's evaluation defaults) must give: they have no neutral value.
+REQUIRED_RECIPE_KEYS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(EvaluateSection)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+
+
+def network_params(entry: Any) -> tuple[Any, dict[str, Any], bool]:
+    """A search space entry's ``network_keys`` metadata: ``(function, its parameters, whether it
+    takes **keys)``; ``(None, {}, False)`` for a space that declares none (and so accepts none)."""
+    schema = entry.get("network_keys")
+    if schema is None:
+        return None, {}, False
+    sig = P.signature_params(schema) if callable(schema) else None
+    if sig is None:
+        raise SpecError(f"search space {entry.name!r}: its network_keys metadata is not a function "
+                        f"whose signature declares the keys, got {P.show(schema)}")
+    clash = sorted(set(sig[0]) & set(RECIPE_KEYS))
+    if clash:
+        raise SpecError(f"search space {entry.name!r}: network key {clash[0]!r} is a key of the "
+                        "[evaluate] recipe (the core's); rename it")
+    return schema, sig[0], sig[1]
+
+
+def evaluation_defaults(entry: Any) -> dict[str, Any]:
+    """A search space entry's ``evaluation_defaults`` metadata (a copy; ``{}`` without one)."""
+    defaults = entry.get("evaluation_defaults")
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, dict):
+        raise SpecError(f"search space {entry.name!r}: evaluation_defaults: expected a table of "
+                        f"[evaluate] keys, got {P.show(defaults)}")
+    return copy.deepcopy(defaults)
+
+
+def _unknown_key(where: str, key: Any, network: Sequence[str], network_note: str | None) -> SpecError:
+    """An unknown ``[evaluate]`` key: close matches among the recipe's and the network's keys, or
+    both lists (``network_note``: who declares the network keys; None: no space declares any)."""
+    known = sorted({*RECIPE_KEYS, *network})
+    msg = f"{where} {key}: unknown key"
+    close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.6)
+    if close:
+        return SpecError(msg + "; did you mean " + ", ".join(repr(c) for c in close) + "?")
+    recipe = ", ".join(sorted(RECIPE_KEYS))
+    if not network:
+        return SpecError(f"{msg} ({network_note or 'no search space declares evaluation-network keys'}; "
+                         f"the recipe's keys: {recipe})")
+    return SpecError(f"{msg} (known keys: the recipe's {recipe}; {network_note}: {', '.join(sorted(network))})")
+
+
+def _space_entry(space: str, registries: Any, where: str) -> Any:
+    try:
+        return registries.search_spaces.get(space)
+    except RegistryError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def validate_evaluate(table: dict[str, Any], path: Path, registries: Any, default_data: dict[str, Any] | None = None,
+                      *, space: str) -> tuple[EvaluateSection, Component, dict[str, Any]]:
+    """An ``[evaluate]`` table for the search space ``space`` (the search's, or the genotype's):
+    ``(recipe, dataset, network keys)``.
+
+    The space's ``evaluation_defaults`` fill the keys the table leaves out, then the recipe's own
+    (neutral) defaults. The keys that are not the recipe's are the evaluation network's, checked
+    against the space's ``network_keys`` function (defaults filled in, then passed to it: what it
+    returns goes to ``build_network``). The dataset is ``[evaluate.data]``'s, else ``default_data``
+    (the search's ``[data]`` dataset and keys), else the space's default (``evaluation_defaults``'
+    ``data``); ``[evaluate.data]`` naming the same dataset (or none) overrides the default's keys."""
     where = f"{path}: [evaluate]"
     if not isinstance(table, dict):
-        raise SpecError(f"{where}: expected a table, got {table!r}")
-    evaluate = _section(EvaluateSection, table, where)
-    # [evaluate.data] names another dataset, or (same or no `dataset`) updates the default's keys.
-    base, dwhere = dict(default_data or {"dataset": "cifar10"}), f"{path}: [evaluate.data]"
-    if evaluate.data is None:
-        data = base
+        raise SpecError(f"{where}: expected a table, got {P.show(table)}")
+    entry = _space_entry(space, registries, where)
+    schema, params, var_kw = network_params(entry)
+    defaults = evaluation_defaults(entry)
+    space_data = defaults.pop("data", None)
+    note = (f"the network's, of search space {space!r}" if schema is not None
+            else f"search space {space!r} declares no evaluation-network keys")
+    for source, keys in ((f"search space {space!r}: evaluation_defaults", defaults), (where, table)):
+        for key in keys:
+            if key not in RECIPE_KEYS and key not in params and not var_kw:
+                raise _unknown_key(source, key, list(params), note)
+    merged = {**defaults, **table}
+    recipe = {k: v for k, v in merged.items() if k in RECIPE_KEYS}
+    missing = [k for k in REQUIRED_RECIPE_KEYS if k not in recipe]
+    if missing:
+        annotation = P.signature_params(EvaluateSection)[0][missing[0]].annotation  # type: ignore[index]
+        raise SpecError(f"{where} {missing[0]}: missing required key ({P.describe(annotation)}; search "
+                        f"space {space!r} supplies no default)")
+    evaluate = _section(EvaluateSection, recipe, where)
+    network: dict[str, Any] = {}
+    if schema is not None:
+        network = _bind_network(schema, {k: v for k, v in merged.items() if k not in RECIPE_KEYS}, where, registries)
+    dataset = _eval_dataset(evaluate.data, evaluate.augment, evaluate.autoaugment, path, registries,
+                            default_data, space_data, space)
+    assert dataset is not None
+    return evaluate, dataset, network
+
+
+def _bind_network(schema: Any, keys: dict[str, Any], where: str, registries: Any) -> dict[str, Any]:
+    """The network keys checked against ``schema``'s signature, defaults filled, then passed to it."""
+    bound = P.bind(schema, keys, where, registries)
+    try:
+        out = schema(**bound)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where} {exc}") from None
+    if out is None:
+        return bound
+    if not isinstance(out, dict):
+        raise SpecError(f"{where}: the space's network_keys function returned {type(out).__name__}, not a "
+                        "table of keys")
+    return out
+
+
+def check_evaluate(table: dict[str, Any], path: Path, registries: Any,
+                   default_data: dict[str, Any] | None = None) -> None:
+    """Check an ``[evaluate]`` table before its search space is known (an evaluation spec, whose
+    space is the genotype's): the recipe keys it gives, its dataset if it names one, and that
+    every other key is an evaluation-network key of some registered space. The full check,
+    defaults included, is :func:`validate_evaluate`'s, once the genotype is read."""
+    where = f"{path}: [evaluate]"
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: expected a table, got {P.show(table)}")
+    network: set[str] = set()
+    for entry in registries.search_spaces:
+        try:
+            _schema, params, var_kw = network_params(entry)
+        except SpecError:  # a broken plugin's metadata fails only where its space is used
+            continue
+        if var_kw:
+            network = set()
+            break
+        network |= set(params)
+    else:
+        for key in table:
+            if key not in RECIPE_KEYS and key not in network:
+                raise _unknown_key(where, key, sorted(network), "the networks' keys, of the registered search spaces")
+    recipe = {k: v for k, v in table.items() if k in RECIPE_KEYS}
+    bound = P.bind(EvaluateSection, recipe, where, skip=tuple(k for k in REQUIRED_RECIPE_KEYS if k not in recipe))
+    if "lr" in bound and bound["lr_min"] > bound["lr"]:
+        raise SpecError(f"{where} lr_min: expected a number <= lr ({bound['lr']:g}), got {bound['lr_min']:g}")
+    _eval_dataset(bound["data"], bound["augment"], bound["autoaugment"], path, registries, default_data, None, None)
+
+
+def _eval_dataset(data: dict[str, Any] | None, augment: bool | None, autoaugment: bool, path: Path,
+                  registries: Any, default_data: dict[str, Any] | None, space_data: Any,
+                  space: str | None) -> Component | None:
+    """The evaluation's dataset component (see :func:`validate_evaluate`). Without ``space`` (an
+    evaluation spec not yet bound to the genotype's space) a dataset the spec does not name is
+    left for later: None."""
+    where, dwhere = f"{path}: [evaluate]", f"{path}: [evaluate.data]"
+    base = default_data if default_data is not None else space_data
+    if base is not None and not (isinstance(base, dict) and isinstance(base.get("dataset"), str)):
+        raise SpecError(f"search space {space!r}: evaluation_defaults data: expected a table with a "
+                        f"`dataset` name, got {P.show(base)}")
+    if data is None:
+        chosen = dict(base) if base is not None else {}
         if default_data is not None:
             dwhere = f"{path}: [data]"
-    elif evaluate.data.get("dataset", base["dataset"]) != base["dataset"]:
-        data = dict(evaluate.data)
+    elif base is None or data.get("dataset", base["dataset"]) != base["dataset"]:
+        chosen = dict(data)
     else:
-        data = {**base, **evaluate.data}
-    name = data.pop("dataset")
-    if "name" in data:
+        chosen = {**base, **data}
+    if "dataset" not in chosen:
+        if space is None:
+            return None
+        raise SpecError(f"{dwhere} dataset: missing required key (a registered dataset name; search space "
+                        f"{space!r} supplies no default)")
+    name = chosen.pop("dataset")
+    if "name" in chosen:
         raise SpecError(f"{dwhere} name: unknown key (the dataset is chosen with `dataset`)")
     try:
         entry = registries.datasets.get(name)
     except RegistryError as exc:
         raise SpecError(f"{dwhere} dataset: {exc}") from None
     sig = P.signature_params(entry.factory)
-    for key, value in (("augment", evaluate.augment), ("autoaugment", evaluate.autoaugment or None)):
+    for key, value in (("augment", augment), ("autoaugment", autoaugment or None)):
         if value is None:
             continue
         if sig is not None and not sig[1] and key not in sig[0]:
             raise SpecError(f"{where} {key}: dataset {name!r} has no {key!r} key, so it cannot "
                             f"apply it (remove `{key}` from [evaluate], or set it to false)")
-        data[key] = value
-    dataset = P.component("datasets", {"name": name, **data}, dwhere, registries, name_key="dataset")
-    return evaluate, dataset
+        chosen[key] = value
+    return P.component("datasets", {"name": name, **chosen}, dwhere, registries, name_key="dataset")
 
 
 def check_stages(spec: Spec, selector: Any) -> list[tuple[int, int]]:

@@ -12,7 +12,9 @@ their methods.
   AmoebaNet-A genotypes use, see :mod:`nasreg_darts.ops`;
 * search space ``darts-cell``: the DARTS cell and its search supernet, see
   :mod:`nasreg_darts.space`, and the evaluation network a genotype describes, see
-  :mod:`nasreg_darts.network`;
+  :mod:`nasreg_darts.network`; its registry metadata declares the network's ``[evaluate]`` keys
+  (``network_keys``: cells, channels, auxiliary, stem_multiplier) and DARTS's CIFAR-10 recipe as
+  the evaluation defaults (``evaluation_defaults``), see :mod:`nasreg_darts.factories`;
 * strategy ``darts``: bilevel optimization, first or second order, see
   :mod:`nasreg_darts.strategy`;
 * selector ``argmax``: the DARTS derivation, see :mod:`nasreg_darts.selector`.
@@ -32,9 +34,9 @@ def register_operations(register):
 
 @hookimpl
 def register_search_spaces(register):
-    from .factories import darts_cell
+    from .factories import EVALUATION_DEFAULTS, darts_cell, darts_network
 
-    register("darts-cell", darts_cell)
+    register("darts-cell", darts_cell, network_keys=darts_network, evaluation_defaults=EVALUATION_DEFAULTS)
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""What the ``darts`` plugin registers: its op factories and the ``darts-cell`` space factory.
+"""What the ``darts`` plugin registers: its op factories, the ``darts-cell`` space factory, and the
+space's evaluation network keys (:func:`darts_network`) and recipe (:data:`EVALUATION_DEFAULTS`).
 
 This module does not import torch, so loading the plugin (``nasreg validate``, ``list-plugins``)
 stays fast: every factory imports the module that builds its torch objects when it is called.
@@ -17,7 +18,7 @@ from nasreg import Range, Ref
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from torch import nn
 
-__all__ = ["OPERATIONS", "darts_cell"]
+__all__ = ["EVALUATION_DEFAULTS", "OPERATIONS", "darts_cell", "darts_network"]
 
 #: The registered ops with their metadata (see :mod:`nasreg_darts.ops`), in DARTS's PRIMITIVES
 #: order, then the two NASNet ops.
@@ -142,3 +143,28 @@ def darts_cell(
                           stem_multiplier=stem_multiplier, reductions=reductions, drop_path=drop_path,
                           affine=affine, alpha_init_std=alpha_init_std, partial_channels=partial_channels,
                           edge_normalization=edge_normalization)
+
+
+# --- the evaluation of a darts-cell genotype: its network's keys and DARTS's recipe ----------------
+# Registry metadata of ``darts-cell`` (``network_keys``, ``evaluation_defaults``): the keys of
+# ``[evaluate]`` that are not the core's recipe are these, and the recipe's defaults are DARTS's.
+
+def darts_network(
+    cells: Annotated[int, Range(ge=1, le=100)] = 20,
+    channels: Annotated[int, Range(ge=1, le=1024)] = 36,
+    auxiliary: bool = True,
+    stem_multiplier: Annotated[int, Range(ge=1, le=64)] | None = None,
+) -> dict:
+    """The ``[evaluate]`` keys of the darts-cell evaluation network (DARTS's CIFAR-10 network: 20
+    cells of 36 initial channels, the auxiliary tower at 2/3 depth); ``stem_multiplier`` defaults
+    to the space's. They are passed to :meth:`nasreg_darts.space.DartsCellSpace.build_network`."""
+    return {"cells": cells, "channels": channels, "auxiliary": auxiliary, "stem_multiplier": stem_multiplier}
+
+
+#: DARTS's CIFAR-10 evaluation recipe (Liu et al., 2019; specs/eval-darts.toml spells it out): what
+#: ``[evaluate]`` and ``nasreg train`` use for a darts-cell genotype where the spec says nothing.
+EVALUATION_DEFAULTS: dict = {
+    "epochs": 600, "batch_size": 96, "lr": 0.025, "lr_min": 0.0, "momentum": 0.9, "weight_decay": 3e-4,
+    "grad_clip": 5.0, "label_smoothing": 0.0, "auxiliary_weight": 0.4, "drop_path": 0.2,
+    "cutout": True, "cutout_length": 16, "data": {"dataset": "cifar10"},
+}

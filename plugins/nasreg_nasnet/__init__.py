@@ -7,7 +7,8 @@ Registers, through the public plugin API only:
   are DARTS's, reused by name, see :mod:`nasreg_nasnet.ops`), and the layer ops of the
   ``nas-layers`` space (``conv_{h}x{w}_{f}[_s{s}]``, see :mod:`nasreg_nasnet.layers`);
 * search space ``nasnet-cell``: NASNet's Normal and Reduction cells of B blocks, see
-  :mod:`nasreg_nasnet.space`, and the network of its genotypes, :mod:`nasreg_nasnet.network`;
+  :mod:`nasreg_nasnet.space`, and the network of its genotypes, :mod:`nasreg_nasnet.network`
+  (its ``[evaluate]`` keys and recipe defaults are registry metadata, see :mod:`nasreg_nasnet.factories`);
 * search space ``nas-layers``: NAS's layer-wise space (filter sizes, counts, strides, anchor-point
   skip connections), see :mod:`nasreg_nasnet.layers`.
 
@@ -39,7 +40,7 @@ def register_operations(register):
 
 @hookimpl
 def register_search_spaces(register):
-    from .factories import nas_layers, nasnet_cell
+    from .factories import EVALUATION_DEFAULTS, nas_layers, nasnet_cell, nasnet_network
 
-    register("nasnet-cell", nasnet_cell)
-    register("nas-layers", nas_layers)
+    register("nasnet-cell", nasnet_cell, network_keys=nasnet_network, evaluation_defaults=EVALUATION_DEFAULTS)
+    register("nas-layers", nas_layers)  # no network keys (the genotype fixes every layer), no recipe

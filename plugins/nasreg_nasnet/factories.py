@@ -9,7 +9,10 @@ stays fast: every factory imports the module that builds its torch objects when 
   (:func:`register_layer_ops`; the module, ``LayerConv``, is in :mod:`nasreg_nasnet.layers`);
 * the space factories :func:`nasnet_cell` (a :class:`nasreg_nasnet.space.NasnetCellSpace`) and
   :func:`nas_layers` (a :class:`nasreg_nasnet.layers.NasLayersSpace`). A factory's signature is
-  its spec schema (see ``nasreg._core.params``), so the ``[search_space]`` keys are declared here, once.
+  its spec schema (see ``nasreg._core.params``), so the ``[search_space]`` keys are declared here, once;
+* the ``nasnet-cell`` evaluation's registry metadata: its network's ``[evaluate]`` keys
+  (:func:`nasnet_network`) and recipe (:data:`EVALUATION_DEFAULTS`). ``nas-layers`` declares
+  neither: its genotype fixes every layer, and a spec gives its recipe (specs/nas-rl.toml).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from nasreg import Range, Ref
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from torch import nn
 
-__all__ = ["FILTERS", "HEIGHTS", "NASNET_OPERATIONS", "OPERATIONS", "STRIDES", "WIDTHS", "layer_op_name",
-           "nas_layers", "nasnet_cell", "register_layer_ops"]
+__all__ = ["EVALUATION_DEFAULTS", "FILTERS", "HEIGHTS", "NASNET_OPERATIONS", "OPERATIONS", "STRIDES", "WIDTHS",
+           "layer_op_name", "nas_layers", "nasnet_cell", "nasnet_network", "register_layer_ops"]
 
 #: NASNet's 13 operations, by their registry names, in the order the paper lists them.
 NASNET_OPERATIONS: tuple[str, ...] = (
@@ -162,3 +165,24 @@ def nas_layers(
     return NasLayersSpace(layers=layers, filter_heights=filter_heights, filter_widths=filter_widths,
                           filters=filters, strides=strides, skip_connections=skip_connections,
                           operations=operations)
+
+
+# --- the evaluation of a nasnet-cell genotype: registry metadata of the space ---------------------
+
+def nasnet_network(
+    cells: Annotated[int, Range(ge=1, le=100)] = 20,
+    channels: Annotated[int, Range(ge=1, le=1024)] = 36,
+    auxiliary: bool = True,
+) -> dict:
+    """The ``[evaluate]`` keys of the nasnet-cell evaluation network: ``cells`` (3N + 2) cells of
+    ``channels`` initial channels, the auxiliary head at 2/3 depth (passed to
+    :meth:`nasreg_nasnet.space.NasnetCellSpace.build_network`)."""
+    return {"cells": cells, "channels": channels, "auxiliary": auxiliary}
+
+
+#: The recipe a nasnet-cell genotype trains with where the spec says nothing: NASNet-A's genotypes
+#: are evaluated as DARTS evaluates its own (DARTS's CIFAR-10 recipe, specs/eval-darts.toml).
+EVALUATION_DEFAULTS: dict = {"epochs": 600, "batch_size": 96, "lr": 0.025, "momentum": 0.9,
+                             "weight_decay": 3e-4, "grad_clip": 5.0, "auxiliary_weight": 0.4,
+                             "drop_path": 0.2, "cutout": True, "cutout_length": 16,
+                             "data": {"dataset": "cifar10"}}

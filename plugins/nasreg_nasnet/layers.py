@@ -236,8 +236,9 @@ class NasLayersSpace(DiscreteSpace, nasreg.SearchSpace):
     def build_network(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
                       num_classes: int, cells: int | None = None, channels: int | None = None,
                       auxiliary: bool = False, **keys: Any) -> nn.Module:
-        """The network of ``genotype``. The genotype fixes every layer and its width, so the
-        ``cells``, ``channels`` and ``auxiliary`` keys of ``[evaluate]`` do not apply (ignored)."""
+        """The network of ``genotype``. The genotype fixes every layer and its width, so the space
+        declares no evaluation-network keys (``[evaluate]`` refuses ``cells``, ``channels`` and
+        ``auxiliary``; given here, they are ignored)."""
         if keys:
             raise TypeError(f"nas-layers network: unknown key {sorted(keys)[0]!r}")
         return NasLayersNetwork(genotype, ops=ops, in_channels=in_channels, num_classes=num_classes)
