@@ -342,3 +342,18 @@ def from_search_spec_digest(spec) -> str:
     from nasreg._core.evaluate import from_search_spec
 
     return from_search_spec(spec, load_plugins().registries).digest()
+
+
+def test_the_api_takes_network_keys_on_top_of_the_spec():
+    import nasreg
+
+    net = nasreg.build_network(DARTS_V2, cells=2, channels=4, auxiliary=False, input_shape=(1, 8, 8), num_classes=10)
+    assert len(net.cells) == 2 and net.auxiliary_head is None
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(SpecError, match=r"\[evaluate\] depth: unknown key \(known keys: "):
+        nasreg.build_network(DARTS_V2, depth=3)
+    # The dry run counts the auxiliary head only when the network has one.
+    espec, plugins = load_eval_spec(None, ["evaluate.cells=2", "evaluate.channels=4", "evaluate.auxiliary=false",
+                                           "evaluate.data.dataset=digits"])
+    info = describe_network(espec, plugins, Genotype.load(DARTS_V2, plugins.registries), "g.json")
+    assert info["params_with_auxiliary"] is None and info["network"] == {"cells": 2, "channels": 4, "auxiliary": False}
