@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Union
 from ._core.errors import GenotypeError, NasregError, RunDirError
 from ._core.genotype import Genotype
 from ._core.progress import Reporter
+from ._core.rundir import RunDir
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -46,7 +47,8 @@ class TrainResult:
     genotype: Genotype
     #: ``results.json``: test accuracy and error, parameters, FLOPs, wall time, peak memory, ...
     results: dict[str, Any]
-    run_dir: Path
+    #: The run directory written (:class:`nasreg.RunDir`: ``run_dir.results``, ``run_dir.checkpoint``, ...).
+    run_dir: "RunDir"
 
     @property
     def test_acc(self) -> float | None:
@@ -64,7 +66,8 @@ class SearchResult:
     genotype: Genotype
     #: ``summary.json``: final validation figures, per-stage weights and times, wall time, ...
     summary: dict[str, Any]
-    run_dir: Path
+    #: The run directory written (:class:`nasreg.RunDir`: ``run_dir.genotype``, ``run_dir.eval``, ...).
+    run_dir: "RunDir"
     #: The ``[evaluate]`` training of the genotype found (None without ``[evaluate]``, or with
     #: ``evaluate=False``).
     evaluation: TrainResult | None = None
@@ -215,7 +218,7 @@ def _search_and_evaluate(prepared: Any, eval_prepared: Any, run_dir: Path, repor
         ddp.close_run_dir(run_dir)
         ddp.shutdown()  # [evaluate] below runs on rank 0 alone
     genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / "genotype.json"))
-    result = SearchResult(genotype=genotype, summary=summary, run_dir=run_dir, preflight=estimate)
+    result = SearchResult(genotype=genotype, summary=summary, run_dir=RunDir(run_dir), preflight=estimate)
     if not main_rank:
         return result
     active.search_end(summary)
@@ -255,7 +258,7 @@ def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, repor
     finally:
         reporter.close()
     reporter.train_end(results)
-    return TrainResult(genotype=genotype, results=results, run_dir=eval_dir)
+    return TrainResult(genotype=genotype, results=results, run_dir=RunDir(eval_dir))
 
 
 def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress = False,
@@ -300,7 +303,7 @@ def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: boo
                           f"run `nasreg resume {run_dir}` without torchrun")
     summary = read_summary(run_dir / rd.SUMMARY_FILE)
     genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / rd.GENOTYPE_FILE))
-    result = SearchResult(genotype=genotype, summary=summary, run_dir=run_dir)
+    result = SearchResult(genotype=genotype, summary=summary, run_dir=RunDir(run_dir))
     if not evaluate:
         return result
     eval_prepared = _prepare_evaluation(spec, spec.search_space.build())
@@ -316,13 +319,9 @@ def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: boo
 
 def read_summary(path: Path) -> dict[str, Any]:
     """A search's ``summary.json``, checked (a dict with a genotype)."""
-    import json
-
-    try:
-        summary = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot read the search's summary: {exc}") from exc
-    if not isinstance(summary, dict) or not isinstance(summary.get("genotype"), dict):
+    path = Path(path)
+    summary = RunDir(path.parent).read_json(path.name, expect=dict)
+    if not isinstance(summary.get("genotype"), dict):
         raise RunDirError(f"{path}: not a search summary (no genotype)")
     return summary
 
@@ -431,4 +430,4 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     finally:
         reporter.close()
     reporter.train_end(results)
-    return TrainResult(genotype=genotype, results=results, run_dir=run_dir)
+    return TrainResult(genotype=genotype, results=results, run_dir=RunDir(run_dir))
