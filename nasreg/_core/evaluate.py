@@ -58,6 +58,7 @@ from .genotype import Genotype
 from .params import Component
 from .plugins import Plugins
 from .progress import QuietReporter
+from .run import RunBase
 from .rundir import CURVES_FILE, EVAL_DIR, METRICS_FILE, RESULTS_FILE, SPEC_FILE, RunDir
 from .search import DivergenceError, configure_determinism, notify, peak_memory_mb, pick_device
 from .spec import EvaluateSection, RunSection
@@ -220,7 +221,7 @@ class PreparedEval:
 
 
 @dataclass
-class TrainRun:
+class TrainRun(RunBase):
     """The run context of a training from scratch, what the ``on_train_*`` hooks get as ``run``.
 
     ``kind`` is ``"evaluate"`` (a search's ``[evaluate]``, into ``RUN_DIR/eval/``) or ``"train"``
@@ -238,18 +239,6 @@ class TrainRun:
     genotype: Genotype
     source: str
     extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def registries(self) -> Any:
-        return self.plugins.registries
-
-    @property
-    def hook(self) -> Any:
-        return self.plugins.hook
-
-    @property
-    def seed(self) -> int:
-        return self.spec.run.seed
 
     @property
     def files(self) -> RunDir:

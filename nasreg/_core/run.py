@@ -15,8 +15,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from .spec import Spec
 
 
+class RunBase:
+    """What every run context offers: the registries, the hook relay and the seed (from
+    ``self.plugins`` and ``self.spec.run``)."""
+
+    plugins: "Plugins"
+    spec: Any
+
+    @property
+    def registries(self) -> "Registries":
+        """The filled registries (``registries.operations``, ``.selectors``, ...)."""
+        return self.plugins.registries
+
+    @property
+    def seed(self) -> int:
+        """``[run] seed``."""
+        return self.spec.run.seed
+
+    @property
+    def hook(self) -> Any:
+        """pluggy's hook relay (call another hook: ``run.hook.on_something(...)``)."""
+        return self.plugins.hook
+
+
 @dataclass
-class RunContext:
+class RunContext(RunBase):
     """One search, as plugins see it (public as ``nasreg.RunContext``).
 
     The search engine makes one per run and passes it as ``run`` to the lifecycle hooks
@@ -42,21 +65,6 @@ class RunContext:
     device: "torch.device"
     space: "SearchSpace"
     extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def registries(self) -> "Registries":
-        """The filled registries (``registries.operations``, ``.selectors``, ...)."""
-        return self.plugins.registries
-
-    @property
-    def seed(self) -> int:
-        """``[run] seed``."""
-        return self.spec.run.seed
-
-    @property
-    def hook(self) -> Any:
-        """pluggy's hook relay (call another hook: ``run.hook.on_something(...)``)."""
-        return self.plugins.hook
 
     def zero_ops(self) -> set[str]:
         """Names (bare and qualified) of the registered ops that declare ``is_zero``."""
