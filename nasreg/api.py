@@ -411,7 +411,8 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     """Train the network ``genotype`` describes from scratch and test it (``nasreg train``).
 
     ``spec`` is an evaluation spec (``[run]``, ``[evaluate]``), a search spec (its ``[evaluate]``
-    on its dataset), a path to either, or None (the defaults: DARTS's CIFAR-10 recipe).
+    on its dataset), a path to either, or None: the defaults the genotype's space supplies (for
+    ``darts-cell``: DARTS's CIFAR-10 recipe).
     The run directory is ``out`` or ``[run] out_dir / ([run] name or train-GENOTYPE)``."""
     from ._core.evaluate import prepare_evaluation, run_evaluation, space_for
     from ._core.rundir import create_run_dir
