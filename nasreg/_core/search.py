@@ -9,8 +9,6 @@ candidates or derives the genotype.
 
 from __future__ import annotations
 
-import json
-import random
 import resource
 import signal
 import sys
@@ -33,12 +31,14 @@ from .errors import DivergenceError, Interrupted, NasregError, PluginError, Spec
 from .genotype import Genotype
 from .plugins import Plugins
 from .progress import QuietReporter
+from .rundir import RunDir
 from .run import Run
 from .selector import StageResult
 from .strategy import SearchStrategy, Strategy
 from .spec import Spec, check_stages
 from .space import Candidates, SearchSpace
 from .supernet import Supernet
+from .trainer import seed_everything
 
 
 def pick_device(name: str, where: str = "[run] device") -> torch.device:
@@ -53,12 +53,6 @@ def pick_device(name: str, where: str = "[run] device") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise SpecError(f"{where}: {name!r} requested but MPS is not available")
     return dev
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
@@ -315,19 +309,19 @@ def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str,
     """Seed, write the spec, let a fresh strategy search, write the genotype and the summary."""
     spec, p = prepared.spec, prepared
     t_start = time.perf_counter()
-    run = _start_run(spec, p, run_dir)
-    rd.write_toml(run_dir / rd.SPEC_FILE, spec.resolved())
+    run, files = _start_run(spec, p, run_dir), RunDir(run_dir)
+    files.write_toml(rd.SPEC_FILE, spec.resolved())
     notify(p.plugins, "on_run_start", reporter, run=run)
     out = build_strategy(spec).search(run, p.bundle, reporter)
     extra = dict(out) if isinstance(out, dict) else {"genotype": out}
     genotype: Genotype = extra.pop("genotype")
-    genotype.save(run_dir / rd.GENOTYPE_FILE)
+    genotype.save(files.genotype)
     summary = {
         **_summary_head(spec, p, run_dir),
         "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
         "stages": [], **extra, "genotype": genotype.to_dict(),
     }
-    rd.write_json(run_dir / rd.SUMMARY_FILE, summary)
+    files.write_json(rd.SUMMARY_FILE, summary)
     notify(p.plugins, "on_run_end", reporter, run=run, genotype=genotype, summary=summary)
     return summary
 
@@ -439,8 +433,8 @@ class _Search:
     def __init__(self, prepared: Prepared, run_dir: Path, reporter: Any, stop: _StopRequests):
         self.p, self.run_dir, self.reporter, self.stop = prepared, run_dir, reporter, stop
         self.spec = prepared.spec
-        self.ckpt_path = run_dir / rd.CHECKPOINT_FILE
-        self.metrics_path = run_dir / rd.METRICS_FILE
+        self.files = RunDir(run_dir)
+        self.ckpt_path, self.metrics_path = self.files.checkpoint, self.files.metrics
         self.main = ddp.current().is_main
 
     def run(self, resume: bool) -> dict[str, Any]:
@@ -448,7 +442,7 @@ class _Search:
         self.run_ctx = _start_run(self.spec, self.p, self.run_dir)
         state = self._resume() if resume else None
         if state is None:
-            rd.write_toml(self.run_dir / rd.SPEC_FILE, self.spec.resolved())
+            self.files.write_toml(rd.SPEC_FILE, self.spec.resolved())
             state = SearchState(candidates=self.p.space.full_candidates())
         self.train_loader, self.val_loader = make_loaders(self.spec, self.p.bundle, self.p.device, state.loader)
         state.loader = "device" if isinstance(self.train_loader, DeviceLoader) else "dataloader"
@@ -472,11 +466,12 @@ class _Search:
                 self.reporter.message(f"{self.run_dir}: no checkpoint yet; starting the run from the beginning")
                 self.metrics_path.unlink(missing_ok=True)
             return None
-        ckpt = ddp.broadcast_object(checkpoint.load(self.ckpt_path) if self.main else None)
+        ckpt = ddp.broadcast_object(self.files.load_checkpoint(kind="search") if self.main else None)
         if self.main:
             done = (ckpt["stage"], ckpt["epoch"])
-            kept = [m for m in rd.read_jsonl(self.metrics_path) if (m.get("stage", -1), m.get("epoch", -1)) < done]
-            rd.atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+            kept = [m for m in self.files.read_jsonl(rd.METRICS_FILE)
+                    if (m.get("stage", -1), m.get("epoch", -1)) < done]
+            self.files.write_jsonl(rd.METRICS_FILE, kept)
         self.reporter.message(f"resuming {self.run_dir} at stage {ckpt['stage']}, epoch {ckpt['epoch']}"
                               + (f", step {ckpt['step']}" if ckpt["step"] else ""))
         return SearchState(
@@ -574,8 +569,8 @@ class _Search:
             "epoch_seconds": rec.epoch_seconds, "step_seconds": result.step_seconds}]
         state.gradients = [*state.gradients[:i], {"stage": i, "candidates": cands, "grad_history": rec.grad_history,
                                                   "alpha_history": rec.alpha_history}]
-        rd.write_json(self.run_dir / rd.STAGES_FILE, state.stage_infos)
-        rd.write_json(self.run_dir / rd.GRADIENTS_FILE, {"stat": self.spec.search.grad_stat, "stages": state.gradients})
+        self.files.write_json(rd.STAGES_FILE, state.stage_infos)
+        self.files.write_json(rd.GRADIENTS_FILE, {"stat": self.spec.search.grad_stat, "stages": state.gradients})
 
     # -- epochs and steps -------------------------------------------------------------------------
 
@@ -634,7 +629,7 @@ class _Search:
         stop here when asked."""
         metrics = self._validate_epoch(state, stage, joint=joint, t_epoch=t_epoch)
         state.last_metrics = metrics
-        rd.append_jsonl(self.metrics_path, metrics)
+        self.files.append_jsonl(rd.METRICS_FILE, metrics)
         self.reporter.epoch_end(metrics)
         epoch = state.epoch
         if self.main:
@@ -680,10 +675,10 @@ class _Search:
         """Derive and save the genotype; write the summary; the run-end hook."""
         assert state.result is not None
         genotype: Genotype = ddp.broadcast_object(self.p.selector.derive(state.result, self.run_ctx))
-        genotype.save(self.run_dir / rd.GENOTYPE_FILE)
+        genotype.save(self.files.genotype)
         last = state.last_metrics
         if not last:
-            done = rd.read_jsonl(self.metrics_path)
+            done = self.files.read_jsonl(rd.METRICS_FILE)
             last = done[-1] if done else {}
         summary = {
             **_summary_head(self.spec, self.p, self.run_dir), "loader": state.loader,
@@ -694,7 +689,7 @@ class _Search:
         }
         if ddp.current().enabled:
             summary["world_size"] = ddp.current().world_size
-        rd.write_json(self.run_dir / rd.SUMMARY_FILE, summary)
+        self.files.write_json(rd.SUMMARY_FILE, summary)
         if self.main:
             notify(self.p.plugins, "on_run_end", self.reporter, run=self.run_ctx, genotype=genotype, summary=summary)
         return summary
@@ -716,11 +711,12 @@ class _Search:
         if not self.main:
             return
         rec = stage.recorder
-        checkpoint.save(self.ckpt_path, {
+        state_dict = {
             "stage": state.stage, "epoch": state.epoch, "step": state.step, "candidates": state.candidates,
             "model": stage.model.state_dict(), "strategy": stage.strategy.state_dict(),
             "stage_state": state.records.to_dict(),
             "recorder": {"acc": rec.acc.cpu() if rec.acc is not None else None, "count": rec.count},
             "loader_states": loader_states, "accum": accum, "stage_infos": state.stage_infos,
             "gradients": state.gradients, "elapsed": time.perf_counter() - state.t_start, "loader": state.loader,
-        })
+        }
+        self.files.save_checkpoint({**state_dict, "rng": checkpoint.capture_rng()}, kind="search")
