@@ -337,43 +337,12 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else _JSON_NAMES.get(type(value), type(value).__name__)
 
 
-# -- the module-level functions (full paths; thin wrappers of RunDir) ------------------------------
-
-def _split(path: str | Path) -> tuple[RunDir, str]:
-    path = Path(path)
-    return RunDir(path.parent), path.name
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    folder, name = _split(path)
-    folder.write_bytes(name, data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    folder, name = _split(path)
-    folder.write_text(name, text)
-
+# -- the one module-level writer (public as nasreg.write_json, for a plugin's one-off artifact) ----
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (see :meth:`RunDir.write_json`)."""
-    folder, name = _split(path)
-    folder.write_json(name, obj)
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> None:
-    folder, name = _split(path)
-    folder.write_toml(name, data)
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    folder, name = _split(path)
-    folder.append_jsonl(name, record)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (see :meth:`RunDir.read_jsonl`)."""
-    folder, name = _split(path)
-    return folder.read_jsonl(name)
+    path = Path(path)
+    RunDir(path.parent).write_json(path.name, obj)
 
 
 # -- making a run directory ------------------------------------------------------------------------
