@@ -1,6 +1,6 @@
 """The fast paths of the command line import no torch (issue 12, item 5).
 
-``import torch`` takes seconds; ``nasreg --help``, ``--version``, ``validate`` and ``list-plugins``
+``import torch`` takes seconds; ``nasreg --help``, ``--version``, ``validate``, ``list-plugins`` and ``show``
 must not pay for it. Each check runs in a fresh interpreter and asks, at exit, whether any
 ``torch`` module was imported.
 """
@@ -93,3 +93,17 @@ def test_list_plugins_imports_no_torch(args):
 def test_validate_every_shipped_spec_imports_no_torch():
     assert SPECS
     assert not imports_torch(cli("validate", *SPECS))
+
+
+def test_show_of_a_finished_run_imports_no_torch(tmp_path):
+    """``nasreg show`` of a finished search (with its evaluation) reads files only."""
+    run_dir = tmp_path / "qs"
+    overrides = ["data.limit=100", "search.epochs=2", "search.warmup_epochs=1", "search_space.cells=2",
+                 "search_space.channels=4", "evaluate.epochs=1", "evaluate.cells=2", "evaluate.channels=4",
+                 "evaluate.limit=32", "run.threads=1"]
+    args = ["run", "specs/quickstart.toml", "--out", str(run_dir), "-q", "--no-preflight"]
+    for o in overrides:
+        args += ["--set", o]
+    assert imports_torch(cli(*args))  # the run itself does, of course
+    assert (run_dir / "eval" / "results.json").is_file()
+    assert not imports_torch(cli("show", str(run_dir)))
