@@ -153,6 +153,15 @@ def _no_debug_env(monkeypatch):
     os.environ.pop("NASREG_DEBUG", None)  # set by the CLI itself: not undone by monkeypatch
 
 
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One torch thread for a whole test module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny networks: one torch thread is fastest (two oversubscribe a loaded 2-core machine)."""

@@ -26,12 +26,7 @@ REGS = load_plugins().registries
 OPS = REGS.operations
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def fingerprint(net: nn.Module) -> tuple[int, int, str]:
