@@ -85,10 +85,18 @@ def test_read_epochs_skips_broken_lines_and_keeps_the_last_of_a_repeated_epoch(t
 
 
 def test_a_missing_metrics_file_only_warns(tmp_path, capsys):
+    (tmp_path / "stages.json").write_text("[]")  # a supernet search's run directory, metrics lost
     nasreg_plots.on_run_end(run=SimpleNamespace(run_dir=tmp_path), genotype=darts_like_genotype())
     err = capsys.readouterr().err
     assert "could not write alphas.png" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "cell_normal.png").exists()  # the other figures are still written
+
+
+def test_a_sampling_search_gets_no_alphas_figure_and_no_warning(tmp_path, capsys):
+    """A sampling strategy trains no supernet: no metrics.jsonl, no stages.json, nothing to warn."""
+    nasreg_plots.on_run_end(run=SimpleNamespace(run_dir=tmp_path), genotype=darts_like_genotype())
+    assert capsys.readouterr().err == ""
+    assert not (tmp_path / "alphas.png").exists() and (tmp_path / "cell_normal.png").exists()
 
 
 def test_failures_never_raise(tmp_path, capsys):

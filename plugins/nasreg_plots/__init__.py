@@ -55,7 +55,8 @@ def on_run_end(run, genotype):
         warn(f"plots: no run directory to write figures into: {exc}")
         return
     files = RunDir(run_dir)
-    guarded("alphas.png", plot_alphas, files.metrics, files.stages, files / "alphas.png")
+    if files.metrics.exists() or files.stages.exists():  # a sampling search has no alphas to show
+        guarded("alphas.png", plot_alphas, files.metrics, files.stages, files / "alphas.png")
     cells = getattr(genotype, "cells", None) or {}
     for cell_type, cell in cells.items():
         name = f"cell_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(cell_type))}.png"
