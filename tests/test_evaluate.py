@@ -9,6 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+import nasreg
 import torch
 from torch import nn
 
@@ -182,10 +184,7 @@ def test_search_spec_evaluate_defaults_to_the_search_dataset(tmp_path):
     resolved = spec.resolved()
     assert resolved["evaluate"]["data"]["dataset"] == "digits"
     # The resolved spec (as written into the run directory) is a valid spec again.
-    path = tmp_path / "spec.toml"
-    from nasreg._core import rundir
-
-    rundir.write_toml(path, resolved)
+    path = nasreg.RunDir(tmp_path).write_toml("spec.toml", resolved)
     again, _ = S.load(path)
     assert again.resolved() == {**resolved, "run": {**resolved["run"], "name": resolved["run"]["name"]}}
     # Another dataset for the evaluation than for the search.
