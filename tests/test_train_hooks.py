@@ -72,6 +72,7 @@ def test_an_evaluation_after_a_search_is_kind_evaluate(tmp_path):
     cost = {"run_dir": "x", "wall_seconds": 1.0, "device": "cpu", "gpu_days": None}
     results, calls = _train(tmp_path, "eval", search_cost=cost)
     assert {c[1] for c in calls} == {"evaluate"} and results["search_cost"] == cost
+    assert results["kind"] == "evaluate"  # results.json says which kind of training it records
 
 
 # -- the engine on its own -------------------------------------------------------------------------

@@ -414,7 +414,7 @@ def _results(run: TrainRun, record: dict[str, Any], t_start: float, search_cost:
     """What ``results.json`` holds."""
     espec, ev = run.spec, run.spec.evaluate
     results: dict[str, Any] = {
-        "kind": "train", "name": espec.run.name, "run_dir": str(run.run_dir), "genotype_source": run.source,
+        "kind": run.kind, "name": espec.run.name, "run_dir": str(run.run_dir), "genotype_source": run.source,
         "spec_hash": espec.digest(), "dataset": espec.dataset.name, "device": str(run.device),
         "seed": espec.run.seed, "epochs": ev.epochs, "loader": loader,
         "test_acc": record.get("test_acc"), "test_error": record.get("test_error"),
