@@ -51,6 +51,7 @@ from .api import (SearchResult, TrainResult, build_network, describe_network, lo
                   load_spec, resume, search, train, validate)
 from ._core.progress import QuietReporter, Reporter, RichReporter
 from ._core.run import RunContext
+from ._core.spec import Spec
 
 #: Names loaded on first access (their modules import torch), by internal module.
 _LAZY_BY_MODULE: dict[str, tuple[str, ...]] = {
@@ -81,7 +82,7 @@ _LAZY: dict[str, tuple[str, str]] = {name: (f"._core.{module}", name)
 __all__ = [
     "__version__",
     "load_spec", "validate", "search", "resume", "train", "build_network", "describe_network",
-    "load_genotype", "load_plugins", "SearchResult", "TrainResult", "Reporter", "RichReporter", "QuietReporter", "RunContext", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
+    "load_genotype", "load_plugins", "SearchResult", "TrainResult", "Reporter", "RichReporter", "QuietReporter", "RunContext", "Spec", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
     "Genotype", "CellGenotype", "GenotypeEdge",
     "SearchSpace", "Candidates", "OperationTable", "operation_names", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
     "DatasetBundle", "MemoryView",

@@ -2,7 +2,7 @@
 
 Each ``nasreg`` command is one call here plus printing (see :mod:`nasreg.cli`). These functions
 never call ``sys.exit`` and print nothing unless asked (``progress=True`` or a reporter): a user
-error raises a :class:`~nasreg._core.errors.NasregError` subclass with a one-line message.
+error raises a :class:`nasreg.NasregError` subclass with a one-line message.
 
 ``plugins`` arguments take module names (``"my_pkg.plugin"``), ``.py`` file paths, or plugin
 objects (modules or instances with ``@nasreg.hookimpl`` methods); they are loaded on top of the
@@ -34,7 +34,7 @@ __all__ = ["SearchResult", "TrainResult", "load_spec", "validate", "search", "re
            "build_network", "describe_network", "load_genotype", "load_plugins"]
 
 #: What ``progress=`` accepts: False/None (nothing shown), True (rich progress bars on stderr),
-#: or a :class:`~nasreg._core.progress.Reporter` of your own.
+#: or a :class:`nasreg.Reporter` of your own.
 Progress = Union[bool, None, Reporter]
 SpecSource = Union[str, Path, Mapping[str, Any], "Spec"]
 PluginRefs = Iterable[Any]
@@ -96,7 +96,7 @@ def load_spec(source: SpecSource, *, overrides: Iterable[str] = (), plugins: Plu
     """Read a search spec (a TOML file, or a dict with the same tables), apply ``--set``-style
     ``overrides`` (``"data.batch_size=32"``), load the plugins it asks for and validate it.
 
-    Returns the validated :class:`~nasreg._core.spec.Spec` (``spec.resolved()``: every key with its
+    Returns the validated :class:`nasreg.Spec` (``spec.resolved()``: every key with its
     default; ``spec.digest()``: its hash; ``spec.plugins``: the loaded plugins)."""
     from ._core import spec as spec_mod
 
@@ -117,9 +117,11 @@ def _is_spec(obj: Any) -> bool:
 def validate(source: str | Path | Mapping[str, Any], *, overrides: Iterable[str] = (),
              plugins: PluginRefs = ()) -> "Spec | EvalSpec":
     """Check a search spec, or an evaluation spec for :func:`train` (only ``[run]`` and
-    ``[evaluate]``), without running it; returns the validated spec or raises
-    :class:`~nasreg._core.errors.SpecError` (a search spec also gets every check :func:`search` makes
-    before it writes anything but the dataset's files: device, strategy/selector pairing)."""
+    ``[evaluate]``), without running it (``nasreg validate``): every key, type, range and
+    registry name, the selector's stage plan and, for a search spec, the evaluation network's keys.
+    Returns the validated spec or raises :class:`nasreg.SpecError` (or another
+    :class:`nasreg.NasregError`). What depends on the machine (the device, the dataset's files, free
+    memory) is checked when :func:`search` starts, before it writes anything."""
     from ._core import spec as spec_mod
     from ._core.evalspec import is_eval_spec, load_eval_spec
 
@@ -141,7 +143,7 @@ def load_plugins(plugins: PluginRefs = (), *, strict: bool = True) -> "Plugins":
     """The installed plugins plus ``plugins``, registries filled (``.registries``; ``.infos``:
     per plugin its version, source, what it registered and its load error, if any). An
     entry-point plugin that fails to load is only recorded; one asked for here raises
-    :class:`~nasreg._core.errors.PluginError`, unless not ``strict`` (``nasreg list-plugins``)."""
+    :class:`nasreg.PluginError`, unless not ``strict`` (``nasreg list-plugins``)."""
     from ._core.plugins import load_plugins as _load
 
     refs, objects = _split_plugins(plugins)
@@ -156,7 +158,7 @@ def load_genotype(path: str | Path, *, plugins: PluginRefs = ()) -> Genotype:
 # --- search ------------------------------------------------------------------------------------
 
 
-def _reporter(progress: Progress, *, train: bool = False) -> tuple[Reporter, bool]:
+def _reporter(progress: Progress) -> tuple[Reporter, bool]:
     """(the reporter, whether this call made it and so must close it)."""
     if isinstance(progress, Reporter) or (progress not in (None, True, False) and hasattr(progress, "step")):
         return progress, False  # type: ignore[return-value]
@@ -266,7 +268,7 @@ def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress 
     """Continue a stopped search from its last checkpoint (the same results as an uninterrupted
     run), then run its ``[evaluate]``. A run whose search finished but whose evaluation did not
     (no ``eval/results.json``) runs the evaluation again from its start; a finished run is a
-    :class:`~nasreg._core.errors.RunDirError`."""
+    :class:`nasreg.RunDirError`."""
     from ._core import distributed as ddp
     from ._core import rundir as rd
     from ._core import spec as spec_mod
@@ -331,7 +333,7 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 def _eval_spec(spec: Any, overrides: Iterable[str], plugins: PluginRefs) -> tuple[Any, "Plugins"]:
     """An evaluation spec from: None (the defaults of the genotype's space), a path (evaluation or
-    search spec), a dict, a validated search :class:`~nasreg._core.spec.Spec`, or an evaluation
+    search spec), a dict, a validated search :class:`nasreg.Spec`, or an evaluation
     spec. A search spec's is bound to its space; an evaluation spec's ``[evaluate]`` is resolved
     for the genotype's space when the genotype is read (:meth:`EvalSpec.bind`)."""
     from ._core.evalspec import from_search_spec, load_eval_spec
@@ -425,7 +427,7 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     name = espec.run.name or f"train-{stem}"
     run_dir = create_run_dir(espec.run.out_dir, name, out, force)
     espec.run = dataclasses.replace(espec.run, name=name)
-    reporter, own = _reporter(progress, train=True)
+    reporter, own = _reporter(progress)
     try:
         results = run_evaluation(prepared, genotype, run_dir, reporter, source=source)
     finally:
