@@ -38,7 +38,7 @@ def register_search_spaces(register):
     """Register search spaces.
 
     ``factory(operations: list[str], **keys)`` receives ``[search_space] operations`` and the
-    other keys of ``[search_space]`` and returns a :class:`nasreg._core.space.SearchSpace`.
+    other keys of ``[search_space]`` and returns a :class:`nasreg.SearchSpace`.
     """
 
 
@@ -47,7 +47,7 @@ def register_strategies(register):
     """Register search strategies (how weights and architecture are optimized).
 
     ``factory(**keys)`` receives the keys of ``[strategy]`` (all but ``name``) and returns a
-    :class:`nasreg._core.strategy.SearchStrategy`.
+    :class:`nasreg.SearchStrategy`.
     """
 
 
@@ -56,7 +56,7 @@ def register_selectors(register):
     """Register selection strategies (how the architecture is derived, in one or more stages).
 
     ``factory(**keys)`` receives the keys of ``[selector]`` (all but ``name``; a sub-table such as
-    ``[selector.clusterer]`` is passed as a dict) and returns a :class:`nasreg._core.selector.Selector`.
+    ``[selector.clusterer]`` is passed as a dict) and returns a :class:`nasreg.Selector`.
     """
 
 
@@ -75,7 +75,7 @@ def register_datasets(register):
     """Register datasets.
 
     ``factory(**keys)`` receives the keys of ``[data]`` that the core does not own (``root``,
-    ``download``, ...) and returns a :class:`nasreg._core.data.DatasetBundle`.
+    ``download``, ...) and returns a :class:`nasreg.DatasetBundle`.
     """
 
 
@@ -85,7 +85,7 @@ def register_datasets(register):
 def on_run_start(run):
     """Called once a run's spec is validated and its run directory exists, before any training.
 
-    ``run`` is the :class:`nasreg._core.run.Run` (spec, run directory, registries, device).
+    ``run`` is the :class:`nasreg.RunContext` (spec, run directory, registries, device).
     """
 
 
@@ -97,13 +97,13 @@ def on_epoch_end(run, stage, epoch, metrics):
 
 @hookspec
 def on_stage_end(run, stage, result):
-    """Called when a search stage ends; ``result`` is the :class:`nasreg._core.selector.StageResult`
+    """Called when a search stage ends; ``result`` is the :class:`nasreg.StageResult`
     (candidate sets, final alphas, recorded gradient and alpha trajectories)."""
 
 
 @hookspec
 def on_run_end(run, genotype, summary):
-    """Called when a run ends with its :class:`nasreg._core.genotype.Genotype` and the summary dict
+    """Called when a run ends with its :class:`nasreg.Genotype` and the summary dict
     written to ``summary.json``."""
 
 

@@ -8,7 +8,7 @@ vectorized over it: indexing, conversion to float, random crop with zero padding
 horizontal flip, normalization and (optionally) DARTS's cutout. On a CPU the tensors stay in RAM
 and the same batched indexing is still much faster than a per-item DataLoader for small images.
 
-Datasets take part through the ``memory_view()`` protocol (:class:`nasreg._core.data.MemoryView`,
+Datasets take part through the ``memory_view()`` protocol (:class:`nasreg.MemoryView`,
 documented in :mod:`nasreg._core.data`); :func:`build_device_loader` returns None for any other dataset
 (``image_folder``, AutoAugment in use, an unknown type).
 

@@ -193,7 +193,7 @@ class Plugins:
 
         A plugin whose hook raises registers nothing. A name registered by two plugins is kept
         twice, each entry under its qualified name (``plugin:name``); only a lookup of the shared
-        bare name fails (see :class:`~nasreg._core.registry.Registry`), and neither plugin is failed. A
+        bare name fails (see :class:`nasreg.Registry`), and neither plugin is failed. A
         plugin registering one name twice is failed, and that name's lookups raise. Each plugin's
         ``registered`` lists the names to use: bare, or qualified where shared. Calling this again
         rebuilds the registries from scratch (load errors stay, registration errors are recomputed).
@@ -273,7 +273,7 @@ def load_plugins(extra: Sequence[str] = (), *, base_dir: Path | None = None,
     """Load entry-point plugins, then ``extra`` module/file plugins and ``objects``; fill registries.
 
     Plugins named in ``extra`` were asked for explicitly, so one that fails raises
-    :class:`~nasreg._core.errors.PluginError` (unless not ``strict``: then, like an entry-point plugin
+    :class:`nasreg.PluginError` (unless not ``strict``: then, like an entry-point plugin
     that fails, it is only recorded in ``infos``).
     """
     plugins = Plugins()

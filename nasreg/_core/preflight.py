@@ -23,14 +23,14 @@ The peak-memory estimate of a step is::
 which is what the step allocates on top of what the process already holds. When it exceeds the
 device's free memory (CUDA: ``torch.cuda.mem_get_info``; CPU: ``MemAvailable`` in
 ``/proc/meminfo``, not checked where that file does not exist) :func:`preflight` raises a
-:class:`~nasreg._core.errors.NasregError` naming the knobs that shrink it: a smaller batch, then what
+:class:`nasreg.NasregError` naming the knobs that shrink it: a smaller batch, then what
 the space's and the strategy's ``memory_knobs()`` suggest. The RNG state is restored
 afterwards, so a run with a pre-flight check is the same run as one without.
 
 There is nothing to estimate for a strategy that trains no supernet (``trains_supernet`` False:
 a ``SamplingStrategy`` such as REINFORCE or random search) nor for a search space whose ``build_supernet`` raises a plain
 ``NotImplementedError``: :func:`preflight` returns None for those (a
-:class:`~nasreg._core.errors.NasregError` from the space, such as a sampling-only space asked for a
+:class:`nasreg.NasregError` from the space, such as a sampling-only space asked for a
 supernet, is raised: the run would fail on it anyway, later). Any other failure of the probe is
 reported as one line that names ``--no-preflight``.
 """

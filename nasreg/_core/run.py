@@ -47,7 +47,7 @@ class RunContext(RunBase):
     ``Selector.next_candidates``/``derive`` and to a sampling strategy's ``search``.
 
     Attributes:
-        spec: the validated :class:`~nasreg._core.spec.Spec` (``spec.run.seed``, ``spec.data``,
+        spec: the validated :class:`nasreg.Spec` (``spec.run.seed``, ``spec.data``,
             ``spec.search``, ``spec.strategy.params``, ``spec.resolved()``, ``spec.digest()``: the
             spec's hash, recorded in genotypes).
         plugins: the loaded plugins (``plugins.registries``, ``plugins.hook``).

@@ -3,7 +3,7 @@
 A search is a sequence of stages (as many as the selector asks for). Each stage builds a fresh
 supernet over its per-edge candidate sets, trains it with the strategy (warm-up epochs with the
 architecture frozen, then joint epochs), records the architecture gradients and weights per epoch,
-and hands a :class:`~nasreg._core.selector.StageResult` to the selector, which picks the next stage's
+and hands a :class:`nasreg.StageResult` to the selector, which picks the next stage's
 candidates or derives the genotype.
 """
 
@@ -224,7 +224,7 @@ def build_strategy(spec: Spec) -> Strategy:
     """The spec's ``[strategy]``, built: the one place the engine makes a strategy.
 
     Called once per need (preparing the spec, each stage of a supernet search, a sampling search);
-    a factory that returns something other than a :class:`~nasreg._core.strategy.Strategy` is refused."""
+    a factory that returns something other than a :class:`nasreg.Strategy` is refused."""
     strategy = spec.strategy.build()
     if not isinstance(strategy, Strategy):
         raise PluginError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} built a "

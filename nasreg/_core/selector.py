@@ -36,7 +36,7 @@ class Selector(ABC):
 
     The search runs :attr:`num_stages` stages. After every stage but the last, :meth:`next_candidates`
     picks the next stage's per-edge candidate sets; after the last, :meth:`derive` produces the
-    genotype. ``run`` is the :class:`nasreg._core.run.Run` (registries, space, seed, run directory).
+    genotype. ``run`` is the :class:`nasreg.RunContext` (registries, space, seed, run directory).
     """
 
     num_stages: int = 1
@@ -45,7 +45,7 @@ class Selector(ABC):
 
     def check(self, stages: list[tuple[int, int]]) -> None:
         """Reject a stage plan (``(warmup, epochs)`` per stage) this selector cannot use, by raising
-        :class:`~nasreg._core.errors.SpecError` or ``ValueError``. Called at validation, before any
+        :class:`nasreg.SpecError` or ``ValueError``. Called at validation, before any
         training."""
 
     def next_candidates(self, result: StageResult, run: Any) -> Candidates:

@@ -42,7 +42,7 @@ class Strategy(ABC):
     * :attr:`supports_torchrun`: False when the strategy must run in one process; ``nasreg run``
       under ``torchrun`` is then refused before anything runs.
     * :meth:`run_search`: the entry point. ``nasreg._core.search.run_search`` calls it with a
-      :class:`nasreg._core.search.SearchJob` (the prepared spec, run directory, reporter, resume flag)
+      :class:`nasreg.SearchJob` (the prepared spec, run directory, reporter, resume flag)
       and returns what it returns, the run's summary. Each kind hands the job to the engine it
       needs (``job.train_supernet()``, ``job.sample()``).
     """
@@ -79,7 +79,7 @@ class SearchStrategy(Strategy):
 
     Under ``torchrun`` each rank's batches are its slice of the global batch and the supernet's
     BatchNorms are synchronized; a strategy makes its updates global by passing every gradient it
-    computes to :func:`nasreg._core.distributed.average_` (a no-op in one process) before using it.
+    computes to :func:`nasreg.average_across_ranks_` (a no-op in one process) before using it.
     """
 
     trains_supernet: ClassVar[bool] = True
@@ -142,10 +142,10 @@ class SamplingStrategy(Strategy):
 
     @abstractmethod
     def search(self, run: Any, bundle: Any, reporter: Any) -> Any:
-        """Run the whole search; return the best :class:`nasreg._core.genotype.Genotype` found.
+        """Run the whole search; return the best :class:`nasreg.Genotype` found.
 
-        ``run`` is the :class:`nasreg._core.run.Run` (spec, run directory, registries, space, device);
-        ``bundle`` the :class:`nasreg._core.data.DatasetBundle`; ``reporter`` shows progress
+        ``run`` is the :class:`nasreg.RunContext` (spec, run directory, registries, space, device);
+        ``bundle`` the :class:`nasreg.DatasetBundle`; ``reporter`` shows progress
         (``reporter.message(text)``). Write evidence (rewards, children) into ``run.run_dir``.
         Return a dict ``{"genotype": Genotype, **summary_fields}`` or the Genotype.
         """

@@ -1,6 +1,6 @@
 """Rebuilding a run's spec and plugins in another process (a pool worker, a Ray actor).
 
-A validated :class:`~nasreg._core.spec.Spec` holds built components and loaded plugins, which do not
+A validated :class:`nasreg.Spec` holds built components and loaded plugins, which do not
 travel between processes. :class:`SpecSnapshot` is what does: the spec's table, its file and the
 module and file plugins it was loaded with (entry-point plugins load by themselves), all plain
 data, so it pickles; :meth:`SpecSnapshot.rebuild` loads the plugins and validates the spec again

@@ -47,7 +47,7 @@ class ImageTensorDataset(Dataset):
         return image, int(self.targets[index])
 
     def memory_view(self) -> Any:
-        """The split as a :class:`nasreg._core.data.MemoryView` (for the device loader), or None when
+        """The split as a :class:`nasreg.MemoryView` (for the device loader), or None when
         the transform is not one it can reproduce (AutoAugment, or an arbitrary callable).
 
         Without a transform the stored images are the items (float, already normalized); with an
