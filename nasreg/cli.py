@@ -15,8 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
-from . import NasregError
+from . import NasregError, QuietReporter, RichReporter, __version__
 
 console = Console()
 err_console = Console(stderr=True)
@@ -93,13 +92,19 @@ class _CliOutput:
         print_results(results)
 
 
+class _CliReporter(_CliOutput, RichReporter):
+    """Progress bars on stderr, figures on stdout."""
+
+
+class _CliQuietReporter(_CliOutput, QuietReporter):
+    """No progress display (``-q``), no pre-flight line; the figures still on stdout."""
+
+    quiet = True
+
+
 def _reporter(quiet: bool) -> Any:
     """The command line's reporter: progress bars on stderr (none with -q), figures on stdout."""
-    from . import QuietReporter, RichReporter
-
-    if quiet:
-        return type("CliQuietReporter", (_CliOutput, QuietReporter), {"quiet": True})()
-    return type("CliReporter", (_CliOutput, RichReporter), {})(err_console)
+    return _CliQuietReporter() if quiet else _CliReporter(err_console)
 
 
 @main.command()
