@@ -53,7 +53,7 @@ from . import spec as spec_mod
 from .data import DatasetBundle
 from .device_loader import DeviceLoader, build_device_loader, choose
 from .errors import DataError, GenotypeError, RegistryError, SpecError
-from .figures import new_figure
+from .figures import draw_guarded, new_figure
 from .genotype import Genotype
 from .params import Component
 from .plugins import Plugins
@@ -447,22 +447,21 @@ def search_cost(summary: dict[str, Any]) -> dict[str, Any]:
 
 def plot_curves(history: list[dict[str, Any]], path: Path, warn: Any = print) -> bool:
     """Accuracy and loss per epoch (train and test) into ``path``; a failure is one warning line."""
-    try:
-        fig = new_figure(9, 3.5, layout=None)
-        epochs = [h["epoch"] + 1 for h in history]
-        ax_acc, ax_loss = fig.subplots(1, 2)
-        for key, label in (("train_acc", "train"), ("test_acc", "test")):
-            ax_acc.plot(epochs, [h[key] for h in history], marker="." if len(epochs) < 30 else None, label=label)
-        for key, label in (("train_loss", "train"), ("test_loss", "test")):
-            ax_loss.plot(epochs, [h[key] for h in history], marker="." if len(epochs) < 30 else None, label=label)
-        ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-        ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-        for ax in (ax_acc, ax_loss):
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        return True
-    except Exception as exc:  # noqa: BLE001 - a figure never fails a run
-        warn(f"warning: could not write {path.name}: {type(exc).__name__}: {exc}")
-        return False
+    return draw_guarded(Path(path).name, _draw_curves, history, Path(path), warn_with=warn)
+
+
+def _draw_curves(history: list[dict[str, Any]], path: Path) -> None:
+    fig = new_figure(9, 3.5, layout=None)
+    epochs = [h["epoch"] + 1 for h in history]
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for key, label in (("train_acc", "train"), ("test_acc", "test")):
+        ax_acc.plot(epochs, [h[key] for h in history], marker="." if len(epochs) < 30 else None, label=label)
+    for key, label in (("train_loss", "train"), ("test_loss", "test")):
+        ax_loss.plot(epochs, [h[key] for h in history], marker="." if len(epochs) < 30 else None, label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

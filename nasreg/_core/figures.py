@@ -41,14 +41,17 @@ def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
 
-def draw_guarded(what: str, draw: Callable[..., Any], *args: Any, prefix: str = "", **kwargs: Any) -> bool:
+def draw_guarded(what: str, draw: Callable[..., Any], *args: Any, prefix: str = "",
+                 warn_with: Callable[[str], Any] | None = None, **kwargs: Any) -> bool:
     """Call ``draw(*args, **kwargs)``; on any exception warn ``[prefix: ]could not write <what>:
-    <error>`` (one line) and return False; True when it drew."""
+    <error>`` (one line) and return False; True when it drew. The warning goes to stderr, or to
+    ``warn_with`` (say a reporter's ``message``) as the whole line ``warning: ...``."""
     try:
         draw(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a figure never fails a run
         text = str(exc).strip().splitlines()
         lead = f"{prefix}: " if prefix else ""
-        warn(f"{lead}could not write {what}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+        line = f"{lead}could not write {what}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+        warn(line) if warn_with is None else warn_with(f"warning: {line}")
         return False
     return True
