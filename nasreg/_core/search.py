@@ -38,7 +38,7 @@ from .strategy import SearchStrategy, Strategy
 from .spec import Spec, check_stages
 from .space import Candidates, SearchSpace
 from .supernet import Supernet
-from .trainer import seed_everything
+from .trainer import score_sums, seed_everything
 
 
 def pick_device(name: str, where: str = "[run] device") -> torch.device:
@@ -162,35 +162,18 @@ def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device, kind: 
     return loaders[0], loaders[1]
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device,
              batch_norm_stats: bool = True) -> tuple[float, float]:
-    """Mean loss and accuracy over ``loader`` in eval mode (no drop path).
+    """Mean loss and accuracy over ``loader`` in eval mode (no drop path), over every rank's share
+    under torchrun (the training engine's :func:`~nasreg._core.trainer.score_sums`, summed).
 
     With ``batch_norm_stats`` batch-norm layers normalize with each batch's statistics instead
     of their running averages (left untouched): a supernet trained for a few hundred steps has
     running averages far from its weights' current statistics, which makes eval-mode accuracy of
     short searches meaningless. ``[search] eval_batch_norm = "running"`` restores plain eval mode.
     """
-    model.eval()
-    saved = []
-    if batch_norm_stats:
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                saved.append((m, m.momentum))
-                m.train()
-                m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.numel()
-    for m, momentum in saved:
-        m.momentum = momentum
-    model.train()
-    loss_sum, correct, count = ddp.all_sum([loss_sum, correct, count])  # every rank's share (torchrun)
+    sums = score_sums(model, loader, device, batch_norm_stats=batch_norm_stats)
+    loss_sum, correct, count = ddp.all_sum(list(sums))
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
