@@ -449,7 +449,7 @@ class _Search:
                 self.reporter.message(f"{self.run_dir}: no checkpoint yet; starting the run from the beginning")
                 self.metrics_path.unlink(missing_ok=True)
             return None
-        ckpt = ddp.broadcast_object(self.files.load_checkpoint(kind="search") if self.main else None)
+        ckpt = ddp.broadcast_object(checkpoint.load(self.ckpt_path) if self.main else None)
         if self.main:
             done = (ckpt["stage"], ckpt["epoch"])
             kept = [m for m in self.files.read_jsonl(rd.METRICS_FILE)
@@ -702,4 +702,4 @@ class _Search:
             "loader_states": loader_states, "accum": accum, "stage_infos": state.stage_infos,
             "gradients": state.gradients, "elapsed": time.perf_counter() - state.t_start, "loader": state.loader,
         }
-        self.files.save_checkpoint({**state_dict, "rng": checkpoint.capture_rng()}, kind="search")
+        checkpoint.save(self.ckpt_path, state_dict)  # with the RNG states
