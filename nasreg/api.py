@@ -422,7 +422,7 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     genotype, source = _genotype(genotype, plugins_.registries)
     space = space_for(genotype, plugins_.registries, espec.search_space, source)
-    prepared = prepare_evaluation(espec, plugins_, space)
+    prepared = prepare_evaluation(espec, plugins_, space, space_name=genotype.space)
     stem = Path(source).stem if source != "genotype" else "genotype"
     name = espec.run.name or f"train-{stem}"
     run_dir = create_run_dir(espec.run.out_dir, name, out, force)

@@ -284,7 +284,7 @@ def test_training_loop_on_tiny_digits(tmp_path):
         "evaluate.label_smoothing=0.1", "run.device=cpu", "run.threads=1"])
     genotype = Genotype.load(DARTS_V2, plugins.registries)
     space = space_for(genotype, plugins.registries)
-    prepared = prepare_evaluation(espec, plugins, space)
+    prepared = prepare_evaluation(espec, plugins, space, space_name=genotype.space)
     results = run_evaluation(prepared, genotype, tmp_path / "run", source="darts_v2.json")
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [0, 1]
@@ -305,7 +305,7 @@ def test_a_dataset_without_test_split_is_refused():
     espec, plugins = load_eval_spec(None, ["evaluate.data.dataset=digits", "evaluate.data.test_fraction=0"])
     genotype = Genotype.load(DARTS_V2, plugins.registries)
     with pytest.raises(Exception, match="has no test split"):
-        prepare_evaluation(espec, plugins, space_for(genotype, plugins.registries))
+        prepare_evaluation(espec, plugins, space_for(genotype, plugins.registries), space_name=genotype.space)
 
 
 def test_eval_spec_type():
@@ -323,7 +323,7 @@ def test_same_seed_same_training_metrics(tmp_path):
     for name in ("a", "b"):
         espec, plugins = load_eval_spec(None, sets)
         genotype = Genotype.load(DARTS_V2, plugins.registries)
-        prepared = prepare_evaluation(espec, plugins, space_for(genotype, plugins.registries))
+        prepared = prepare_evaluation(espec, plugins, space_for(genotype, plugins.registries), space_name=genotype.space)
         run_evaluation(prepared, genotype, tmp_path / name)
         runs.append([{k: v for k, v in json.loads(line).items() if "seconds" not in k and "memory" not in k}
                      for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])

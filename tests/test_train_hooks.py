@@ -51,7 +51,7 @@ def _train(tmp_path, name, **kwargs):
     plugin.write_text(OBSERVER)
     espec, plugins = load_eval_spec(None, TINY, [str(plugin)])
     genotype = nasreg.Genotype.load(DARTS_V2, plugins.registries)
-    prepared = prepare_evaluation(espec, plugins, space_for(genotype, plugins.registries))
+    prepared = prepare_evaluation(espec, plugins, space_for(genotype, plugins.registries), space_name=genotype.space)
     results = run_evaluation(prepared, genotype, tmp_path / name, **kwargs)
     module = next(p for p in plugins.pm.get_plugins() if getattr(p, "CALLS", None) is not None)
     return results, module.CALLS

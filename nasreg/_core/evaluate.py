@@ -73,17 +73,12 @@ __all__ = ["CURVES_FILE", "DivergenceError", "EVAL_DIR", "EvalSpec", "PreparedEv
 # Building the network
 
 
-#: The attribute :func:`space_for` records the built space's registry name in, for
-#: :func:`prepare_evaluation` (which resolves ``[evaluate]`` for that space).
-_SPACE_NAME = "_nasreg_space_name"
-
-
 def space_for(genotype: Genotype, registries: Any, search_space: Component | None = None,
               source: str = "genotype") -> SearchSpace:
     """The search space that builds ``genotype``'s network: ``search_space`` (a spec's) when it is
     the genotype's space, else the genotype's space with its default keys."""
     if search_space is not None and search_space.name == genotype.space:
-        return _named(search_space.build(), genotype.space)
+        return search_space.build()
     try:
         registries.search_spaces.get(genotype.space)
     except RegistryError as exc:
@@ -91,15 +86,7 @@ def space_for(genotype: Genotype, registries: Any, search_space: Component | Non
     ops = list(dict.fromkeys(e.op for cell in genotype.cells.values() for e in cell.edges))
     component = P.component("search_spaces", {"name": genotype.space, "operations": ops},
                             f"{source}: space {genotype.space!r}", registries)
-    return _named(component.build(), genotype.space)
-
-
-def _named(space: SearchSpace, name: str) -> SearchSpace:
-    try:
-        setattr(space, _SPACE_NAME, name)
-    except (AttributeError, TypeError):  # a space with __slots__: the spec's own space is assumed
-        pass
-    return space
+    return component.build()
 
 
 def can_build_networks(space: SearchSpace) -> bool:
@@ -245,16 +232,17 @@ class TrainRun(RunBase):
         return RunDir(self.run_dir)
 
 
-def prepare_evaluation(espec: EvalSpec, plugins: Plugins, space: SearchSpace) -> PreparedEval:
-    """Resolve ``[evaluate]`` for ``space`` (as :func:`space_for` built it: the genotype's; a
-    search's own space: the spec's), pick the device, check the space builds networks, build the
-    dataset and check its test split."""
+def prepare_evaluation(espec: EvalSpec, plugins: Plugins, space: SearchSpace, *,
+                       space_name: str | None = None) -> PreparedEval:
+    """Resolve ``[evaluate]`` for ``space``, registered as ``space_name`` (a genotype's
+    ``genotype.space``, its space built by :func:`space_for`; default: the space the spec is
+    bound to, or a search spec's own), pick the device, check the space builds networks, build
+    the dataset and check its test split."""
     where = f"{espec.path}: [evaluate]" if espec.path is not None else "[evaluate]"
-    name = getattr(space, _SPACE_NAME, None) or espec.space or (
-        espec.search_space.name if espec.search_space is not None else None)
+    name = space_name or espec.space or (espec.search_space.name if espec.search_space is not None else None)
     if name is None:
-        raise SpecError(f"{where}: cannot tell which search space {type(space).__name__} is; build it "
-                        "with space_for(genotype, ...)")
+        raise SpecError(f"{where}: cannot tell which search space {type(space).__name__} is "
+                        "(pass space_name=genotype.space)")
     espec.bind(name, plugins.registries)
     assert espec.dataset is not None and espec.evaluate is not None
     device = pick_device(espec.run.device, f"{espec.path}: [run] device")
