@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Union
 from ._core.errors import GenotypeError, NasregError, RunDirError
 from ._core.genotype import Genotype
 from ._core.progress import Reporter
+from ._core.evalspec import EvalSpec
 from ._core.rundir import RunDir
+from ._core.spec import Spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from ._core.evaluate import EvalSpec
     from ._core.plugins import Plugins
     from ._core.preflight import Estimate
-    from ._core.spec import Spec
 
 __all__ = ["SearchResult", "TrainResult", "load_spec", "validate", "search", "resume", "train",
            "build_network", "describe_network", "load_genotype", "load_plugins"]
@@ -100,18 +100,14 @@ def load_spec(source: SpecSource, *, overrides: Iterable[str] = (), plugins: Plu
     default; ``spec.digest()``: its hash; ``spec.plugins``: the loaded plugins)."""
     from ._core import spec as spec_mod
 
-    if _is_spec(source) and not overrides and not plugins:
+    if isinstance(source, Spec) and not overrides and not plugins:
         return source  # type: ignore[return-value]
-    if _is_spec(source):
+    if isinstance(source, Spec):
         source = source.path if source.path.is_file() else source.raw  # type: ignore[union-attr]
     refs, objects = _split_plugins(plugins)
     if isinstance(source, Mapping):
         return spec_mod.load_table(dict(source), tuple(overrides), refs, objects)
     return spec_mod.load(Path(source), tuple(overrides), refs, objects=objects)[0]
-
-
-def _is_spec(obj: Any) -> bool:
-    return hasattr(obj, "resolved") and hasattr(obj, "strategy") and hasattr(obj, "plugins")
 
 
 def validate(source: str | Path | Mapping[str, Any], *, overrides: Iterable[str] = (),
@@ -340,11 +336,11 @@ def _eval_spec(spec: Any, overrides: Iterable[str], plugins: PluginRefs) -> tupl
 
     overrides = tuple(overrides)
     refs, objects = _split_plugins(plugins)
-    if _is_spec(spec) and not overrides and not plugins:
+    if isinstance(spec, Spec) and not overrides and not plugins:
         return from_search_spec(spec, spec.plugins.registries), spec.plugins
-    if hasattr(spec, "evaluate") and hasattr(spec, "plugins") and not _is_spec(spec):
+    if isinstance(spec, EvalSpec):
         return spec, spec.plugins  # an evaluation spec from validate()
-    if isinstance(spec, Mapping) or _is_spec(spec):
+    if isinstance(spec, (Mapping, Spec)):
         loaded = load_spec(spec, overrides=overrides, plugins=plugins)
         return from_search_spec(loaded, loaded.plugins.registries), loaded.plugins
     if objects:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import NasregError, QuietReporter, RichReporter, __version__
+from . import NasregError, QuietReporter, RichReporter, Spec, __version__
 
 console = Console()
 err_console = Console(stderr=True)
@@ -161,7 +161,7 @@ def validate(spec_paths: tuple[Path, ...], overrides: tuple[str, ...], extra_plu
 
     for path in spec_paths:
         checked = validate_spec(path, overrides=overrides, plugins=extra_plugins)
-        kind = "spec" if hasattr(checked, "strategy") else "evaluation spec,"
+        kind = "spec" if isinstance(checked, Spec) else "evaluation spec,"
         console.print(f"[green]ok[/] {escape(str(path))} ({kind} hash {checked.digest()})", highlight=False)
 
 
