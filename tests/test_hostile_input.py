@@ -60,65 +60,12 @@ from nasreg.cli import main
 from nasreg._core.errors import GenotypeError, NasregError
 from nasreg._core.genotype import Genotype
 
+from cli_checks import SPEC, check_line, snapshot, user  # noqa: F401 - user is a fixture
 from conftest import TOY_SPEC, TOYCORE_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "specs" / "quickstart.toml"
 NASREG = Path(sys.executable).with_name("nasreg")
-#: The toy spec, loading the toy components as a file plugin (the core alone, fast).
-SPEC = f'[run]\nplugins = ["{TOYCORE_FILE}"]\n' + TOY_SPEC.replace("[run]\n", "", 1)
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root``: type, size, mtime (ns) and, for files, the bytes."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        data = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
-        out[str(p.relative_to(root))] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, data)
-    return out
-
-
-def check_line(exit_code: int, stderr: str, output: str, fragments: tuple[str, ...]) -> str:
-    assert exit_code == 2, output
-    assert "Traceback" not in output
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: "), stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-@pytest.fixture
-def user(tmp_path, monkeypatch):
-    """The user's folder (the working directory): ``user.spec(text)`` writes a spec,
-    ``user.fails(*args, expect=(...))`` runs ``nasreg`` on it and checks the one-line error and
-    that nothing in the folder changed."""
-    monkeypatch.chdir(tmp_path)
-    # A narrow error console: a long message must stay on one line.
-    monkeypatch.setattr(cli, "err_console", Console(stderr=True, width=40))
-
-    class User:
-        root = tmp_path
-
-        def spec(self, text: str | bytes = SPEC, name: str = "spec.toml") -> Path:
-            path = tmp_path / name
-            path.write_bytes(text if isinstance(text, bytes) else text.encode())
-            return path
-
-        def fails(self, *args, expect: tuple[str, ...] = ()) -> str:
-            before = snapshot(tmp_path)
-            result = CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "40"})
-            line = check_line(result.exit_code, result.stderr, result.output, expect)
-            assert not isinstance(result.exception, AssertionError)
-            assert snapshot(tmp_path) == before, "a file of the user was touched"
-            return line
-
-    return User()
 
 
 # --- spec files -----------------------------------------------------------------------------
