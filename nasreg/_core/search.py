@@ -34,6 +34,7 @@ from .progress import QuietReporter
 from .rundir import RunDir
 from .run import Run
 from .selector import StageResult
+from .stop import StopRequests
 from .strategy import SearchStrategy, Strategy
 from .spec import Spec, check_stages
 from .space import Candidates, SearchSpace
@@ -309,28 +310,7 @@ def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str,
     return summary
 
 
-class _StopRequests:
-    """Turns the first Ctrl-C / SIGTERM into a request the loop honours between steps (so the
-    checkpoint it writes is consistent); a second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum, frame):  # noqa: ANN001
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "_StopRequests":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+_StopRequests = StopRequests  # the one stop-request mechanism (nasreg._core.stop), shared with the trainer
 
 
 def _loader_states(train: DataLoader, val: DataLoader) -> dict[str, torch.Tensor]:
