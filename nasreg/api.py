@@ -176,14 +176,17 @@ def search(spec: SpecSource, *, overrides: Iterable[str] = (), plugins: PluginRe
     skips it); ``[run] threads`` and the seed are applied; under ``torchrun`` every process calls
     this, rank 0 writes the run directory and runs ``[evaluate]``."""
     from ._core import distributed as ddp
-    from ._core.rundir import create_run_dir
+    from ._core.rundir import create_run_dir, release_run_dir
 
     spec = load_spec(spec, overrides=overrides, plugins=plugins)
     reporter, own = _reporter(progress)
     prepared, eval_prepared, estimate = _prepare(spec, preflight, reporter)
-    run_dir = ddp.open_run_dir(lambda: create_run_dir(spec.run.out_dir, spec.run.name, out, force))
-    return _search_and_evaluate(prepared, eval_prepared if evaluate else None, run_dir, reporter, own,
-                                estimate, resume=False)
+    run_dir = ddp.open_run_dir(lambda: create_run_dir(spec.run.out_dir, spec.run.name, out, force))  # locked
+    try:
+        return _search_and_evaluate(prepared, eval_prepared if evaluate else None, run_dir, reporter, own,
+                                    estimate, resume=False)
+    finally:
+        release_run_dir(run_dir)
 
 
 def _prepare(spec: "Spec", preflight: bool, reporter: Reporter) -> tuple[Any, Any, Any]:
@@ -265,16 +268,40 @@ def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress 
     run), then run its ``[evaluate]``. A run whose search finished but whose evaluation did not
     (no ``eval/results.json``) runs the evaluation again from its start; a finished run is a
     :class:`nasreg.RunDirError`."""
-    from ._core import distributed as ddp
     from ._core import rundir as rd
-    from ._core import spec as spec_mod
-    from ._core.evaluate import EVAL_DIR, RESULTS_FILE
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory")
     if not (run_dir / rd.SPEC_FILE).is_file():
         raise RunDirError(f"{run_dir}: not a nasreg run directory (no {rd.SPEC_FILE})")
+    # One process at a time in a run directory (under torchrun: rank 0 holds it for all).
+    lock = rd.lock_run_dir(run_dir) if _launch_rank() == 0 else None
+    try:
+        return _resume_locked(run_dir, plugins, progress, preflight, evaluate)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _launch_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun), before any process group."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _resume_locked(run_dir: Path, plugins: PluginRefs, progress: Progress, preflight: bool,
+                   evaluate: bool) -> SearchResult:
+    """:func:`resume`, with the run directory's lock held."""
+    from ._core import distributed as ddp
+    from ._core import rundir as rd
+    from ._core import spec as spec_mod
+    from ._core.evaluate import EVAL_DIR, RESULTS_FILE
+
     finished = (run_dir / rd.SUMMARY_FILE).is_file()
     if finished and (run_dir / EVAL_DIR / RESULTS_FILE).is_file():
         raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
@@ -413,7 +440,7 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     ``darts-cell``: DARTS's CIFAR-10 recipe).
     The run directory is ``out`` or ``[run] out_dir / ([run] name or train-GENOTYPE)``."""
     from ._core.evaluate import prepare_evaluation, run_evaluation, space_for
-    from ._core.rundir import create_run_dir
+    from ._core.rundir import create_run_dir, release_run_dir
 
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     genotype, source = _genotype(genotype, plugins_.registries)
@@ -421,12 +448,13 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     prepared = prepare_evaluation(espec, plugins_, space, space_name=genotype.space)
     stem = Path(source).stem if source != "genotype" else "genotype"
     name = espec.run.name or f"train-{stem}"
-    run_dir = create_run_dir(espec.run.out_dir, name, out, force)
+    run_dir = create_run_dir(espec.run.out_dir, name, out, force)  # locked
     espec.run = dataclasses.replace(espec.run, name=name)
     reporter, own = _reporter(progress)
     try:
         results = run_evaluation(prepared, genotype, run_dir, reporter, source=source)
     finally:
         reporter.close()
+        release_run_dir(run_dir)
     reporter.train_end(results)
     return TrainResult(genotype=genotype, results=results, run_dir=RunDir(run_dir))

@@ -44,10 +44,10 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     run.write_json("a.json", {"old": True})
 
     def crash(src, dst):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RunDirError, match=r"a\.json: cannot write: No space left on device \(its previous version is intact\)$"):
         run.write_json("a.json", {"new": True})
     with pytest.raises(TypeError):  # not JSON: refused before the file is touched
         run.write_json("a.json", {"new": object()})
@@ -182,6 +182,6 @@ def test_genotype_save_goes_through_the_atomic_writer(tmp_path, monkeypatch):
     assert json.loads(path.read_text())["space"] == "s"
     monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(OSError("no")))
     genotype.space = "t"
-    with pytest.raises(OSError):
+    with pytest.raises(RunDirError, match="g.json: cannot write: no"):
         genotype.save(path)
     assert json.loads(path.read_text())["space"] == "s"

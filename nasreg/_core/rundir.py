@@ -18,6 +18,7 @@ The module-level functions (:func:`write_json`, :func:`append_jsonl`, :func:`rea
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -147,7 +148,8 @@ class RunDir:
     # -- atomic writes ------------------------------------------------------------------------------
     def write_bytes(self, name: str | Path, data: bytes) -> Path:
         """Write ``data`` to ``name`` atomically: afterwards the file holds all of it, or (after a
-        crash or an error) what it held before."""
+        crash or an error) what it held before. A fault of the machine (disk full, a read-only
+        file system, a name too long) is a one-line :class:`RunDirError` naming the file."""
         path = self.file(name)
         fd, tmp = _mkstemp(path)
         try:
@@ -156,11 +158,13 @@ class RunDir:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if isinstance(exc, OSError):
+                raise _write_error(path, exc) from None
             raise
         return path
 
@@ -189,10 +193,13 @@ class RunDir:
         line, which :meth:`read_jsonl` drops)."""
         path = self.file(name)
         line = _jsonl_line(record)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise _write_error(path, exc, previous="its earlier lines are intact") from None
         return path
 
     def read_jsonl(self, name: str | Path, *, skip_damaged: bool = False) -> list[dict[str, Any]]:
@@ -310,6 +317,17 @@ def _mkstemp(path: Path) -> tuple[int, str]:
         return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except FileNotFoundError:
         raise RunDirError(f"{path}: cannot write: no directory {path.parent}") from None
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+
+
+def _write_error(path: Path, exc: OSError, previous: str = "its previous version is intact") -> RunDirError:
+    """A failed write as one line: the file, what the machine said and what is still there."""
+    try:
+        kept = f" ({previous})" if path.is_file() else ""
+    except OSError:  # the name itself is what failed (too long, ...)
+        kept = ""
+    return RunDirError(f"{path}: cannot write: {exc.strerror or exc}{kept}")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -349,11 +367,14 @@ def write_json(path: Path, obj: Any) -> None:
 
 def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None = None,
                    force: bool = False) -> Path:
-    """Make a fresh run directory.
+    """Make a fresh run directory and lock it for this process (:class:`RunDirLock`; drop the lock
+    with :func:`release_run_dir` when done, or let the process end).
 
     With ``explicit`` (``--out DIR``) that exact folder is used: it must not exist or be empty,
-    unless ``force``, which removes the old one first. Otherwise ``out_dir/name`` is used, or
-    ``out_dir/name-1``, ``-2``, ... when taken, so a second run never touches the first.
+    unless ``force``, which empties the old run directory first. Otherwise ``out_dir/name`` is
+    used, or ``out_dir/name-1``, ``-2``, ... when taken, so a second run never touches the first.
+    Two processes given the same folder at once: one gets it, the other a one-line refusal (the
+    emptiness check is made with the lock held).
     """
     if explicit is not None:
         return _explicit_run_dir(Path(explicit), force)
@@ -363,35 +384,187 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
         path = base / (name if i == 0 else f"{name}-{i}")
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
         except OSError as exc:
             raise RunDirError(f"{path}: cannot create run directory: {exc.strerror or exc}") from None
+        lock_run_dir(path)
+        return path
     raise RunDirError(f"{base}: too many runs named {name!r}; choose another [run] name or --out")
 
 
 def _explicit_run_dir(path: Path, force: bool) -> Path:
-    """``--out DIR``: empty or missing, or (with ``force``) an old run directory, replaced."""
+    """``--out DIR``: empty or missing, or (with ``force``) an old run directory, emptied; locked."""
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path}: exists and is not a directory")
-    try:
-        non_empty = path.is_dir() and any(path.iterdir())
-    except OSError as exc:
-        raise RunDirError(f"--out {path}: cannot read directory: {exc.strerror or exc}") from None
-    if non_empty:
-        if not force:
-            raise RunDirError(f"--out {path}: run directory already exists and is not empty "
-                              "(choose another --out, or pass --force to replace it)")
-        if not (path / SPEC_FILE).is_file():
-            raise RunDirError(f"--out {path}: not a nasreg run directory (no {SPEC_FILE}); "
-                              "--force only replaces run directories")
-        try:
-            shutil.rmtree(path)
-        except OSError as exc:
-            raise RunDirError(f"--out {path}: cannot remove the old run directory: {exc.strerror or exc}") from None
     _mkdir(path, exist_ok=True)
+    lock = lock_run_dir(path)
+    try:
+        try:
+            entries = list(path.iterdir())
+        except OSError as exc:
+            raise RunDirError(f"--out {path}: cannot read directory: {exc.strerror or exc}") from None
+        if entries:
+            if not force:
+                raise RunDirError(f"--out {path}: run directory already exists and is not empty "
+                                  "(choose another --out, or pass --force to replace it)")
+            if not (path / SPEC_FILE).is_file():
+                raise RunDirError(f"--out {path}: not a nasreg run directory (no {SPEC_FILE}); "
+                                  "--force only replaces run directories")
+            _empty(path, entries)
+    except BaseException:
+        lock.release()
+        raise
     return path
+
+
+def _empty(path: Path, entries: list[Path]) -> None:
+    """Remove everything in ``path`` (kept: the directory itself, and so its lock)."""
+    try:
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as exc:
+        raise RunDirError(f"--out {path}: cannot remove the old run directory: {exc.strerror or exc}") from None
+
+
+# -- one process per run directory -----------------------------------------------------------------
+
+class RunDirLock:
+    """An exclusive lock on a run directory, held for as long as a process works in it
+    (``nasreg run``, ``resume``, ``train`` into it, ``--force`` replacing it).
+
+    It is a ``flock`` on the directory itself: nothing is written into the directory, so a
+    command that is refused leaves it exactly as it was; the kernel drops the lock when its
+    process dies, however it dies, so a stale lock of a dead process never blocks anyone. A
+    second process is refused in one :class:`RunDirError` line naming the holder's PID (read from
+    ``/proc/locks`` on Linux). Taking the lock also removes the temporary files an earlier process
+    left when it was killed in the middle of an atomic write (``.checkpoint.pt.*.tmp``): with the
+    lock held, nobody else can be writing them.
+
+    Locks are counted per process: taking the lock of a directory this process already holds
+    only counts, and the last :meth:`release` drops it.
+    """
+
+    _held: dict[Path, "RunDirLock"] = {}
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd, self._count = path, fd, 1
+
+    @classmethod
+    def acquire(cls, path: str | Path) -> "RunDirLock":
+        """Lock ``path`` (an existing directory) for this process, or raise :class:`RunDirError`."""
+        path = Path(os.path.abspath(path))
+        held = cls._held.get(path)
+        if held is not None:
+            held._count += 1
+            return held
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot open run directory: {exc.strerror or exc}") from None
+        try:
+            _flock(fd, path)
+            if not os.access(path, os.W_OK):
+                why = "is on a read-only file system" if _read_only(path) else "is not writable"
+                raise RunDirError(f"{path}: run directory {why}")
+        except BaseException:
+            os.close(fd)
+            raise
+        lock = cls._held[path] = cls(path, fd)
+        remove_stale_temporaries(path)
+        return lock
+
+    def release(self) -> None:
+        """Drop one hold; the last one unlocks the directory."""
+        self._count -= 1
+        if self._count <= 0 and self._fd is not None:
+            self._held.pop(self.path, None)
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunDirLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_run_dir(path: str | Path) -> RunDirLock:
+    """Lock the run directory ``path`` for this process (see :class:`RunDirLock`)."""
+    return RunDirLock.acquire(path)
+
+
+def release_run_dir(path: str | Path) -> None:
+    """Drop this process's hold of ``path``'s lock (nothing when it holds none)."""
+    held = RunDirLock._held.get(Path(os.path.abspath(path)))
+    if held is not None:
+        held.release()
+
+
+def _flock(fd: int, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no locking
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        who = f"PID {holder}" if holder else "another process"
+        raise RunDirError(f"{path}: in use by another nasreg process ({who}); wait for it to end, or stop it "
+                          "(a run directory takes one process at a time)") from None
+    except OSError as exc:  # a file system without locks: go on unlocked rather than refuse
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise RunDirError(f"{path}: cannot lock run directory: {exc.strerror or exc}") from None
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The PID holding the flock on ``fd``'s file, from ``/proc/locks`` (Linux), else None."""
+    try:
+        st = os.fstat(fd)
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    inode = f":{st.st_ino}"
+    for line in text.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (a blocked waiter has "->" after the number)
+        if "FLOCK" in fields and len(fields) >= 6:
+            at = fields.index("FLOCK")
+            if len(fields) > at + 4 and fields[at + 4].endswith(inode) and fields[at + 3].isdigit() \
+                    and int(fields[at + 3]) != os.getpid():
+                return int(fields[at + 3])
+    return None
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporary files of atomic writes (``.NAME.*.tmp``) an earlier process left in
+    ``path`` and its ``eval/`` folder when it was killed mid-write; the paths removed. Call it
+    only with the directory's lock held."""
+    removed = []
+    for folder in (Path(path), Path(path) / EVAL_DIR):
+        try:
+            entries = list(folder.glob(".*.tmp"))
+        except OSError:
+            continue
+        for tmp in entries:
+            try:
+                if tmp.is_file():
+                    tmp.unlink()
+                    removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def _mkdir(path: Path, exist_ok: bool, parents: bool = True) -> None:
