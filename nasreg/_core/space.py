@@ -13,6 +13,7 @@ torch modules, made only when a search or an evaluation asks for them.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -87,9 +88,10 @@ def operation_names(operations: Sequence[str]) -> list[str]:
     operations = list(operations)
     if not operations:
         raise ValueError("operations: expected at least one operation")
-    dupes = sorted({op for op in operations if operations.count(op) > 1})
+    dupes = sorted(op for op, n in Counter(operations).items() if n > 1)  # linear: no list.count per op
     if dupes:
-        raise ValueError(f"operations: {', '.join(map(repr, dupes))} listed more than once")
+        shown = ", ".join(map(repr, dupes[:5])) + (f" and {len(dupes) - 5} more" if len(dupes) > 5 else "")
+        raise ValueError(f"operations: {shown} listed more than once")
     return operations
 
 

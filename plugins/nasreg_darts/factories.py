@@ -137,7 +137,7 @@ def darts_cell(
     derivation ranks edges by op weight x edge weight (PC-DARTS's rule). PC-DARTS uses K = 4 with
     edge normalization.
     """
-    from .space import DartsCellSpace
+    from .cellspace import DartsCellSpace
 
     return DartsCellSpace(operations, nodes=nodes, cells=cells, channels=channels,
                           stem_multiplier=stem_multiplier, reductions=reductions, drop_path=drop_path,

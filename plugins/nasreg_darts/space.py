@@ -22,8 +22,8 @@ from torch import nn
 import nasreg
 from nasreg import rank_sample_rows as sample_rows
 
+from .cellspace import CELL_TYPES, DartsCellSpace  # noqa: F401 - the space (torch-free), re-exported
 
-CELL_TYPES = ("normal", "reduce")
 
 #: On CPU the supernet runs channels-last for inputs of at least this many pixels (H * W).
 CHANNELS_LAST_MIN_PIXELS = 16 * 16
@@ -179,7 +179,7 @@ class SearchCell(nn.Module):
 class DartsSupernet(nasreg.Supernet):
     """The DARTS search network over per-edge candidate sets."""
 
-    def __init__(self, space: "DartsCellSpace", candidates: nasreg.Candidates, *, ops: nasreg.Registry,
+    def __init__(self, space: DartsCellSpace, candidates: nasreg.Candidates, *, ops: nasreg.Registry,
                  in_channels: int, num_classes: int):
         super().__init__(candidates, alpha_init_std=space.alpha_init_std)
         edges = space.edges()
@@ -274,107 +274,3 @@ def _node_groups(edges: list[tuple[int, int]]) -> list[list[int]]:
     for idx, (_, dst) in enumerate(edges):
         groups.setdefault(dst, []).append(idx)
     return [groups[n] for n in sorted(groups)]
-
-
-class DartsCellSpace(nasreg.SearchSpace):
-    """The DARTS cell space: ``nodes`` intermediate nodes per cell, normal and reduction cells."""
-
-    inputs_per_node = 2
-
-    def __init__(self, operations: list[str], nodes: int = 4, cells: int = 8, channels: int = 16,
-                 stem_multiplier: int = 3, reductions: list[int] | None = None, drop_path: float = 0.0,
-                 affine: bool = False, alpha_init_std: float = 1e-3, partial_channels: int = 1,
-                 edge_normalization: bool = False):
-        operations = nasreg.operation_names(operations)
-        if reductions is None:
-            reductions = nasreg.default_reductions(cells)
-        bad = [r for r in reductions if not 0 <= r < cells]
-        if bad:
-            raise ValueError(f"reductions: cell index {bad[0]} is out of range: there are {cells} cells "
-                             f"(indices 0 to {cells - 1})")
-        if len(set(reductions)) != len(reductions):
-            raise ValueError(f"reductions: duplicate cell index in {list(reductions)}")
-        if partial_channels < 1 or channels % partial_channels:
-            raise ValueError(f"partial_channels: channels ({channels}) must be a multiple of partial_channels "
-                             f"({partial_channels})")
-        self.operations = operations
-        self.nodes = nodes
-        self.cells = cells
-        self.channels = channels
-        self.stem_multiplier = stem_multiplier
-        self.reductions = sorted(reductions)
-        self.drop_path = drop_path
-        self.affine = affine
-        self.alpha_init_std = alpha_init_std
-        self.partial_channels = int(partial_channels)
-        self.edge_normalization = bool(edge_normalization)
-        missing = [ct for ct, n in (("normal", cells - len(self.reductions)), ("reduce", len(self.reductions)))
-                   if n == 0]
-        if missing:
-            warnings.warn(f"darts-cell: no {missing[0]} cell among {cells} cells (reductions="
-                          f"{self.reductions}): its architecture parameters get no gradient", stacklevel=3)
-
-    def edges(self) -> dict[str, list[tuple[int, int]]]:
-        cell = [(i, j) for j in range(2, self.nodes + 2) for i in range(j)]
-        return {ct: list(cell) for ct in CELL_TYPES}
-
-    def concat(self, cell_type: str) -> list[int]:
-        if cell_type not in CELL_TYPES:
-            raise KeyError(f"unknown cell type {cell_type!r} (expected one of {CELL_TYPES})")
-        return list(range(2, self.nodes + 2))
-
-    def derive(self, result: nasreg.StageResult, zero_ops: set[str]) -> dict[str, list[nasreg.GenotypeEdge]]:
-        """The DARTS derivation of ``result``: per node the ``inputs_per_node`` (2) strongest edges,
-        stronger first, on each its strongest op not in ``zero_ops`` (:func:`nasreg_darts.derive.derive_topk`)."""
-        from .derive import derive_topk
-
-        return derive_topk(result.alphas, result.candidates, result.edges, zero_ops, k=self.inputs_per_node)
-
-    def check_candidates(self, candidates: nasreg.Candidates) -> None:
-        """Raise ValueError unless ``candidates`` has one non-empty, duplicate-free op list per edge."""
-        edges = self.edges()
-        if set(candidates) != set(edges):
-            raise ValueError(f"candidates: expected cell types {sorted(edges)}, got {sorted(candidates)}")
-        for ct, cell_edges in edges.items():
-            if len(candidates[ct]) != len(cell_edges):
-                raise ValueError(f"candidates[{ct!r}]: expected {len(cell_edges)} edges, got {len(candidates[ct])}")
-            for idx, cands in enumerate(candidates[ct]):
-                if not cands:
-                    raise ValueError(f"candidates[{ct!r}][{idx}]: no operation")
-                if len(set(cands)) != len(cands):
-                    raise ValueError(f"candidates[{ct!r}][{idx}]: duplicate operation in {list(cands)}")
-
-    def build_supernet(self, candidates: nasreg.Candidates, *, ops: nasreg.Registry, in_channels: int,
-                       num_classes: int) -> DartsSupernet:
-        self.check_candidates(candidates)
-        return DartsSupernet(self, candidates, ops=ops, in_channels=in_channels, num_classes=num_classes)
-
-    def build_network(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
-                      num_classes: int, cells: int = 20, channels: int = 36, auxiliary: bool = False,
-                      stem_multiplier: int | None = None, **keys) -> nn.Module:
-        """DARTS's evaluation network for ``genotype`` (:class:`nasreg_darts.network.DartsEvalNetwork`).
-
-        ``cells`` and ``channels`` are the evaluation network's own (DARTS: 20 and 36), not the
-        search supernet's; reductions follow the DARTS rule for that many cells. The cell's node
-        count and its concat come from the genotype. ``stem_multiplier`` defaults to the space's.
-        """
-        from .network import DartsEvalNetwork
-
-        if keys:
-            raise TypeError(f"darts-cell network: unknown key {sorted(keys)[0]!r}")
-        return DartsEvalNetwork(genotype, ops=ops, in_channels=in_channels, num_classes=num_classes,
-                                cells=cells, channels=channels,
-                                stem_multiplier=stem_multiplier or self.stem_multiplier,
-                                auxiliary=auxiliary)
-
-    def __repr__(self) -> str:
-        pc = f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else ""
-        en = ", edge_normalization=True" if self.edge_normalization else ""
-        return (f"DartsCellSpace(nodes={self.nodes}, cells={self.cells}, channels={self.channels}, "
-                f"reductions={self.reductions}, ops={len(self.operations)}{pc}{en})")
-
-    def memory_knobs(self) -> list[str]:
-        """Spec settings that shrink a search step's memory (the pre-flight names them when it does
-        not fit): partial channels (PC-DARTS), unless already at 1/4 or less."""
-        return ["[search_space] partial_channels = 4"] if self.partial_channels < 4 else []
-

@@ -23,7 +23,10 @@ from typing import Any, Sequence
 
 import nasreg
 
-__all__ = ["DiscreteSpace", "NotASupernetSpace"]
+__all__ = ["COMBINE_METHODS", "DiscreteSpace", "NotASupernetSpace"]
+
+#: How a NASNet block combines its two op outputs (the ``combine`` key's choices).
+COMBINE_METHODS = ("add", "concat")
 
 
 class NotASupernetSpace(NotImplementedError, nasreg.SpecError):

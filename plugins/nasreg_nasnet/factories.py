@@ -160,7 +160,7 @@ def nas_layers(
     used (the layer ops follow from the keys): it is accepted because ``nasreg train`` builds the
     space of a genotype with the genotype's ops.
     """
-    from .layers import NasLayersSpace
+    from .layerspace import NasLayersSpace
 
     return NasLayersSpace(layers=layers, filter_heights=filter_heights, filter_widths=filter_widths,
                           filters=filters, strides=strides, skip_connections=skip_connections,

@@ -30,7 +30,7 @@ from nasreg import GenotypeError
 
 __all__ = ["COMBINE_METHODS", "NasnetCell", "NasnetNetwork", "cell_plan"]
 
-COMBINE_METHODS = ("add", "concat")
+from .decisions import COMBINE_METHODS  # noqa: E402 - defined torch-free, re-exported
 
 
 def cell_plan(genotype: nasreg.Genotype, cell_type: str, ops: nasreg.Registry

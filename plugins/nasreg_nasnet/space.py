@@ -26,14 +26,14 @@ the space has no supernet (a gradient strategy cannot search it). The space fact
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import nasreg
 
-from .decisions import DiscreteSpace
-from .network import COMBINE_METHODS, NasnetNetwork
+from .decisions import COMBINE_METHODS, DiscreteSpace
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: torch is imported when a network is built
+    from torch import nn
 
 __all__ = ["CELL_TYPES", "NasnetCellSpace"]
 
@@ -105,6 +105,8 @@ class NasnetCellSpace(DiscreteSpace, nasreg.SearchSpace):
         ``[evaluate]`` pass theirs). The genotype fixes the blocks; ``blocks`` is not used here."""
         if keys:
             raise TypeError(f"nasnet-cell network: unknown key {sorted(keys)[0]!r}")
+        from .network import NasnetNetwork
+
         return NasnetNetwork(genotype, ops=ops, in_channels=in_channels, num_classes=num_classes,
                              cells=self.cells if cells is None else cells,
                              channels=self.channels if channels is None else channels,

@@ -1,0 +1,132 @@
+"""The DARTS cell search space object (``[search_space] name = "darts-cell"``), without torch.
+
+:class:`DartsCellSpace` checks the space's keys and knows its edges; its supernet
+(:class:`nasreg_darts.space.DartsSupernet`) and evaluation network are torch modules, imported
+when it builds them. So ``nasreg validate`` builds the space (every check of its keys, the same
+as ``nasreg run``'s) without paying for torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import nasreg
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from torch import nn
+
+    from .space import DartsSupernet
+
+__all__ = ["CELL_TYPES", "DartsCellSpace"]
+
+CELL_TYPES = ("normal", "reduce")
+
+
+class DartsCellSpace(nasreg.SearchSpace):
+    """The DARTS cell space: ``nodes`` intermediate nodes per cell, normal and reduction cells."""
+
+    inputs_per_node = 2
+
+    def __init__(self, operations: list[str], nodes: int = 4, cells: int = 8, channels: int = 16,
+                 stem_multiplier: int = 3, reductions: list[int] | None = None, drop_path: float = 0.0,
+                 affine: bool = False, alpha_init_std: float = 1e-3, partial_channels: int = 1,
+                 edge_normalization: bool = False):
+        operations = nasreg.operation_names(operations)
+        if reductions is None:
+            reductions = sorted({cells // 3, 2 * cells // 3})  # nasreg.default_reductions (torch-free)
+        bad = [r for r in reductions if not 0 <= r < cells]
+        if bad:
+            raise ValueError(f"reductions: cell index {bad[0]} is out of range: there are {cells} cells "
+                             f"(indices 0 to {cells - 1})")
+        twice = [r for r, n in Counter(reductions).items() if n > 1]
+        if twice:
+            raise ValueError(f"reductions: cell index {twice[0]} is listed more than once")
+        if partial_channels < 1 or channels % partial_channels:
+            raise ValueError(f"partial_channels: channels ({channels}) must be a multiple of partial_channels "
+                             f"({partial_channels})")
+        self.operations = operations
+        self.nodes = nodes
+        self.cells = cells
+        self.channels = channels
+        self.stem_multiplier = stem_multiplier
+        self.reductions = sorted(reductions)
+        self.drop_path = drop_path
+        self.affine = affine
+        self.alpha_init_std = alpha_init_std
+        self.partial_channels = int(partial_channels)
+        self.edge_normalization = bool(edge_normalization)
+        missing = [ct for ct, n in (("normal", cells - len(self.reductions)), ("reduce", len(self.reductions)))
+                   if n == 0]
+        if missing:
+            warnings.warn(f"darts-cell: no {missing[0]} cell among {cells} cells (reductions="
+                          f"{self.reductions}): its architecture parameters get no gradient", stacklevel=3)
+
+    def edges(self) -> dict[str, list[tuple[int, int]]]:
+        cell = [(i, j) for j in range(2, self.nodes + 2) for i in range(j)]
+        return {ct: list(cell) for ct in CELL_TYPES}
+
+    def concat(self, cell_type: str) -> list[int]:
+        if cell_type not in CELL_TYPES:
+            raise KeyError(f"unknown cell type {cell_type!r} (expected one of {CELL_TYPES})")
+        return list(range(2, self.nodes + 2))
+
+    def derive(self, result: nasreg.StageResult, zero_ops: set[str]) -> dict[str, list[nasreg.GenotypeEdge]]:
+        """The DARTS derivation of ``result``: per node the ``inputs_per_node`` (2) strongest edges,
+        stronger first, on each its strongest op not in ``zero_ops`` (:func:`nasreg_darts.derive.derive_topk`)."""
+        from .derive import derive_topk
+
+        return derive_topk(result.alphas, result.candidates, result.edges, zero_ops, k=self.inputs_per_node)
+
+    def check_candidates(self, candidates: nasreg.Candidates) -> None:
+        """Raise ValueError unless ``candidates`` has one non-empty, duplicate-free op list per edge."""
+        edges = self.edges()
+        if set(candidates) != set(edges):
+            raise ValueError(f"candidates: expected cell types {sorted(edges)}, got {sorted(candidates)}")
+        for ct, cell_edges in edges.items():
+            if len(candidates[ct]) != len(cell_edges):
+                raise ValueError(f"candidates[{ct!r}]: expected {len(cell_edges)} edges, got {len(candidates[ct])}")
+            for idx, cands in enumerate(candidates[ct]):
+                if not cands:
+                    raise ValueError(f"candidates[{ct!r}][{idx}]: no operation")
+                twice = [op for op, n in Counter(cands).items() if n > 1]
+                if twice:
+                    raise ValueError(f"candidates[{ct!r}][{idx}]: operation {twice[0]!r} is listed more than once")
+
+    def build_supernet(self, candidates: nasreg.Candidates, *, ops: nasreg.Registry, in_channels: int,
+                       num_classes: int) -> DartsSupernet:
+        from .space import DartsSupernet
+
+        self.check_candidates(candidates)
+        return DartsSupernet(self, candidates, ops=ops, in_channels=in_channels, num_classes=num_classes)
+
+    def build_network(self, genotype: nasreg.Genotype, *, ops: nasreg.Registry, in_channels: int,
+                      num_classes: int, cells: int = 20, channels: int = 36, auxiliary: bool = False,
+                      stem_multiplier: int | None = None, **keys) -> nn.Module:
+        """DARTS's evaluation network for ``genotype`` (:class:`nasreg_darts.network.DartsEvalNetwork`).
+
+        ``cells`` and ``channels`` are the evaluation network's own (DARTS: 20 and 36), not the
+        search supernet's; reductions follow the DARTS rule for that many cells. The cell's node
+        count and its concat come from the genotype. ``stem_multiplier`` defaults to the space's.
+        """
+        from .network import DartsEvalNetwork
+
+        if keys:
+            raise TypeError(f"darts-cell network: unknown key {sorted(keys)[0]!r}")
+        return DartsEvalNetwork(genotype, ops=ops, in_channels=in_channels, num_classes=num_classes,
+                                cells=cells, channels=channels,
+                                stem_multiplier=stem_multiplier or self.stem_multiplier,
+                                auxiliary=auxiliary)
+
+    def __repr__(self) -> str:
+        pc = f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else ""
+        en = ", edge_normalization=True" if self.edge_normalization else ""
+        return (f"DartsCellSpace(nodes={self.nodes}, cells={self.cells}, channels={self.channels}, "
+                f"reductions={self.reductions}, ops={len(self.operations)}{pc}{en})")
+
+    def memory_knobs(self) -> list[str]:
+        """Spec settings that shrink a search step's memory (the pre-flight names them when it does
+        not fit): partial channels (PC-DARTS), unless already at 1/4 or less."""
+        return ["[search_space] partial_channels = 4"] if self.partial_channels < 4 else []
+
