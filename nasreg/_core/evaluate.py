@@ -27,11 +27,18 @@ What a training run writes (into its run directory):
 ``genotype.json``  the genotype trained
 ``metrics.jsonl``  one line per epoch: lr, drop-path probability, train loss and accuracy, test
                    loss, accuracy and error, epoch and wall seconds, peak memory
-``checkpoint.pt``  the last epoch's weights, optimizer and scheduler state
+``checkpoint.pt``  at every epoch end and at a stop: the weights, optimizer and scheduler states,
+                   the position (epoch, step), the data order, every RNG state and the metrics so
+                   far; ``run_evaluation(..., resume=True)`` continues from it exactly
 ``results.json``   final test error, parameters (with and without the auxiliary head), FLOPs and
                    MACs of one forward pass of one image, the network's keys (``network``), wall
                    time, peak memory, search cost (after a search)
 ``curves.png``     the training curves (a figure that cannot be drawn costs a warning, never the run)
+
+Ctrl-C or SIGTERM during the training stops it between two steps (:mod:`nasreg._core.stop`): a
+checkpoint of that exact step, then :class:`nasreg.Interrupted` (exit status 130) naming how to
+continue. Nothing in the run directory is written before every check has passed: the files are
+(re)written once the network, the loaders and (resuming) the checkpoint have all been accepted.
 """
 
 from __future__ import annotations
@@ -52,19 +59,21 @@ from . import params as P
 from . import spec as spec_mod
 from .data import DatasetBundle
 from .device_loader import DeviceLoader, build_device_loader, choose
-from .errors import DataError, GenotypeError, RegistryError, SpecError
+from .errors import DataError, GenotypeError, Interrupted, RegistryError, SpecError
 from .figures import draw_guarded, new_figure
 from .genotype import Genotype
 from .params import Component
 from .plugins import Plugins
 from .progress import QuietReporter
 from .run import RunBase
-from .rundir import CURVES_FILE, EVAL_DIR, METRICS_FILE, RESULTS_FILE, SPEC_FILE, RunDir
+from .rundir import CURVES_FILE, EVAL_DIR, METRICS_FILE, RESULTS_FILE, SPEC_FILE, CheckpointError, RunDir
 from .search import DivergenceError, configure_determinism, notify, peak_memory_mb, pick_device
+from .stop import StopRequests
 from .spec import EvaluateSection, RunSection
 from .supernet import SearchSpace
 from .evalspec import EVAL_TABLES, SEARCH_TABLES, EvalSpec, from_search_spec, is_eval_spec, load_eval_spec, validate_eval_spec
-from .trainer import EpochStats, Trainer, TrainRecipe, cutout, drop_path_schedule, score, seed_everything
+from .trainer import (EpochStats, ResumeError, Trainer, TrainRecipe, cutout, drop_path_schedule, resume_position,
+                      score, seed_everything)
 
 __all__ = ["CURVES_FILE", "DivergenceError", "EVAL_DIR", "EvalSpec", "PreparedEval", "RESULTS_FILE", "TrainRun",
            "cutout", "describe_network", "drop_path_schedule", "eval_recipe", "from_search_spec", "is_eval_spec",
@@ -313,21 +322,31 @@ def eval_recipe(ev: EvaluateSection, train_on_device: bool = False, checkpoint: 
 
 def run_evaluation(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: Any = None, *,
                    source: str = "genotype", search_cost: dict[str, Any] | None = None,
-                   kind: str | None = None) -> dict[str, Any]:
+                   kind: str | None = None, resume: bool = False, continue_with: str | None = None) -> dict[str, Any]:
     """Train ``genotype``'s network as ``prepared`` says, into ``run_dir``; returns the results.
 
     ``kind`` (for the ``on_train_*`` hooks): ``"evaluate"`` after a search, ``"train"`` otherwise
-    (default: ``"evaluate"`` when a ``search_cost`` is given)."""
+    (default: ``"evaluate"`` when a ``search_cost`` is given). With ``resume`` a checkpoint in
+    ``run_dir`` is continued from exactly (one of another spec or genotype, or damaged, is a
+    one-line :class:`nasreg.CheckpointError` before anything is written); without one the
+    training starts afresh. Ctrl-C / SIGTERM stop it between two steps with a checkpoint:
+    :class:`nasreg.Interrupted`, whose message ends with ``continue with: {continue_with}``
+    when given."""
     threads = torch.get_num_threads()
     kind = kind or ("evaluate" if search_cost is not None else "train")
     try:
-        return _run(prepared, genotype, Path(run_dir), reporter or QuietReporter(), source, search_cost, kind)
+        with StopRequests() as stop:
+            return _run(prepared, genotype, Path(run_dir), reporter or QuietReporter(), source, search_cost,
+                        kind, stop, resume)
+    except Interrupted as exc:
+        then = f"continue with: {continue_with}" if continue_with else f"the checkpoint: {RunDir(run_dir).checkpoint}"
+        raise Interrupted(f"{exc}; checkpoint written; {then}") from None
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: Any, source: str,
-         search_cost: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+         search_cost: dict[str, Any] | None, kind: str, stop: StopRequests, resume: bool) -> dict[str, Any]:
     espec, device = prepared.spec, prepared.device
     t_start = time.perf_counter()
     if espec.run.threads:
@@ -342,20 +361,23 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
     flops = count_flops(model, shape)
     model = model.to(device)
     train_loader, test_loader, train_on_device = _loaders(prepared)
+    _check_batches(model, prepared, shape)
+    files = RunDir(run_dir)
+    point = _resume_point(files, espec, genotype) if resume else None
 
-    files = RunDir(run_dir).mkdir()
-    files.write_toml(SPEC_FILE, spec_mod._drop_none(espec.resolved()))
-    genotype.save(files.genotype)
     run = TrainRun(kind, espec, prepared.plugins, run_dir, device, genotype, source)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    recorder = _Recorder(run, reporter, t_start, params)
+    recorder = _Recorder(run, reporter, t_start, params, point)
     trainer = Trainer(model, eval_recipe(espec.evaluate, train_on_device, files.checkpoint), device,
-                      reporter=reporter, callbacks=[recorder])
-    trainer.fit(train_loader, test_loader)
+                      reporter=reporter, callbacks=[recorder], stop=stop)
+    try:
+        trainer.fit(train_loader, test_loader, resume=point)
+    except ResumeError as exc:  # raised before on_train_start: nothing written yet
+        raise CheckpointError(f"{files.checkpoint}: {exc}; delete it to train from the start") from None
 
     record = recorder.history[-1] if recorder.history else {}
-    results = _results(run, record, t_start, search_cost, loader="device" if train_on_device else "dataloader",
+    results = _results(run, record, recorder.t_start, search_cost, loader="device" if train_on_device else "dataloader",
                        params=params, params_with_aux=params_with_aux, flops=flops, shape=shape,
                        num_classes=num_classes)
     files.write_json(RESULTS_FILE, results)
@@ -364,21 +386,121 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
     return results
 
 
-class _Recorder:
-    """The evaluation's engine callback: per epoch, the ``metrics.jsonl`` line, the progress
-    display, the checkpoint and the ``on_train_*`` hooks."""
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def __init__(self, run: TrainRun, reporter: Any, t_start: float, params: int):
-        self.run, self.reporter, self.t_start, self.params = run, reporter, t_start, params
-        self.history: list[dict[str, Any]] = []
+
+def _genotype_digest(genotype: Genotype) -> str:
+    d = genotype.to_dict()
+    return _digest({"space": d["space"], "cells": d["cells"]})
+
+
+def _resume_point(files: RunDir, espec: EvalSpec, genotype: Genotype) -> dict[str, Any] | None:
+    """The run directory's training checkpoint, checked against this spec and genotype (its
+    position and history too), or None when there is none (then the training starts afresh).
+    Any mismatch or damage: a one-line :class:`CheckpointError` that says what differs."""
+    if not files.exists(files.checkpoint.name):
+        return None
+    path, state = files.checkpoint, files.load_checkpoint(kind="train")
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {what}; delete it to train from the start")
+
+    for key, ours, noun in (("spec_hash", espec.digest(), "evaluation spec"),
+                            ("genotype_hash", _genotype_digest(genotype), "genotype")):
+        if state.get(key) != ours:
+            raise refuse(f"written for another {noun} ({key} {str(state.get(key))[:40]!r}, this run's {ours!r})")
+    try:
+        pos = resume_position(state, espec.evaluate.epochs)
+    except ValueError as exc:
+        raise refuse(str(exc)) from None
+    history = state.get("history")
+    if not (isinstance(history, list) and len(history) == pos["epoch"]
+            and all(isinstance(h, dict) and h.get("epoch") == i for i, h in enumerate(history))):
+        raise refuse(f"history: expected the metrics of epochs 0 to {pos['epoch'] - 1}")
+    if not isinstance(state.get("elapsed"), (int, float)):
+        raise refuse("elapsed: expected a number of seconds")
+    return state
+
+
+def _check_batches(model: nn.Module, prepared: PreparedEval, shape: tuple[int, int, int]) -> None:
+    """Refuse, before anything is written, a training whose batches hold one image (``batch_size
+    = 1``, or one training image) when the network has a batch norm that then sees one value per
+    channel (a 1x1 feature map, as the auxiliary head's): torch cannot train it. (A last batch of
+    one image is dropped instead, see :func:`_drop_last`.)"""
+    ev, espec = prepared.spec.evaluate, prepared.spec
+    n_train = len(prepared.bundle.train)  # type: ignore[arg-type]
+    n_train = min(n_train, ev.limit) if ev.limit else n_train
+    if ev.batch_size > 1 and n_train > 1:
+        return
+    layers = _single_value_batch_norms(model, shape, prepared.device)
+    if not layers:
+        return
+    where = f"{espec.path}: [evaluate]" if espec.path is not None else "[evaluate]"
+    hint = " or auxiliary = false" if has_auxiliary_head(model) else ""
+    what = ("batch_size: 1 image per training batch" if ev.batch_size == 1 else
+            f"limit: {n_train} training image" if ev.limit else f"[evaluate.data]: the training split holds {n_train} image")
+    fix = "a batch_size >= 2" if ev.batch_size == 1 else "at least 2 training images"
+    raise SpecError(f"{where} {what} cannot train this network: its batch norm {layers[0]!r} would see a single "
+                    f"value per channel (a 1x1 feature map); use {fix}{hint}")
+
+
+def _single_value_batch_norms(model: nn.Module, shape: tuple[int, int, int], device: torch.device) -> list[str]:
+    """The batch-norm layers that see one value per channel in training mode when a batch holds
+    one image (found with a batch of two zero images; weights, buffers and RNG left as they were)."""
+    found: list[str] = []
+
+    def probe(name: str):
+        return lambda _m, inputs: found.append(name) if inputs[0].numel() // max(inputs[0].shape[1], 1) <= 2 else None
+
+    hooks = [m.register_forward_pre_hook(probe(name)) for name, m in model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model.train()
+            model(torch.zeros(2, *shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.load_state_dict(saved)
+        model.train(was_training)
+    return found
+
+
+class _Recorder:
+    """The evaluation's engine callback: the run directory's files once training starts, then per
+    epoch the ``metrics.jsonl`` line, the progress display, the checkpoint and the ``on_train_*``
+    hooks; at a stop, the checkpoint of that step. ``point``: the checkpoint resumed from."""
+
+    def __init__(self, run: TrainRun, reporter: Any, t_start: float, params: int,
+                 point: dict[str, Any] | None = None):
+        self.run, self.reporter, self.params, self.point = run, reporter, params, point
+        self.t_start = t_start - float(point["elapsed"]) if point is not None else t_start
+        self.history: list[dict[str, Any]] = list(point["history"]) if point is not None else []
 
     def on_train_start(self, trainer: Trainer, steps_per_epoch: int) -> None:
+        self._write_start()
         epochs = trainer.recipe.epochs
         start = getattr(self.reporter, "train_start", None)
         if start is not None:
             start(epochs, steps_per_epoch, self.params)
         notify(self.run.plugins, "on_train_start", self.reporter, run=self.run, kind=self.run.kind,
                epochs=epochs, steps=steps_per_epoch, params=self.params)
+
+    def _write_start(self) -> None:
+        """Every check has passed: a fresh run writes its spec, genotype and an empty metrics
+        file; a resumed one its metrics up to the checkpoint (dropping lines written after it)."""
+        files, run = self.run.files.mkdir(), self.run
+        if self.point is None:
+            files.write_toml(SPEC_FILE, spec_mod._drop_none(run.spec.resolved()))
+            run.genotype.save(files.genotype)
+        else:
+            pos = self.point["position"]
+            self.reporter.message(f"resuming the training in {run.run_dir} at epoch {pos['epoch']}"
+                                  + (f", step {pos['step']}" if pos["step"] else ""))
+        files.write_jsonl(METRICS_FILE, self.history)
 
     def on_epoch_end(self, trainer: Trainer, stats: EpochStats) -> None:
         record = {
@@ -391,9 +513,18 @@ class _Recorder:
         self.history.append(record)
         self.run.files.append_jsonl(METRICS_FILE, record)
         self.reporter.epoch_end(record)
-        _save_checkpoint(self.run.run_dir, stats.epoch, trainer.model, trainer.optimizer, trainer.scheduler)
+        _save_checkpoint(self.run.run_dir, stats.epoch, self._state(trainer))
         notify(self.run.plugins, "on_train_epoch_end", self.reporter, run=self.run, kind=self.run.kind,
                epoch=stats.epoch, metrics=record)
+
+    def on_stop(self, trainer: Trainer, epoch: int, step: int) -> None:
+        _save_checkpoint(self.run.run_dir, epoch - 1, self._state(trainer))
+
+    def _state(self, trainer: Trainer) -> dict[str, Any]:
+        """The checkpoint: the engine's state, the metrics so far, what it belongs to."""
+        return {**trainer.state_dict(), "history": list(self.history), "spec_hash": self.run.spec.digest(),
+                "genotype_hash": _genotype_digest(self.run.genotype),
+                "elapsed": time.perf_counter() - self.t_start}
 
 
 def _results(run: TrainRun, record: dict[str, Any], t_start: float, search_cost: dict[str, Any] | None, *,
@@ -419,10 +550,10 @@ def _results(run: TrainRun, record: dict[str, Any], t_start: float, search_cost:
     return results
 
 
-def _save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any) -> None:
-    """The last epoch's weights, optimizer and scheduler: a ``"train"`` checkpoint."""
-    RunDir(run_dir).save_checkpoint({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict()}, kind="train")
+def _save_checkpoint(run_dir: Path, epoch: int, state: dict[str, Any]) -> None:
+    """A ``"train"`` checkpoint: ``state`` (:meth:`_Recorder._state`), ``epoch`` the last
+    finished epoch (-1: none yet)."""
+    RunDir(run_dir).save_checkpoint({**state, "epoch": epoch}, kind="train")
 
 
 def search_cost(summary: dict[str, Any]) -> dict[str, Any]:

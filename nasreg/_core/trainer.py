@@ -17,8 +17,16 @@ What the loop relies on from the model:
 
 The optimizer is SGD with momentum and the learning rate follows a cosine from ``lr`` to
 ``lr_min``, stepped once per epoch (``schedule = "epoch"``, DARTS's evaluation) or once per step
-(``"step"``, the RL children). Example (a callback is any object with some of the methods of
-:class:`TrainCallback`)::
+(``"step"``, the RL children).
+
+Stopping and continuing: with ``stop`` (a :class:`nasreg._core.stop.StopRequests`, whose first
+Ctrl-C / SIGTERM sets ``requested``) the loop honours a request between two steps: it calls the
+callbacks' ``on_stop`` (a callback writes :meth:`Trainer.state_dict` there) and raises
+:class:`nasreg.Interrupted`. ``fit(..., resume=state)`` continues from such a state, or from one
+taken in ``on_epoch_end``, exactly: the weights, optimizer and scheduler, the position (epoch,
+step, the epoch's running sums), the training loader's data order and every RNG state.
+
+Example (a callback is any object with some of the methods of :class:`TrainCallback`)::
 
     recipe = nasreg.TrainRecipe(epochs=2, lr=0.05, weight_decay=3e-4, grad_clip=5.0, test="end")
     result = nasreg.Trainer(model, recipe, device="cpu").fit(train_loader, test_loader)
@@ -30,13 +38,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EpochStats", "TrainCallback", "TrainRecipe", "FitResult", "Trainer",
+from .errors import DivergenceError, Interrupted
+
+__all__ = ["EpochStats", "TrainCallback", "TrainRecipe", "FitResult", "Trainer", "ResumeError", "resume_position",
            "cutout", "drop_path_schedule", "score", "seed_everything"]
 
 
@@ -109,7 +119,12 @@ class TrainCallback:
         """Before the first epoch."""
 
     def on_epoch_end(self, trainer: "Trainer", stats: EpochStats) -> None:
-        """After every epoch (test pass included) that did not diverge."""
+        """After every epoch (test pass included) that did not diverge; ``trainer.state_dict()``
+        is then the state at the next epoch's start."""
+
+    def on_stop(self, trainer: "Trainer", epoch: int, step: int) -> None:
+        """A stop request honoured after ``step`` batches of ``epoch`` (not its last one), before
+        :class:`nasreg.Interrupted` is raised; ``trainer.state_dict()`` is the state there."""
 
     def on_train_end(self, trainer: "Trainer", result: FitResult) -> None:
         """After the last epoch, or the diverging step with ``on_divergence = "stop"``."""
@@ -118,13 +133,17 @@ class TrainCallback:
 class _Tally:
     """Running sums of a training epoch."""
 
-    def __init__(self) -> None:
-        self.loss_sum, self.correct, self.count = 0.0, 0, 0
+    def __init__(self, loss_sum: float = 0.0, correct: int = 0, count: int = 0) -> None:
+        self.loss_sum, self.correct, self.count = float(loss_sum), int(correct), int(count)
 
     def add(self, value: float, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.loss_sum += value * y.numel()
         self.correct += int((logits.argmax(1) == y).sum())
         self.count += y.numel()
+
+
+class ResumeError(ValueError):
+    """A state handed to ``fit(resume=...)`` that does not fit: damaged, or another network's."""
 
 
 class _Diverged(Exception):
@@ -135,25 +154,33 @@ class Trainer:
     """Trains ``model`` (already on ``device``) as ``recipe`` says; see :meth:`fit`.
 
     ``reporter``: an object with ``step(step, metrics)`` (called after every step with
-    ``{"train_loss": value}``), or None; ``callbacks``: :class:`TrainCallback`-like objects.
-    ``optimizer`` and ``scheduler`` exist once :meth:`fit` has started.
+    ``{"train_loss": value}``), or None; ``callbacks``: :class:`TrainCallback`-like objects;
+    ``stop``: an object whose ``requested`` attribute asks the loop to stop between two steps
+    (see the module's docstring), or None. ``optimizer`` and ``scheduler`` exist once :meth:`fit`
+    has started; ``epoch`` and ``step`` say where it stands (the epoch running, its batches done).
     """
 
     def __init__(self, model: nn.Module, recipe: TrainRecipe, device: torch.device | str = "cpu", *,
-                 reporter: Any = None, callbacks: Sequence[Any] = ()):
+                 reporter: Any = None, callbacks: Sequence[Any] = (), stop: Any = None):
         self.model, self.recipe, self.device = model, recipe, torch.device(device)
-        self.reporter, self.callbacks = reporter, list(callbacks)
+        self.reporter, self.callbacks, self.stop = reporter, list(callbacks), stop
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
+        self.epoch, self.step = 0, 0
+        self._tally, self._loader_state, self._epoch_t0 = _Tally(), None, time.perf_counter()
+        self._resume_rng: Any = None  # set by a resume: restored once the epoch's batches are replayed
 
-    def fit(self, train_loader: Any, test_loader: Any = None) -> FitResult:
-        """Train for ``recipe.epochs`` epochs on ``train_loader``, test on ``test_loader``."""
+    def fit(self, train_loader: Any, test_loader: Any = None, resume: Mapping[str, Any] | None = None) -> FitResult:
+        """Train for ``recipe.epochs`` epochs on ``train_loader``, test on ``test_loader``; with
+        ``resume`` (a :meth:`state_dict`) continue from where that state was taken."""
         r = self.recipe
         self._make_optimizer(len(train_loader))
+        if resume is not None:
+            self._load_state_dict(resume)
         self._call("on_train_start", len(train_loader))
-        result, tally = FitResult(), _Tally()
+        result, tally = FitResult(), self._tally
         self.model.train()
-        for epoch in range(r.epochs):
+        for epoch in range(self.epoch, r.epochs):
             try:
                 stats, tally = self._epoch(epoch, train_loader, test_loader)
             except _Diverged as stop:
@@ -161,13 +188,49 @@ class Trainer:
                 break
             result.epochs.append(stats)
             result.test_loss, result.test_acc = stats.test_loss, stats.test_acc
+            self.epoch, self.step, self._tally = epoch + 1, 0, _Tally()
+            self._loader_state = _generator_state(train_loader)  # the next epoch's data order
             self._call("on_epoch_end", stats)
+            if self._stop_requested() and epoch + 1 < r.epochs:
+                raise Interrupted(f"interrupted after epoch {epoch}")
         result.train_loss = tally.loss_sum / tally.count if tally.count else None
         result.train_acc = tally.correct / tally.count if tally.count else None
         if r.test == "end" and not result.diverged and test_loader is not None:
             result.test_loss, result.test_acc = self.test(test_loader)
         self._call("on_train_end", result)
         return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`fit` needs to continue from where it stands (between two steps):
+        ``model``, ``optimizer``, ``scheduler`` and ``position`` (``epoch``, ``step``, the epoch's
+        running sums ``tally``, its training loader's generator state at its start ``loader``,
+        the global RNG states ``rng``, its seconds so far). Tensors and plain data only."""
+        from .checkpoint import capture_rng
+
+        t = self._tally
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),  # type: ignore[union-attr]
+                "scheduler": self.scheduler.state_dict(),
+                "position": {"epoch": self.epoch, "step": self.step, "tally": [t.loss_sum, t.correct, t.count],
+                             "loader": self._loader_state, "rng": capture_rng(),
+                             "epoch_seconds": time.perf_counter() - self._epoch_t0 if self.step else 0.0}}
+
+    def _load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the optimizer already made); the RNG is restored when the
+        epoch resumes (see :meth:`_batches`). A state that does not fit is a :class:`ResumeError`."""
+        pos = resume_position(state, self.recipe.epochs)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[union-attr]
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ResumeError(f"does not fit this network and recipe: {str(exc).splitlines()[0][:300]}") from None
+        self.epoch, self.step = pos["epoch"], pos["step"]
+        self._tally = _Tally(*pos["tally"])
+        self._loader_state, self._resume_rng = pos["loader"], pos["rng"]
+        self._epoch_t0 = time.perf_counter() - float(pos["epoch_seconds"])
+
+    def _stop_requested(self) -> bool:
+        return bool(self.stop is not None and self.stop.requested)
 
     def test(self, loader: Any) -> tuple[float, float]:
         """Mean loss and accuracy on ``loader`` as the recipe says (``batch_norm``, ``amp``)."""
@@ -182,15 +245,19 @@ class Trainer:
 
     def _epoch(self, epoch: int, train_loader: Any, test_loader: Any) -> tuple[EpochStats, _Tally]:
         r = self.recipe
-        t0 = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]  # type: ignore[union-attr]
         drop_prob = drop_path_schedule(r.drop_path or 0.0, epoch, r.epochs)
         if r.drop_path is not None and hasattr(self.model, "drop_path_prob"):
             self.model.drop_path_prob = drop_prob
         self.model.train()
-        tally = _Tally()
-        for step, (x, y) in enumerate(train_loader):
+        tally = self._tally
+        steps = len(train_loader)
+        for step, (x, y) in self._batches(epoch, train_loader):
             self._step(epoch, step, x, y, tally)
+            self.step = step + 1
+            if self._stop_requested() and step + 1 < steps:
+                self._call("on_stop", epoch, step + 1)
+                raise Interrupted(f"interrupted at epoch {epoch}, step {step + 1}")
         if r.schedule == "epoch":
             self.scheduler.step()
         test_loss = test_acc = None
@@ -198,8 +265,29 @@ class Trainer:
             test_loss, test_acc = self.test(test_loader)
         stats = EpochStats(epoch=epoch, lr=lr, drop_path_prob=drop_prob,
                            train_loss=tally.loss_sum / max(tally.count, 1), train_acc=tally.correct / max(tally.count, 1),
-                           test_loss=test_loss, test_acc=test_acc, seconds=time.perf_counter() - t0)
+                           test_loss=test_loss, test_acc=test_acc, seconds=time.perf_counter() - self._epoch_t0)
         return stats, tally
+
+    def _batches(self, epoch: int, train_loader: Any) -> Any:
+        """``(step, batch)`` of ``epoch``. Resuming it, the data order is restored to the epoch's
+        start, the batches trained before the stop are drawn again and skipped, then the RNG is
+        restored to what it was at the stop (so every later draw is the uninterrupted run's)."""
+        resuming = self._resume_rng is not None
+        if resuming and self._loader_state is not None:
+            generator = getattr(train_loader, "generator", None)
+            if generator is not None:
+                generator.set_state(self._loader_state)
+        if not resuming:
+            self._loader_state, self._epoch_t0 = _generator_state(train_loader), time.perf_counter()
+        batches = enumerate(train_loader)
+        if resuming:
+            from .checkpoint import restore_rng
+
+            for _ in range(self.step):
+                next(batches)
+            restore_rng(self._resume_rng)
+            self._resume_rng = None
+        return batches
 
     def _step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor, tally: _Tally) -> None:
         r = self.recipe
@@ -232,7 +320,6 @@ class Trainer:
         return logits, loss
 
     def _diverged(self, value: float, epoch: int, step: int, tally: _Tally) -> None:
-        from .errors import DivergenceError
 
         if self.recipe.on_divergence == "stop":
             raise _Diverged(tally)
@@ -244,6 +331,37 @@ class Trainer:
             fn = getattr(callback, method, None)
             if fn is not None:
                 fn(self, *args)
+
+
+def resume_position(state: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    """The checked ``position`` of a :meth:`Trainer.state_dict` for a recipe of ``epochs``
+    epochs; anything missing, of the wrong type or out of bounds is a :class:`ResumeError` saying which."""
+    pos = state.get("position") if isinstance(state, Mapping) else None
+    if not isinstance(pos, Mapping):
+        raise ResumeError("has no training position (written by an older nasreg, or not a training checkpoint)")
+    missing = [k for k in ("model", "optimizer", "scheduler") if not isinstance(state.get(k), Mapping)]
+    missing += [f"position.{k}" for k in ("epoch", "step", "tally", "loader", "rng", "epoch_seconds") if k not in pos]
+    if missing:
+        raise ResumeError(f"lacks {', '.join(missing)}")
+    epoch, step, tally = pos["epoch"], pos["step"], pos["tally"]
+    if not (type(epoch) is int and 0 <= epoch <= epochs):
+        raise ResumeError(f"position.epoch: expected an integer from 0 to {epochs} ([evaluate] epochs), got {epoch!r}")
+    if not (type(step) is int and step >= 0) or (epoch == epochs and step):
+        raise ResumeError(f"position.step: expected an integer >= 0 (0 after the last epoch), got {step!r}")
+    if not (isinstance(tally, (list, tuple)) and len(tally) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in tally)):
+        raise ResumeError(f"position.tally: expected [loss sum, correct, count], got {tally!r}"[:300])
+    if not (isinstance(pos["loader"], torch.Tensor) or pos["loader"] is None):
+        raise ResumeError("position.loader: expected a generator state (a tensor) or none")
+    if not isinstance(pos["rng"], Mapping) or not isinstance(pos["epoch_seconds"], (int, float)):
+        raise ResumeError("position.rng / position.epoch_seconds: damaged")
+    return dict(pos)
+
+
+def _generator_state(loader: Any) -> torch.Tensor | None:
+    """The state of ``loader``'s ``generator`` (its data order), or None when it has none."""
+    generator = getattr(loader, "generator", None)
+    return generator.get_state() if isinstance(generator, torch.Generator) else None
 
 
 # ------------------------------------------------------------------------------------------------
