@@ -242,20 +242,25 @@ def _prepare_evaluation(spec: "Spec", space: Any) -> Any:
 
 
 def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, reporter: Reporter) -> TrainResult:
-    """Train the genotype a search found, into ``RUN_DIR/eval`` (from its start: a stopped
-    evaluation's metrics and checkpoint are dropped first)."""
+    """Train the genotype a search found, into ``RUN_DIR/eval``; a stopped evaluation continues
+    from its checkpoint exactly (checked first: nothing is deleted). A stop requested after the
+    search's last step is honoured here, before the evaluation starts."""
+    from ._core.errors import Interrupted
     from ._core.evaluate import EVAL_DIR, run_evaluation, search_cost
-    from ._core.rundir import CHECKPOINT_FILE, GENOTYPE_FILE, METRICS_FILE
+    from ._core.rundir import GENOTYPE_FILE
+    from ._core.stop import take_unhonoured
 
     source = str(run_dir / GENOTYPE_FILE)
     genotype = Genotype.from_dict(summary["genotype"], source=source)
     eval_dir = run_dir / EVAL_DIR
-    for name in (METRICS_FILE, CHECKPOINT_FILE):
-        (eval_dir / name).unlink(missing_ok=True)
+    if take_unhonoured():
+        raise Interrupted(f"interrupted after the search, before its evaluation; "
+                          f"continue with: nasreg resume {run_dir}")
     reporter.evaluation_start(eval_dir)
     try:
         results = run_evaluation(prepared, genotype, eval_dir, reporter, source=source,
-                                 search_cost=search_cost(summary))
+                                 search_cost=search_cost(summary), resume=True,
+                                 continue_with=f"nasreg resume {run_dir}")
     finally:
         reporter.close()
     reporter.train_end(results)
@@ -332,8 +337,13 @@ def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: boo
     if not evaluate:
         return result
     eval_prepared = _prepare_evaluation(spec, spec.search_space.build())
-    reporter.message(f"{run_dir}: the search has finished; its evaluation has not: running the evaluation "
-                     "from its start")
+    from ._core.stop import take_unhonoured
+
+    take_unhonoured()  # a stop left by an earlier call of this process is not this run's
+    started = RunDir(run_dir).eval.exists(rd.CHECKPOINT_FILE)
+    reporter.message(f"{run_dir}: the search has finished; its evaluation has not: "
+                     + ("continuing the evaluation from its checkpoint" if started else
+                        "running the evaluation from its start"))
     try:
         result.evaluation = _evaluate_found(eval_prepared, summary, run_dir, reporter)
     finally:
