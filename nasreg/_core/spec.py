@@ -406,9 +406,44 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
                 search=search, strategy=strategy, selector=selector, evaluate=evaluate,
                 eval_dataset=eval_dataset, eval_network=eval_network)
-    # Building the selector is cheap and tells how many stages the epoch lists must cover.
-    check_stages(spec, selector.build() if selector is not None else None)
+    build_parts(spec, registries)  # every check of the components a run builds before its first step
     return spec
+
+
+@dataclass
+class Parts:
+    """The spec's components as a search builds them, before anything depends on the machine."""
+
+    space: Any
+    #: None for strategies that derive the genotype themselves.
+    selector: Any
+    strategy: Any
+    #: (warm-up, epochs) of every stage.
+    stages: list[tuple[int, int]]
+
+
+def build_parts(spec: Spec, registries: Any) -> Parts:
+    """Build the search space, the selector and the strategy and check the stage plan: the checks
+    ``nasreg validate`` and ``nasreg run`` share (run calls this from ``prepare``), so a spec
+    validate accepts is never rejected by run for its keys. No torch: the built-in components
+    import it only when they build a network."""
+    from .strategy import Strategy
+
+    space = spec.search_space.build()
+    selector = spec.selector.build() if spec.selector is not None else None
+    strategy = spec.strategy.build()
+    if not isinstance(strategy, Strategy):
+        from .errors import PluginError
+
+        raise PluginError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} built a "
+                          f"{type(strategy).__name__}, not a nasreg.Strategy (subclass nasreg.SearchStrategy "
+                          "or nasreg.SamplingStrategy)")
+    if strategy.trains_supernet and selector is None:
+        choices = ", ".join(repr(name) for name in sorted({e.name for e in registries.selectors}))
+        raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "
+                        f"{spec.strategy.name!r} derives the genotype through a selector: {choices})")
+    stages = check_stages(spec, selector)
+    return Parts(space, selector, strategy, stages)
 
 
 def _validate_data(raw: dict[str, Any], path: Path, registries: Any
