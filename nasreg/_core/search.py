@@ -36,7 +36,7 @@ from .run import Run
 from .selector import StageResult
 from .stop import StopRequests
 from .strategy import SearchStrategy, Strategy
-from .spec import Spec, check_stages
+from .spec import Spec, build_parts, check_stages
 from .space import Candidates, SearchSpace
 from .supernet import Supernet
 from .trainer import score_sums, seed_everything
@@ -221,18 +221,13 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
     """Pick the device, build the space, selector, strategy and dataset: every check that can
     fail on the user's input happens here, before a run directory exists."""
     device = pick_device(spec.run.device, f"{spec.path}: [run] device")
-    space: SearchSpace = spec.search_space.build()
-    selector = spec.selector.build() if spec.selector is not None else None
-    strategy = build_strategy(spec)
+    parts = build_parts(spec, plugins.registries)  # the checks `nasreg validate` makes, the same code
+    space: SearchSpace = parts.space
+    selector, strategy, stages = parts.selector, parts.strategy, parts.stages
     if not strategy.supports_torchrun and ddp.env_world_size() > 1:
         raise SpecError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} cannot run under torchrun "
                         "(it samples and trains child networks itself); run it in one process")
     _ctx, device = ddp.init_from_env(device, f"{spec.path}: [run] device")
-    if strategy.trains_supernet and selector is None:
-        choices = ", ".join(repr(name) for name in sorted({e.name for e in plugins.registries.selectors}))
-        raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "
-                        f"{spec.strategy.name!r} derives the genotype through a selector: {choices})")
-    stages = check_stages(spec, selector)
     bundle: DatasetBundle = spec.dataset.build()
     if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
         choose_loader("device", bundle.train, device, where=f"{spec.path}: [data] loader", name=spec.data.dataset)
