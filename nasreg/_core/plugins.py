@@ -7,7 +7,9 @@ Plugins come from three places, all treated alike once loaded:
 * objects handed to :func:`load_plugins` directly (tests, notebooks).
 
 A plugin that fails to import, registers a hook nasreg does not know, or raises while
-registering is recorded as failed with its error; it never stops the others from loading.
+registering is recorded as failed with its error; it never stops the others from loading. That
+includes a plugin raising ``KeyboardInterrupt`` or ``SystemExit`` itself: only a real Ctrl-C
+(a SIGINT received while the plugin's code runs, see :class:`_RealInterrupts`) interrupts.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import importlib
 import importlib.metadata as md
 import importlib.util
 import os
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +67,52 @@ def _describe(exc: BaseException, limit: int = 500) -> str:
     if len(text) > limit:
         text = text[:limit - 3].rstrip() + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _RealInterrupts:
+    """While a plugin's code runs (its import, its registration hooks), tells the user's Ctrl-C
+    from a ``KeyboardInterrupt`` the plugin raises itself.
+
+    In the main thread, a SIGINT that arrives meanwhile is recorded (``received``), then handled
+    as before (the default handler raises ``KeyboardInterrupt``). Without a Python handler to
+    wrap (SIGINT ignored or default, or another thread) no Ctrl-C can raise there at all.
+    :meth:`check` re-raises a real Ctrl-C and returns for anything the plugin raised."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_RealInterrupts":
+        if threading.current_thread() is threading.main_thread():
+            old = signal.getsignal(signal.SIGINT)
+            if callable(old):
+                self._old = old
+                signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = True
+        self._old(signum, frame)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+    def check(self, exc: BaseException) -> None:
+        """Re-raise ``exc`` when it is (or hides, a plugin turning it into something else) a real
+        Ctrl-C; otherwise return: it is the plugin's failure."""
+        if not self.received:
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+        raise KeyboardInterrupt from exc
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """:func:`_describe`, saying so when a plugin raised what looks like a Ctrl-C or an exit."""
+    text = _describe(exc)
+    return text if isinstance(exc, Exception) else f"{text} (raised by the plugin itself)"
 
 
 class Plugins:
@@ -141,13 +191,13 @@ class Plugins:
             source = f"entry point of {dist_name}" if dist_name else "entry point"
             if dist_name == "nasreg":
                 source = "built-in"
-            try:
-                obj = ep.load()
-            except BaseException as exc:  # noqa: BLE001 - any import failure is reported, never raised
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                self.fail(ep.name, source, f"error importing {ep.value!r}: {_describe(exc)}", version)
-                continue
+            with _RealInterrupts() as interrupts:
+                try:
+                    obj = ep.load()
+                except BaseException as exc:  # noqa: BLE001 - any import failure is reported, never raised
+                    interrupts.check(exc)
+                    self.fail(ep.name, source, f"error importing {ep.value!r}: {_describe_failure(exc)}", version)
+                    continue
             self.add(obj, ep.name, source, version)
 
     def load_module(self, ref: str, base_dir: Path | None = None) -> PluginInfo:
@@ -155,37 +205,42 @@ class Plugins:
 
         A relative file path is taken relative to ``base_dir`` (a spec's folder) when given. A
         file is imported once per process under a private module name, so naming it twice (in a
-        spec and with ``--plugin``) loads one plugin, not two that clash.
+        spec and with ``--plugin``) loads one plugin, not two that clash. Whatever the import
+        raises (``KeyboardInterrupt`` and ``SystemExit`` included, but not a real Ctrl-C) fails
+        the plugin.
         """
-        name, source = ref, f"module {ref}"
-        try:
-            if ref.endswith(".py") or os.sep in ref or "/" in ref:
-                path = Path(ref).expanduser()
-                if not path.is_absolute() and base_dir is not None:
-                    path = base_dir / path
-                name, source = path.stem, f"file {ref}"
-                if not path.is_file():
-                    return self.fail(name, source, f"file not found: {path}")
-                resolved = str(path.resolve())
-                mod_name = f"nasreg_local_plugin_{path.stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:12]}"
-                module = sys.modules.get(mod_name)
-                if module is None:
-                    spec = importlib.util.spec_from_file_location(mod_name, path)
-                    assert spec is not None and spec.loader is not None
-                    module = importlib.util.module_from_spec(spec)
-                    sys.modules[mod_name] = module
-                    try:
-                        spec.loader.exec_module(module)
-                    except BaseException:
-                        del sys.modules[mod_name]  # a failed import leaves no half-made module
-                        raise
-                return self.add(module, name, source)
-            module = importlib.import_module(ref)
-            return self.add(module, ref, source)
-        except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, KeyboardInterrupt):
+        is_file = ref.endswith(".py") or os.sep in ref or "/" in ref
+        name, source = (Path(ref).stem, f"file {ref}") if is_file else (ref, f"module {ref}")
+        with _RealInterrupts() as interrupts:
+            try:
+                if is_file:
+                    return self._load_file(ref, base_dir, name, source)
+                return self.add(importlib.import_module(ref), ref, source)
+            except BaseException as exc:  # noqa: BLE001
+                interrupts.check(exc)
+                return self.fail(name, source, f"error importing {ref!r}: {_describe_failure(exc)}")
+
+    def _load_file(self, ref: str, base_dir: Path | None, name: str, source: str) -> PluginInfo:
+        """:meth:`load_module` of a ``.py`` file (raising whatever its import raises)."""
+        path = Path(ref).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            return self.fail(name, source, f"file not found: {path}")
+        resolved = str(path.resolve())
+        mod_name = f"nasreg_local_plugin_{path.stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:12]}"
+        module = sys.modules.get(mod_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[mod_name]  # a failed import leaves no half-made module
                 raise
-            return self.fail(name, source, f"error importing {ref!r}: {_describe(exc)}")
+        return self.add(module, name, source)
 
     # -- registries ------------------------------------------------------------------------------
     def fill_registries(self) -> Registries:
@@ -207,13 +262,16 @@ class Plugins:
         for info in self.infos.values():
             if info.name in self._load_errors:
                 continue
-            try:
-                staged = self._staged(info.name)
-            except Exception as exc:  # noqa: BLE001
-                reg_errors.setdefault(info.name, []).append(f"failed while registering: {_describe(exc)}")
-                if os.environ.get("NASREG_DEBUG"):
-                    traceback.print_exc()
-                continue
+            with _RealInterrupts() as interrupts:
+                try:
+                    staged = self._staged(info.name)
+                except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt/SystemExit of a plugin too
+                    interrupts.check(exc)
+                    reg_errors.setdefault(info.name, []).append(
+                        f"failed while registering: {_describe_failure(exc)}")
+                    if os.environ.get("NASREG_DEBUG"):
+                        traceback.print_exc()
+                    continue
             for kind, (name, factory), metadata in staged:
                 try:
                     entries.append((info, kind, regs[kind].register(name, factory, plugin=info.name, **metadata)))
