@@ -70,6 +70,15 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: torch is imported by t
 
 __all__ = ["DartsStrategy"]
 
+#: The largest float32: what torch turns a larger Python number into when it meets float32 tensors
+#: (it raises "value cannot be converted to type float without overflow" instead).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _float32(value: float) -> float:
+    """``value`` as a float, at most :data:`FLOAT32_MAX` (the optimizers' numbers meet float32 weights)."""
+    return min(float(value), FLOAT32_MAX)
+
 
 class DartsStrategy(SearchStrategy):
     """DARTS bilevel search: SGD (cosine lr) on weights, Adam on alphas, first or second order."""
@@ -116,16 +125,19 @@ class DartsStrategy(SearchStrategy):
             raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {amp!r}")
 
         self.order = int(order)
-        self.w_lr = float(w_lr)
-        self.w_lr_min = float(w_lr_min)
+        # Rates and decays beyond float32 (the weights' precision) act as float32's largest number: an
+        # lr of 1e300 diverges on its first step (the divergence message), not in torch's conversion.
+        self.w_lr = _float32(w_lr)
+        self.w_lr_min = _float32(w_lr_min)
         self.w_momentum = float(w_momentum)
-        self.w_weight_decay = float(w_weight_decay)
+        self.w_weight_decay = _float32(w_weight_decay)
         self.w_grad_clip = None if w_grad_clip is None else float(w_grad_clip)
-        self.alpha_lr = float(alpha_lr)
         self.alpha_betas = (float(betas[0]), float(betas[1]))
-        self.alpha_weight_decay = float(alpha_weight_decay)
-        self.unrolled_lr = None if unrolled_lr is None else float(unrolled_lr)
-        self.finite_diff_eps = float(finite_diff_eps)
+        # Adam's first step is alpha_lr / (1 - beta1) (its bias correction): that must fit too.
+        self.alpha_lr = min(_float32(alpha_lr), FLOAT32_MAX * (1.0 - self.alpha_betas[0]) / 2)
+        self.alpha_weight_decay = _float32(alpha_weight_decay)
+        self.unrolled_lr = None if unrolled_lr is None else _float32(unrolled_lr)
+        self.finite_diff_eps = _float32(finite_diff_eps)
         self.amp = amp
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
