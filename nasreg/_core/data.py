@@ -93,6 +93,15 @@ class DatasetBundle:
     train_eval: Dataset | None = None
 
 
+def split_sizes(n: int, portion: float, limit: int = 0) -> tuple[int, int]:
+    """(train, validation) image counts of :func:`split_train_val` for ``n`` images: the first
+    ``limit`` (0: all) cut at ``portion``, each side keeping at least one image when there are two."""
+    total = min(n, limit) if limit else n
+    cut = int(round(total * portion))
+    cut = min(max(cut, 1), total - 1) if total > 1 else total
+    return cut, total - cut
+
+
 def split_train_val(bundle: DatasetBundle, portion: float, seed: int, limit: int = 0
                     ) -> tuple[Dataset, Dataset]:
     """Shuffle the train indices with ``seed`` and cut them at ``portion`` (after ``limit``)."""
@@ -102,9 +111,83 @@ def split_train_val(bundle: DatasetBundle, portion: float, seed: int, limit: int
     n = len(bundle.train)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g).tolist()
-    if limit:
-        order = order[:limit]
-    cut = int(round(len(order) * portion))
-    cut = min(max(cut, 1), len(order) - 1) if len(order) > 1 else len(order)
+    cut, rest = split_sizes(n, portion, limit)
+    order = order[:cut + rest]
     val_source: Any = bundle.train_eval if bundle.train_eval is not None else bundle.train
     return Subset(bundle.train, order[:cut]), Subset(val_source, order[cut:])
+
+
+def drop_single_last(size: int, batch_size: int) -> bool:
+    """Whether a split of ``size`` images drops its last batch: only when that batch would hold a
+    single image after full ones (BatchNorm cannot train on one 1x1 map; one image of an epoch's
+    thousands matters nothing)."""
+    return size > batch_size and size % batch_size == 1
+
+
+# --- degenerate sizes: what a search refuses before its first step ------------------------------
+# One check for `nasreg validate` (what the spec and the dataset's registry metadata tell) and for
+# `nasreg run` (the dataset built: its real size and shape), so both say the same line.
+
+def check_split(spec: Any, parts: Any, registries: Any, n_images: int | None,
+                shape: tuple[int, int, int] | None) -> None:
+    """Raise :class:`nasreg.SpecError` (or :class:`nasreg.DataError`) for a split that leaves no
+    image for training or validation, or for batches of a single image that the supernet's
+    BatchNorm layers cannot train on (1x1 feature maps). ``n_images`` is the dataset's train size
+    (None: unknown, the spec's ``limit`` assumed available) and ``shape`` its image shape (None:
+    unknown, the supernet not probed)."""
+    where, data = f"{spec.path}: [data]", spec.data
+    total = n_images if n_images is not None else data.limit
+    if not total:
+        return
+    train, val = split_sizes(total, data.train_portion, data.limit)
+    if not (train and val):
+        from .errors import DataError
+
+        raise DataError(f"{where} dataset: {data.dataset!r} has {total} image(s) to split into training and "
+                        "validation images; the search needs at least 2")
+    if shape is None or not (data.batch_size == 1 or 1 in (train, val)):
+        return
+    keys = "batch_size" if data.batch_size == 1 else "limit, train_portion"
+    problem = _single_image_problem(parts, registries, shape)
+    if problem:
+        from .errors import SpecError
+
+        side = "" if data.batch_size == 1 else f" (the split leaves {train} training and {val} validation images)"
+        raise SpecError(f"{where} {keys}: a batch of one image{side} cannot train this supernet: {problem}; "
+                        "use batches of at least 2 images")
+
+
+def _single_image_problem(parts: Any, registries: Any, shape: tuple[int, int, int]) -> str | None:
+    """What goes wrong when the supernet trains on one image (a forward pass in training mode on
+    the ``meta`` device: shapes only, no memory, no arithmetic); None when nothing does."""
+    if not getattr(parts.strategy, "trains_supernet", False):
+        return None
+    import torch
+
+    with torch.device("meta"):
+        try:
+            model = parts.space.build_supernet(parts.space.full_candidates(), ops=registries.operations,
+                                               in_channels=shape[0], num_classes=2)
+        except NotImplementedError:
+            return None
+        model.train()
+        try:
+            model(torch.zeros(1, *shape))
+        except ValueError as exc:  # BatchNorm: "Expected more than 1 value per channel when training"
+            return " ".join(str(exc).split())
+        except Exception:  # noqa: BLE001 - any other failure is the pre-flight's to report, in full
+            return None
+    return None
+
+
+def registered_shape(dataset: Any) -> tuple[int, int, int] | None:
+    """The ``(C, H, W)`` of a dataset component's images from its registry metadata (``shape``, a
+    tuple or a function of the dataset's keys), without reading data; None when not declared."""
+    shape = dataset.entry.get("shape")
+    try:
+        if callable(shape):
+            shape = shape(**dataset.params)
+        c, h, w = (int(v) for v in shape)
+    except Exception:  # noqa: BLE001 - no or unusable metadata: known once the dataset is built
+        return None
+    return c, h, w

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
 from . import params as P
+from .data import check_split, registered_shape
 from .errors import RegistryError, SpecError
 from .params import Component, Range
 
@@ -75,6 +76,11 @@ class DataSection:
     #: the device loader, also on a CPU (tensors in RAM, batched indexing: much faster than a
     #: per-item DataLoader for small images); an error if the dataset cannot be held in memory.
     loader: Literal["auto", "dataloader", "device"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.limit == 1:
+            raise ValueError("limit: 1 image cannot be split into training and validation images; use 0 (all "
+                             "images) or at least 2")
 
 
 Epochs = Annotated[int, Range(ge=0, le=100_000)]
@@ -406,7 +412,8 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
                 search=search, strategy=strategy, selector=selector, evaluate=evaluate,
                 eval_dataset=eval_dataset, eval_network=eval_network)
-    build_parts(spec, registries)  # every check of the components a run builds before its first step
+    parts = build_parts(spec, registries)  # every check of the components a run builds before its first step
+    check_split(spec, parts, registries, None, registered_shape(dataset))  # as far as the spec tells
     return spec
 
 
