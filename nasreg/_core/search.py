@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from . import checkpoint
 from . import distributed as ddp
 from . import rundir as rd
-from .data import DatasetBundle, split_train_val
+from .data import DatasetBundle, check_split, drop_single_last, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
 from .errors import DivergenceError, Interrupted, NasregError, PluginError, SpecError
 from .genotype import Genotype
@@ -134,7 +134,8 @@ def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device, kind: 
     seed; under torchrun every rank gets its slice of each global batch (:mod:`nasreg._core.distributed`).
 
     ``kind`` ("device" | "dataloader") overrides ``[data] loader`` (a resumed run keeps the kind
-    its checkpoint was written with: the two draw different random streams)."""
+    its checkpoint was written with: the two draw different random streams). A last batch of a
+    single image is dropped (:func:`~nasreg._core.data.drop_single_last`)."""
     train, val = split_train_val(bundle, spec.data.train_portion, spec.run.seed, spec.data.limit)
     ctx = ddp.current()
     where, name = f"{spec.path}: [data] loader", spec.data.dataset
@@ -145,9 +146,9 @@ def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device, kind: 
         kw = dict(batch_size=spec.data.batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size,
                   drop_last=False, shuffle=True)
         return (build_device_loader(train, generator=torch.Generator().manual_seed(spec.run.seed + 1),
-                                    train=True, **kw),
+                                    train=True, drop_last=drop_single_last(len(train), spec.data.batch_size), **kw),
                 build_device_loader(val, generator=torch.Generator().manual_seed(spec.run.seed + 2),
-                                    train=False, **kw))
+                                    train=False, drop_last=drop_single_last(len(val), spec.data.batch_size), **kw))
     common = dict(num_workers=spec.data.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=spec.data.num_workers > 0)
     loaders = []
@@ -159,7 +160,7 @@ def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device, kind: 
             loaders.append(DataLoader(dataset, batch_sampler=sampler, generator=g, **common))
         else:
             loaders.append(DataLoader(dataset, batch_size=spec.data.batch_size, shuffle=True, generator=g,
-                                      drop_last=False, **common))
+                                      drop_last=drop_single_last(len(dataset), spec.data.batch_size), **common))
     return loaders[0], loaders[1]
 
 
@@ -230,6 +231,8 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
     _ctx, device = ddp.init_from_env(device, f"{spec.path}: [run] device")
     bundle: DatasetBundle = spec.dataset.build()
     if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
+    check_split(spec, parts, plugins.registries, len(bundle.train),  # type: ignore[arg-type]
+                (bundle.in_channels, bundle.image_size, bundle.image_size))
         choose_loader("device", bundle.train, device, where=f"{spec.path}: [data] loader", name=spec.data.dataset)
     return Prepared(spec, plugins, device, space, selector, stages, bundle, strategy)
 
