@@ -144,7 +144,7 @@ def make_loaders(spec: Spec, bundle: DatasetBundle, device: torch.device, kind: 
     if ddp.broadcast_object(use_device):  # "auto" looks at free memory: rank 0 decides for all
         # The whole split on the device; batches made (and, for train, augmented) there.
         kw = dict(batch_size=spec.data.batch_size, device=device, rank=ctx.rank, world_size=ctx.world_size,
-                  drop_last=False, shuffle=True)
+                  shuffle=True)
         return (build_device_loader(train, generator=torch.Generator().manual_seed(spec.run.seed + 1),
                                     train=True, drop_last=drop_single_last(len(train), spec.data.batch_size), **kw),
                 build_device_loader(val, generator=torch.Generator().manual_seed(spec.run.seed + 2),
