@@ -9,7 +9,7 @@ the final figures. A missing or unreadable directory, or one that holds no run, 
 
 from __future__ import annotations
 
-import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import Genotype, GenotypeError, RunDir, RunDirError
+from . import Genotype, GenotypeError, NasregError, RunDir, RunDirError
+from ._core import readback
+from ._core.spec import read_toml
 
 #: Files any of which makes a folder a run directory.
 RUN_FILES = (RunDir.SPEC_FILE, RunDir.GENOTYPE_FILE, RunDir.METRICS_FILE, RunDir.SUMMARY_FILE, RunDir.RESULTS_FILE)
 
 
 def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The records of ``metrics.jsonl`` and how many lines were unreadable (a crash mid-line)."""
-    records, damaged, _lines = RunDir(path.parent).scan_jsonl(path.name)
+    """The records of ``metrics.jsonl`` (bounded and schema-checked, see :mod:`nasreg._core.readback`)
+    and whether its last line was cut (a crash mid-append: skipped, with a note). A line damaged
+    otherwise is a :class:`nasreg.RunDirError` naming the file, the line and the key."""
+    records, damaged, last = RunDir(path.parent).scan_jsonl(path.name)
+    for number, why in damaged:
+        if not (number == last and why == readback.TORN):
+            raise RunDirError(readback.line_message(path, number, why))
     return records, len(damaged)
 
 
@@ -83,46 +90,90 @@ def check_run_dir(path: Path) -> str:
     spec = path / RunDir.SPEC_FILE
     if spec.is_file():
         try:
-            raw = tomllib.loads(spec.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            raw = read_toml(spec)
+        except NasregError:
             return "run"
         return "search" if "search_space" in raw else "train"
     return "run"
 
 
+@dataclass
+class _Contents:
+    """What a run directory holds, every file read and checked before anything is printed (a
+    damaged file is one error line, not half a summary)."""
+
+    spec: dict[str, Any] | None = None
+    genotype: Genotype | None = None
+    stages: list[dict[str, Any]] | None = None
+    gradients: dict[str, Any] | None = None
+    metrics: tuple[list[dict[str, Any]], int] | None = None  # records, lines skipped
+    summary: dict[str, Any] | None = None
+    results: dict[str, Any] | None = None
+    eval: "_Contents | None" = None
+
+
+def _read(run: RunDir, kind: str) -> _Contents:
+    """Read (bounded, schema-checked: :mod:`nasreg._core.readback`) every file ``show`` shows."""
+    out = _Contents()
+    if run.spec.is_file():
+        try:
+            out.spec = read_toml(run.spec)  # bounded: size, nesting, integers (as a spec is read)
+        except NasregError as exc:
+            raise RunDirError(str(exc)) from None
+    if run.genotype.is_file():
+        try:  # read_json checks it as a genotype; from_dict then cannot fail
+            out.genotype = Genotype.from_dict(run.read_json(RunDir.GENOTYPE_FILE, expect=None),
+                                              source=str(run.genotype))
+        except GenotypeError as exc:
+            raise RunDirError(str(exc)) from None
+    if kind == "search" and run.stages.is_file():
+        out.stages = run.read_json(RunDir.STAGES_FILE, expect=list)
+    if kind == "search" and run.gradients.is_file():
+        out.gradients = run.read_json(RunDir.GRADIENTS_FILE)
+    if run.metrics.is_file():
+        out.metrics = _read_metrics(run.metrics)
+    if run.summary.is_file():
+        out.summary = run.read_json(RunDir.SUMMARY_FILE)
+    if run.results.is_file():
+        out.results = run.read_json(RunDir.RESULTS_FILE)
+    if kind == "search" and run.eval.path.is_dir():
+        out.eval = _read(run.eval, "eval")
+    return out
+
+
 def show_run(path: Path, console: Console, last: int = 5) -> None:
+    """Print what the run directory ``path`` holds (after reading all of it: see :func:`_read`)."""
     run = RunDir(path)
     kind = check_run_dir(run.path)
-    done_file = {"search": run.summary, "train": run.results}.get(kind)
-    status = "finished" if done_file is not None and done_file.is_file() else "unfinished (or in progress)"
-    console.print(f"[bold]{kind} run[/] {escape(str(run.path))}: {status}", highlight=False)
-    _show_spec(run.spec, console)
-    _show_genotype(run, console)
-    if kind == "search" and run.stages.is_file():
-        _show_stages(run, console)
-    _show_metrics(run.metrics, console, last)
-    if run.summary.is_file():
-        _show_figures(run.read_json(RunDir.SUMMARY_FILE), "summary", console)
-    if run.results.is_file():
-        _show_figures(run.read_json(RunDir.RESULTS_FILE), "results", console)
-    evaluation = run.eval
-    if kind == "search" and evaluation.path.is_dir():
+    got = _read(run, kind)
+    done = {"search": got.summary, "train": got.results}.get(kind)
+    status = "finished" if done is not None else "unfinished (or in progress)"
+    if done is not None and done.get("status") == "failed":
+        status = f"failed: {done.get('error', 'no reason recorded')}"
+    console.print(f"[bold]{kind} run[/] {escape(str(run.path))}: {escape(status)}", highlight=False)
+    _show_spec(got.spec, console)
+    if got.genotype is not None:
+        console.print(f"[bold]genotype[/] ({escape(got.genotype.space)})\n" + escape(got.genotype.describe()),
+                      highlight=False)
+    if got.stages is not None:
+        _show_stages(got.stages, got.gradients, console)
+    _show_metrics(got.metrics, run.metrics, console, last)
+    for data, title in ((got.summary, "summary"), (got.results, "results")):
+        if data is not None:
+            _show_figures(data, title, console)
+    if got.eval is not None:
         console.rule(f"evaluation ({RunDir.EVAL_DIR}/)")
-        _show_metrics(evaluation.metrics, console, last)
-        if evaluation.results.is_file():
-            _show_figures(evaluation.read_json(RunDir.RESULTS_FILE), "results", console)
+        _show_metrics(got.eval.metrics, run.eval.metrics, console, last)
+        if got.eval.results is not None:
+            _show_figures(got.eval.results, "results", console)
         else:
             console.print("[dim]no results.json yet: the evaluation did not finish[/]")
 
 
-def _show_spec(path: Path, console: Console) -> None:
-    if not path.is_file():
+def _show_spec(raw: dict[str, Any] | None, console: Console) -> None:
+    if raw is None:
         console.print("[dim]no spec.toml[/]")
         return
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise RunDirError(f"{path}: not a readable spec: {exc}") from None
     table = Table(title="spec", show_header=False, title_justify="left")
     table.add_column("table", style="cyan")
     table.add_column("keys")
@@ -141,37 +192,25 @@ def _show_spec(path: Path, console: Console) -> None:
     console.print(table)
 
 
-def _show_genotype(run: RunDir, console: Console) -> None:
-    if not run.genotype.is_file():
-        return
-    try:
-        genotype = Genotype.from_dict(run.read_json(RunDir.GENOTYPE_FILE, expect=None), source=str(run.genotype))
-    except GenotypeError as exc:
-        raise RunDirError(str(exc)) from None
-    console.print(f"[bold]genotype[/] ({escape(genotype.space)})\n" + escape(genotype.describe()), highlight=False)
-
-
-def _show_stages(run: RunDir, console: Console) -> None:
-    stages = run.read_json(RunDir.STAGES_FILE, expect=None)
-    if not isinstance(stages, list):
-        return
+def _show_stages(stages: list[dict[str, Any]], gradients: dict[str, Any] | None, console: Console) -> None:
     table = Table(title="stages", title_justify="left")
     for col in ("stage", "epochs", "weights", "candidate ops", "s/epoch"):
         table.add_column(col, justify="right")
     for s in stages:
-        if not isinstance(s, dict):
-            continue
-        ep = s.get("epoch_seconds") or []
+        ep = s["epoch_seconds"]
         table.add_row(_fmt(s.get("stage")), _fmt(s.get("epochs")), _fmt(s.get("num_weights")),
                       _fmt(s.get("num_candidate_ops")), f"{sum(ep) / max(len(ep), 1):.2f}")
     console.print(table)
+    if gradients is not None:
+        console.print(f"architecture gradients ({RunDir.GRADIENTS_FILE}): {escape(gradients['stat'])} per joint "
+                      f"epoch, {len(gradients['stages'])} stage(s) recorded", highlight=False)
 
 
-def _show_metrics(path: Path, console: Console, last: int) -> None:
-    if not path.is_file():
+def _show_metrics(read: tuple[list[dict[str, Any]], int] | None, path: Path, console: Console, last: int) -> None:
+    if read is None:
         console.print("[dim]no metrics yet[/]")
         return
-    records, bad = _read_metrics(path)
+    records, bad = read
     if not records:
         console.print("[dim]no epoch recorded yet[/]")
         return
@@ -201,5 +240,5 @@ def _show_figures(data: Any, title: str, console: Console) -> None:
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
-        table.add_row(key, escape(_fmt(value)))
+        table.add_row(escape(key), escape(_fmt(value)))
     console.print(table)

@@ -23,10 +23,12 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import readback
 from .errors import RunDirError
 
 SPEC_FILE = "spec.toml"
@@ -52,19 +54,32 @@ class CheckpointError(RunDirError):
 
 def read_capped(path: Path, limit: int, error: type[Exception], noun: str, *,
                 directory: str = "is a directory") -> bytes:
-    """The bytes of a file a user named (a spec, a genotype), at most ``limit`` of them; every
-    way reading fails is one ``error`` line naming the file."""
+    """The bytes of a file a user named (a spec, a genotype) or nasreg wrote, at most ``limit`` of
+    them; every way reading fails (missing, a directory, a FIFO or socket that would block,
+    larger than ``limit``, unreadable) is one ``error`` line naming the file."""
     try:
-        with Path(path).open("rb") as fh:
-            data = fh.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
     except IsADirectoryError:
         raise error(f"{path}: {directory}, not a {noun} file") from None
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise error(f"{path}: larger than {limit // 2**20} MiB; not a {noun} file")
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            os.close(fd)
+            raise error(f"{path}: {directory}, not a {noun} file")
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            os.close(fd)
+            raise error(f"{path}: not a regular file, not a {noun} file")
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if data is None or len(data) > limit:  # None: a non-blocking device with nothing to read
+        raise error(f"{path}: larger than {limit // 2**20} MiB; not a {noun} file" if data else
+                    f"{path}: cannot read: not a regular file")
     return data
 
 
@@ -203,61 +218,62 @@ class RunDir:
         return path
 
     def read_jsonl(self, name: str | Path, *, skip_damaged: bool = False) -> list[dict[str, Any]]:
-        """The records of the JSON-lines file ``name`` (none when it does not exist).
+        """The records of the JSON-lines file ``name`` (none when it does not exist), each read by
+        the bounded parser and, for a core file (``metrics.jsonl``), checked against its schema
+        (:mod:`nasreg._core.readback`).
 
-        A damaged last line (a crash mid-append) is dropped; any other damaged line is a
-        :class:`RunDirError` naming the file and line, or, with ``skip_damaged``, skipped."""
+        A last line that does not parse (a crash mid-append) is dropped; any other damaged line
+        is a :class:`RunDirError` naming the file, the line and the key, or, with
+        ``skip_damaged``, skipped."""
         records, damaged, total = self.scan_jsonl(name)
         if not skip_damaged:
             for number, why in damaged:
-                if number != total:
-                    raise RunDirError(f"{self.file(name)}: line {number} {why}")
+                if not (number == total and why == readback.TORN):
+                    raise RunDirError(readback.line_message(self.file(name), number, why))
         return records
 
     def scan_jsonl(self, name: str | Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]], int]:
         """``(records, damaged, lines)``: the readable records of ``name``, the damaged lines as
-        ``(line number, what is wrong)`` and the number of the last non-blank line."""
+        ``(line number, what is wrong)`` (``"is not valid JSON"``, ``"is not a JSON object"``, or
+        a key's problem: ``'key "epoch": expected an integer, got a string'``) and the number of
+        the last non-blank line."""
         path = self.file(name)
         if not path.exists():
             return [], [], 0
-        try:
-            lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-        except OSError as exc:
-            raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        data = read_capped(path, readback.MAX_BYTES, RunDirError, "JSON-lines")
+        schema = readback.schema_for(name)
         records: list[dict[str, Any]] = []
         damaged: list[tuple[int, str]] = []
         last = 0
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(data.split(b"\n"), start=1):
             if not line.strip():
                 continue
             last = number
             try:
-                record = json.loads(line)
-            except ValueError:
-                damaged.append((number, "is not valid JSON"))
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-            else:
-                damaged.append((number, "is not a JSON object"))
+                records.append(readback.load_line(line, schema))
+            except readback.Damaged as exc:
+                damaged.append((number, str(exc)))
         return records, damaged, last
 
     # -- JSON ---------------------------------------------------------------------------------------
     def read_json(self, name: str | Path, expect: type | tuple[type, ...] | None = dict) -> Any:
-        """The JSON value in ``name``; a missing, unreadable or damaged file, or (with ``expect``)
-        one holding another type of value, is a one-line :class:`RunDirError` naming it."""
+        """The JSON value in ``name``, read by the bounded parser and, for a core file
+        (``summary.json``, ``stages.json``, ``gradients.json``, ``results.json``,
+        ``genotype.json``), checked against its schema (:mod:`nasreg._core.readback`). A missing,
+        unreadable or damaged file, or (with ``expect``) one holding another type of value, is
+        a one-line :class:`RunDirError` naming it and the key."""
         path = self.file(name)
+        data = read_capped(path, readback.MAX_BYTES, RunDirError, "JSON")
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            raise RunDirError(f"{path}: no such file") from None
-        except OSError as exc:
-            raise RunDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise RunDirError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
-        if expect is not None and not isinstance(data, expect):
-            raise RunDirError(f"{path}: expected {_type_names(expect)}, got {_json_type(data)}")
-        return data
+            value = readback.parse(data)
+            if expect is not None and not isinstance(value, expect):
+                raise RunDirError(f"{path}: expected {_type_names(expect)}, got {_json_type(value)}")
+            schema = readback.schema_for(name)
+            if schema is not None:
+                schema.check(value)
+        except readback.Damaged as exc:
+            raise RunDirError(f"{path}: {exc}") from None
+        return value
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], kind: str = "search",
