@@ -131,21 +131,23 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | Path, registries: Any = None) -> "Genotype":
+        """The genotype in the JSON file ``path``, read by the bounded parser (size, nesting,
+        numbers: :mod:`nasreg._core.readback`) and schema-checked (:meth:`from_dict`); with
+        ``registries``, also validated against them. Any problem is one :class:`GenotypeError`
+        line naming the file (and the key)."""
+        from .readback import Damaged, parse
         from .rundir import read_capped
 
         path = Path(path)
         raw = read_capped(path, MAX_BYTES, GenotypeError, "genotype", directory="cannot read: is a directory")
         try:
-            data = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise GenotypeError(f"{path}: cannot read: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise GenotypeError(f"{path}: not valid JSON (truncated or corrupted?): {exc}") from None
-        except RecursionError:
-            raise GenotypeError(f"{path}: not a genotype: JSON nested too deeply") from None
-        except ValueError as exc:  # a number of thousands of digits (int's str limit)
-            raise GenotypeError(f"{path}: not valid JSON: a number has too many digits "
-                                f"({exc.__class__.__name__})") from None
+        try:
+            data = parse(text)
+        except Damaged as exc:
+            raise GenotypeError(f"{path}: {exc}") from None
         genotype = cls.from_dict(data, source=str(path))
         if registries is not None:
             genotype.validate(registries, source=str(path))
