@@ -1,5 +1,5 @@
 """`nasreg resume` and a spec's [evaluate] section: the evaluation runs after a resumed search, and
-a run whose search finished but whose evaluation was stopped runs the evaluation again.
+a run whose search finished but whose evaluation was stopped continues the evaluation from its checkpoint.
 
 Runs are stopped in-process, through the mechanisms a user's Ctrl-C goes through: the search's
 stop request (set before the first step: it stops after step 1 and writes a checkpoint, exit 130),
@@ -157,10 +157,10 @@ def test_a_stopped_evaluation_runs_again_on_resume(resumed_evaluation):
     out, search_files, result = resumed_evaluation
     assert result.exit_code == 0, result.output
     # a notice, on stderr (as every progress notice: stdout holds the figures)
-    assert "the search has finished; its evaluation has not: running the evaluation from its start" in result.stderr
+    assert "the search has finished; its evaluation has not: continuing the evaluation from its checkpoint" in result.stderr
     assert "test accuracy: " in result.stdout
     assert "pre-flight" not in result.stdout  # no search ran
-    # the search was left alone; the evaluation started afresh (not appended to the stopped one's lines)
+    # the search was left alone; the evaluation continued from its checkpoint (epoch 0 kept, epoch 1 trained)
     assert {k: v for k, v in snapshot(out).items() if not k.startswith("eval")} == search_files
     assert [m["epoch"] for m in eval_metrics(out)] == [0, 1]
     results = json.loads((out / "eval" / "results.json").read_text())
