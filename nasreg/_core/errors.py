@@ -7,11 +7,45 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+#: The longest run of non-space characters a message keeps whole (a key, a value, a path).
+MAX_TOKEN = 160
+#: The longest message kept whole.
+MAX_MESSAGE = 2000
+
+_LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_TOKEN + 1))
+
+
+def _cut(text: str, head: int, tail: int) -> str:
+    """``text``'s first ``head`` and last ``tail`` characters around a marker saying how many were cut."""
+    return f"{text[:head]}...[{len(text) - head - tail:,} characters cut]...{text[len(text) - tail:]}"
+
+
+def shorten(message: str) -> str:
+    """``message`` with every over-long token (user text echoed: a 100,000-character key, a value,
+    a path) cut to its head and tail, then the whole kept within :data:`MAX_MESSAGE`: linear in
+    the message's length, and a no-op on messages already short."""
+    if len(message) <= MAX_TOKEN:
+        return message
+    message = _LONG_TOKEN.sub(lambda m: _cut(m.group(), MAX_TOKEN * 5 // 8, MAX_TOKEN // 4), message)
+    if len(message) > MAX_MESSAGE:
+        message = _cut(message, MAX_MESSAGE * 3 // 4, MAX_MESSAGE // 8)
+    return message
+
 
 class NasregError(Exception):
-    """Base class of every user-facing error: one clear line, exit status 2."""
+    """Base class of every user-facing error: one clear line, exit status 2.
+
+    The message is shortened here, the one place for every error (:func:`shorten`): user text
+    quoted in it never makes a line of thousands of characters."""
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (shorten(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class SpecError(NasregError):

@@ -343,7 +343,15 @@ def _section(cls, table: dict[str, Any], where: str):
 def plugins_requested(raw: dict[str, Any], path: Path) -> list[str]:
     """The ``[run] plugins`` list, checked before plugins are loaded."""
     run = _table(raw, "run", path)
-    return P.check(run.get("plugins", []), list[str], f"{path}: [run] plugins")
+    where = f"{path}: [run] plugins"
+    plugins = list(dict.fromkeys(P.check(run.get("plugins", []), list[str], where)))  # once each, in order
+    if len(plugins) > MAX_PLUGINS:
+        raise SpecError(f"{where}: expected at most {MAX_PLUGINS} plugins, got {len(plugins):,}")
+    return plugins
+
+
+#: More plugins than any spec loads: each is an import, so a list of 300,000 would run for hours.
+MAX_PLUGINS = 256
 
 
 def _check_data_keys(data_raw: dict[str, Any], core_keys: set[str], dataset: str, where: str,
