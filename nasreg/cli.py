@@ -17,7 +17,33 @@ from rich.text import Text
 
 from . import NasregError, QuietReporter, RichReporter, Spec, __version__
 
-console = Console()
+class _StandardOutput:
+    """``sys.stdout`` as the console's file (looked up at each write, as click's test runner swaps
+    it), where a failed write (``/dev/full``, a closed pipe) is one :class:`NasregError` line."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except (OSError, ValueError) as exc:
+            raise _output_fault(exc) from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError) as exc:
+            raise _output_fault(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sys.stdout, name)
+
+
+def _output_fault(exc: Exception) -> NasregError:
+    _silence_stdout()
+    return NasregError(f"standard output: cannot write: {getattr(exc, 'strerror', None) or exc}")
+
+
+stdout = _StandardOutput()
+console = Console(file=stdout)  # type: ignore[arg-type]
 err_console = Console(stderr=True)
 
 
@@ -32,24 +58,68 @@ def _fail(message: str, code: int = 2) -> None:
     # A Text, not markup: no tag, emoji code or highlighting in the message is interpreted; and
     # soft_wrap: one line whatever the terminal's width.
     label = ("stopped:", "bold yellow") if code == 130 else ("error:", "bold red")
-    err_console.print(Text.assemble(label, " ", one_line(message)), highlight=False,
-                      soft_wrap=True, crop=False)
+    try:
+        err_console.print(Text.assemble(label, " ", one_line(message)), highlight=False,
+                          soft_wrap=True, crop=False)
+    except (OSError, ValueError):  # stderr itself is full or closed: the exit status still tells
+        pass
     sys.exit(code)
 
 
+def _silence_stdout() -> None:
+    """Point a standard output that cannot be written at ``/dev/null``, so that what is left in
+    its buffer does not fail a second time (a traceback) when the process exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _check_stdout() -> None:
+    """A closed standard output (``nasreg ... >&-``) is refused before anything runs: whatever a
+    command printed would be lost, and the files it opened could take its descriptor."""
+    closed = sys.stdout is None
+    if not closed:
+        try:
+            fd = sys.stdout.fileno()
+        except (OSError, ValueError, AttributeError):  # an in-memory stdout (a test's): no descriptor
+            fd = None
+        try:
+            if fd is not None:
+                os.fstat(fd)
+        except OSError:
+            closed = True
+    if closed:
+        _fail("standard output is closed; nasreg prints its results there (redirect it to a file or "
+              "/dev/null instead of closing it)")
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn NasregError into one line and exit 2; show tracebacks only with --debug/NASREG_DEBUG."""
+    """Turn NasregError into one line and exit 2 (130 for a stop); a fault of the machine (an
+    OSError: standard output on a full disk, ...) too; tracebacks only with --debug/NASREG_DEBUG."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except NasregError as exc:
             if os.environ.get("NASREG_DEBUG"):
                 raise
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except OSError as exc:  # a fault of the machine no nasreg layer turned into a message
+            if os.environ.get("NASREG_DEBUG"):
+                raise
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            _fail(f"{where}{exc.strerror or exc}")
+        try:
+            stdout.flush()
+        except NasregError as exc:
+            _fail(str(exc))
+        return result
 
     return wrapper
 
@@ -61,6 +131,7 @@ def main(debug: bool) -> None:
     """nasreg: declarative, plugin-based neural architecture search."""
     if debug:
         os.environ["NASREG_DEBUG"] = "1"
+    _check_stdout()
 
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -177,7 +248,7 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
     infos = list(plugins.infos.values())
     kinds = [reg.kind for reg in plugins.registries]  # in the order list-plugins shows them
     if as_json:
-        click.echo(json.dumps({"plugins": [i.to_dict() for i in infos],
+        click.echo(file=stdout, message=json.dumps({"plugins": [i.to_dict() for i in infos],
                                "registries": {reg.kind: {reg.display_name(e): {"plugin": e.plugin,
                                                                                "description": e.description}
                                                          for e in reg} for reg in plugins.registries}},
