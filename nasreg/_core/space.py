@@ -41,6 +41,10 @@ class SearchSpace(ABC):
     operations: list[str]
     #: How many incoming edges each node keeps in a derived genotype.
     inputs_per_node: int = 2
+    #: Whether :meth:`build_supernet` builds one (False: a space of discrete samples only, searched
+    #: by a sampling strategy); a spec pairing such a space with a supernet strategy is refused
+    #: when it is validated.
+    has_supernet: bool = True
 
     @abstractmethod
     def edges(self) -> dict[str, list[Edge]]:

@@ -457,6 +457,10 @@ def build_parts(spec: Spec, registries: Any) -> Parts:
         choices = ", ".join(repr(name) for name in sorted({e.name for e in registries.selectors}))
         raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "
                         f"{spec.strategy.name!r} derives the genotype through a selector: {choices})")
+    if strategy.trains_supernet and not getattr(space, "has_supernet", True):
+        raise SpecError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} trains a supernet, but search "
+                        f"space {spec.search_space.name!r} has none (it samples discrete architectures): "
+                        "search it with a sampling strategy")
     stages = check_stages(spec, selector)
     return Parts(space, selector, strategy, stages)
 

@@ -39,6 +39,9 @@ class NotASupernetSpace(NotImplementedError, nasreg.SpecError):
 class DiscreteSpace:
     """Mixin: ``decisions()`` and ``genotype_from_choices()`` from the full decision list."""
 
+    #: No supernet (see :class:`nasreg.SearchSpace`): a spec with a gradient strategy is refused.
+    has_supernet = False
+
     def all_decisions(self) -> list[tuple[str, int]]:
         raise NotImplementedError
 
