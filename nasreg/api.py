@@ -315,6 +315,9 @@ def _resume_locked(run_dir: Path, plugins: PluginRefs, progress: Progress, prefl
     reporter, own = _reporter(progress)
     if finished:
         return _evaluate_finished(spec, run_dir, reporter, own, evaluate)
+    from ._core.resumecheck import check_resumable
+
+    check_resumable(run_dir, spec)  # the checkpoint belongs to this spec: refused before anything runs
     prepared, eval_prepared, estimate = _prepare(spec, preflight, reporter)
     given = run_dir
     run_dir = ddp.open_run_dir(lambda: given)  # other ranks: a scratch directory
@@ -332,6 +335,10 @@ def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: boo
         raise RunDirError(f"{run_dir}: the search has finished and its evaluation runs in one process; "
                           f"run `nasreg resume {run_dir}` without torchrun")
     summary = read_summary(run_dir / rd.SUMMARY_FILE)
+    # spec.toml must be the spec the search ran under (its summary's spec_hash), before eval/ is touched.
+    from ._core.resumecheck import check_finished
+
+    check_finished(spec, summary, run_dir / rd.SUMMARY_FILE, run_dir / rd.CHECKPOINT_FILE)
     genotype = Genotype.from_dict(summary["genotype"], source=str(run_dir / rd.GENOTYPE_FILE))
     result = SearchResult(genotype=genotype, summary=summary, run_dir=RunDir(run_dir))
     if not evaluate:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint
 from . import distributed as ddp
+from . import resumecheck
 from . import rundir as rd
 from .data import DatasetBundle, check_split, drop_single_last, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
@@ -349,6 +350,10 @@ class _ResumePoint:
     recorder: dict[str, Any]
     loader_states: dict[str, torch.Tensor]
     rng: dict[str, Any]
+    #: The stage plan and steps per epoch the checkpoint was written with (None: an older nasreg).
+    plan: dict[str, Any] | None = None
+    #: Written by an older nasreg, without the spec digest (its spec cannot be checked).
+    legacy: bool = False
 
 
 @dataclass
@@ -418,46 +423,61 @@ class _Search:
     # -- resume -----------------------------------------------------------------------------------
 
     def _resume(self) -> SearchState | None:
-        """The state the run directory's checkpoint holds (metrics after it dropped), or None
-        when the run stopped before its first checkpoint (then it starts afresh).
+        """The state the run directory's checkpoint holds, checked against the spec (its digest,
+        keys, types, stage plan and position: :mod:`nasreg._core.resumecheck`), or None when the run
+        stopped before its first checkpoint (then it starts afresh). Nothing in the run directory
+        changes here: the metrics after the checkpoint are dropped once the stage is restored.
 
-        Rank 0 reads the run directory; the other ranks (torchrun) get what it read."""
+        Rank 0 reads the run directory; the other ranks (torchrun) get what it read and check it
+        too (the same checks, so every rank refuses alike)."""
         if not ddp.broadcast_object(self.ckpt_path.exists() if self.main else None):
             if self.main:
                 self.reporter.message(f"{self.run_dir}: no checkpoint yet; starting the run from the beginning")
                 self.metrics_path.unlink(missing_ok=True)
             return None
         ckpt = ddp.broadcast_object(checkpoint.load(self.ckpt_path) if self.main else None)
-        if self.main:
-            done = (ckpt["stage"], ckpt["epoch"])
-            kept = [m for m in self.files.read_jsonl(rd.METRICS_FILE)
-                    if (m.get("stage", -1), m.get("epoch", -1)) < done]
-            self.files.write_jsonl(rd.METRICS_FILE, kept)
-        self.reporter.message(f"resuming {self.run_dir} at stage {ckpt['stage']}, epoch {ckpt['epoch']}"
-                              + (f", step {ckpt['step']}" if ckpt["step"] else ""))
+        resumecheck.check_checkpoint(ckpt, self.ckpt_path, self.spec, self.p.stages, self.p.space.full_candidates())
         return SearchState(
             candidates=ckpt["candidates"], stage=ckpt["stage"], epoch=ckpt["epoch"], step=ckpt["step"],
             stage_infos=ckpt["stage_infos"], gradients=ckpt["gradients"], elapsed=float(ckpt["elapsed"]),
             records=_StageState.from_dict(ckpt["stage_state"]), running=ckpt["accum"], loader=ckpt.get("loader"),
             resume=_ResumePoint(ckpt["model"], ckpt["strategy"], ckpt["recorder"], ckpt["loader_states"],
-                                ckpt["rng"]))
+                                ckpt["rng"], plan=ckpt.get("plan"), legacy="spec_digest" not in ckpt))
 
     def _restore(self, state: SearchState, stage: _Stage) -> None:
-        """Load the checkpoint's model, strategy, recorder and data order into the new stage."""
-        point = state.resume
+        """Load the checkpoint's model, strategy, recorder and data order into the new stage (a
+        step outside the epoch, or a state that does not fit the supernet or the strategy the spec
+        builds, is refused first); then drop the metrics written after the checkpoint."""
+        point, path = state.resume, self.ckpt_path
         assert point is not None
-        stage.model.load_state_dict(point.model)
-        stage.strategy.load_state_dict(point.strategy)
+        resumecheck.check_step(state.step, self.steps, point.plan, path)
+        resumecheck.check_fits(path, "model", stage.model.state_dict(), point.model,
+                               f"the supernet {self.spec.path} builds")
+        arch_size = sum(a.numel() for a in stage.model.arch_parameters())
+        acc = point.recorder["acc"]
+        if acc is not None and acc.numel() != arch_size:
+            raise resumecheck.ResumeRefused(f"{path}: 'recorder' holds {acc.numel()} architecture gradients, "
+                                            f"the supernet has {arch_size}; resume refuses")
+        resumecheck.load_state(path, "model", lambda: stage.model.load_state_dict(point.model))
+        resumecheck.load_state(path, "strategy", lambda: stage.strategy.load_state_dict(point.strategy))
         rec = stage.recorder
-        rec.acc, rec.count = point.recorder["acc"], point.recorder["count"]
-        if rec.acc is not None:
-            rec.acc = rec.acc.to(self.p.device)
+        rec.acc, rec.count = (acc.to(self.p.device) if acc is not None else None), point.recorder["count"]
         # Data order: at an epoch end these are the next epoch's start; mid-epoch, the current
         # epoch's start (its batches up to the stop are replayed by _batches).
         self.train_loader.generator.set_state(point.loader_states["train"])
         self.val_loader.generator.set_state(point.loader_states["val"])
         if not state.step:
             checkpoint.restore_rng(point.rng)
+        if self.main:
+            done = (state.stage, state.epoch)
+            kept = [m for m in self.files.read_jsonl(rd.METRICS_FILE)
+                    if (m.get("stage", -1), m.get("epoch", -1)) < done]
+            self.files.write_jsonl(rd.METRICS_FILE, kept)
+            if point.legacy:
+                self.reporter.message(f"{path}: written by an older nasreg (no spec digest): spec.toml is not "
+                                      "checked against it, only its shapes")
+        self.reporter.message(f"resuming {self.run_dir} at stage {state.stage}, epoch {state.epoch}"
+                              + (f", step {state.step}" if state.step else ""))
 
     # -- stages -----------------------------------------------------------------------------------
 
@@ -679,5 +699,7 @@ class _Search:
             "recorder": {"acc": rec.acc.cpu() if rec.acc is not None else None, "count": rec.count},
             "loader_states": loader_states, "accum": accum, "stage_infos": state.stage_infos,
             "gradients": state.gradients, "elapsed": time.perf_counter() - state.t_start, "loader": state.loader,
+            # What it belongs to: resume refuses a checkpoint whose spec or plan differ.
+            **resumecheck.identity(self.spec, self.p.stages, self.steps),
         }
         checkpoint.save(self.ckpt_path, state_dict)  # with the RNG states
