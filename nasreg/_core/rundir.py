@@ -393,8 +393,10 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
     emptiness check is made with the lock held).
     """
     if explicit is not None:
+        _check_name_lengths(Path(explicit), "--out")
         return _explicit_run_dir(Path(explicit), force)
     base = Path(out_dir)
+    _check_name_lengths(base / f"{name}-9999", "[run] out_dir / name")
     _mkdir(base, exist_ok=True, parents=True)
     for i in range(0, 10_000):
         path = base / (name if i == 0 else f"{name}-{i}")
@@ -407,6 +409,21 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
         lock_run_dir(path)
         return path
     raise RunDirError(f"{base}: too many runs named {name!r}; choose another [run] name or --out")
+
+
+def _check_name_lengths(path: Path, what: str) -> None:
+    """Refuse, before any folder is made, a path with a component longer than the file system
+    allows (its ``NAME_MAX``, 255 on most)."""
+    limit = 255
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (StopIteration, OSError, ValueError, AttributeError):
+        pass
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise RunDirError(f"{what} {path}: File name too long (a component has {len(os.fsencode(part))} "
+                              f"bytes; this file system allows {limit})")
 
 
 def _explicit_run_dir(path: Path, force: bool) -> Path:
