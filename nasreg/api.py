@@ -241,10 +241,12 @@ def _prepare_evaluation(spec: "Spec", space: Any) -> Any:
     return prepare_evaluation(from_search_spec(spec, spec.plugins.registries), spec.plugins, space)
 
 
-def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, reporter: Reporter) -> TrainResult:
+def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, reporter: Reporter,
+                    notice: str | None = None) -> TrainResult:
     """Train the genotype a search found, into ``RUN_DIR/eval``; a stopped evaluation continues
     from its checkpoint exactly (checked first: nothing is deleted). A stop requested after the
-    search's last step is honoured here, before the evaluation starts."""
+    search's last step is honoured here, before the evaluation starts. ``notice``: a line shown
+    once the evaluation's checks have passed."""
     from ._core.errors import Interrupted
     from ._core.evaluate import EVAL_DIR, run_evaluation, search_cost
     from ._core.rundir import GENOTYPE_FILE
@@ -260,7 +262,7 @@ def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, repor
     try:
         results = run_evaluation(prepared, genotype, eval_dir, reporter, source=source,
                                  search_cost=search_cost(summary), resume=True,
-                                 continue_with=f"nasreg resume {run_dir}")
+                                 continue_with=f"nasreg resume {run_dir}", notice=notice)
     finally:
         reporter.close()
     reporter.train_end(results)
@@ -289,6 +291,15 @@ def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress 
             lock.release()
 
 
+def _search_finished(run_dir: Path) -> bool:
+    """Whether the run's search ended with a genotype (a ``summary.json`` that is not a failure
+    record: a failed search resumes from its last checkpoint)."""
+    files = RunDir(run_dir)
+    if not files.exists(files.SUMMARY_FILE):
+        return False
+    return files.read_json(files.SUMMARY_FILE).get("status") != "failed"
+
+
 def _launch_rank() -> int:
     """This process's rank as torchrun set it (0 outside torchrun), before any process group."""
     import os
@@ -307,7 +318,7 @@ def _resume_locked(run_dir: Path, plugins: PluginRefs, progress: Progress, prefl
     from ._core import spec as spec_mod
     from ._core.evaluate import EVAL_DIR, RESULTS_FILE
 
-    finished = (run_dir / rd.SUMMARY_FILE).is_file()
+    finished = _search_finished(run_dir)
     if finished and (run_dir / EVAL_DIR / RESULTS_FILE).is_file():
         raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
     refs, objects = _split_plugins(plugins)
@@ -348,11 +359,10 @@ def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: boo
 
     take_unhonoured()  # a stop left by an earlier call of this process is not this run's
     started = RunDir(run_dir).eval.exists(rd.CHECKPOINT_FILE)
-    reporter.message(f"{run_dir}: the search has finished; its evaluation has not: "
-                     + ("continuing the evaluation from its checkpoint" if started else
-                        "running the evaluation from its start"))
+    notice = (f"{run_dir}: the search has finished; its evaluation has not: "
+              + ("continuing the evaluation from its checkpoint" if started else "running the evaluation from its start"))
     try:
-        result.evaluation = _evaluate_found(eval_prepared, summary, run_dir, reporter)
+        result.evaluation = _evaluate_found(eval_prepared, summary, run_dir, reporter, notice)
     finally:
         if own:
             reporter.close()

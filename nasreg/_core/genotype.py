@@ -67,11 +67,15 @@ class Genotype:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the genotype as JSON to ``path`` atomically (a crash leaves the old file)."""
+        """Write the genotype as JSON to ``path`` atomically (a crash leaves the old file). Only a
+        genotype nasreg can read back is written: one that :meth:`from_dict` refuses (a cell with
+        no edges, ...) is a :class:`GenotypeError` and the file is not touched."""
         from .rundir import RunDir
 
         path = Path(path)
-        return RunDir(path.parent).write_text(path.name, json.dumps(self.to_dict(), indent=2) + "\n")
+        data = self.to_dict()
+        Genotype.from_dict(data, source=str(path))
+        return RunDir(path.parent).write_text(path.name, json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "genotype") -> "Genotype":

@@ -28,7 +28,7 @@ from . import resumecheck
 from . import rundir as rd
 from .data import DatasetBundle, check_split, drop_single_last, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
-from .errors import DivergenceError, Interrupted, NasregError, PluginError, SpecError
+from .errors import DivergenceError, GenotypeError, Interrupted, NasregError, PluginError, SpecError
 from .genotype import Genotype
 from .plugins import Plugins
 from .progress import QuietReporter
@@ -231,9 +231,9 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
                         "(it samples and trains child networks itself); run it in one process")
     _ctx, device = ddp.init_from_env(device, f"{spec.path}: [run] device")
     bundle: DatasetBundle = spec.dataset.build()
-    if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
     check_split(spec, parts, plugins.registries, len(bundle.train),  # type: ignore[arg-type]
                 (bundle.in_channels, bundle.image_size, bundle.image_size))
+    if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
         choose_loader("device", bundle.train, device, where=f"{spec.path}: [data] loader", name=spec.data.dataset)
     return Prepared(spec, plugins, device, space, selector, stages, bundle, strategy)
 
@@ -248,8 +248,29 @@ def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: 
     threads = torch.get_num_threads()
     try:
         return prepared.strategy.run_search(SearchJob(prepared, run_dir, reporter or QuietReporter(), resume))
+    except Interrupted:
+        raise  # a stop: the checkpoint says where to continue
+    except Exception as exc:
+        if ddp.current().is_main:
+            record_failure(prepared, run_dir, exc)
+        raise
     finally:
         torch.set_num_threads(threads)
+
+
+def record_failure(prepared: Prepared, run_dir: Path, exc: BaseException) -> None:
+    """``summary.json`` of a search that failed: ``"status": "failed"`` and the one-line reason
+    (a summary without a genotype; ``nasreg resume`` continues such a run from its last
+    checkpoint, ``nasreg show`` says why it failed). Never raises: the failure is what counts."""
+    error = str(exc) if isinstance(exc, NasregError) else f"{type(exc).__name__}: {exc}"
+    summary = {**_summary_head(prepared.spec, prepared, run_dir), "status": "failed",
+               "error": " ".join(error.split())[:2000]}
+    try:
+        files = RunDir(run_dir)
+        if files.exists(rd.SPEC_FILE):  # nothing of the run was written: nothing to mark
+            files.write_json(rd.SUMMARY_FILE, summary)
+    except (OSError, NasregError):
+        pass
 
 
 @dataclass
@@ -298,11 +319,11 @@ def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str,
     out = build_strategy(spec).search(run, p.bundle, reporter)
     extra = dict(out) if isinstance(out, dict) else {"genotype": out}
     genotype: Genotype = extra.pop("genotype")
-    genotype.save(files.genotype)
+    _save_genotype(genotype, files)
     summary = {
         **_summary_head(spec, p, run_dir),
         "wall_seconds": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(p.device),
-        "stages": [], **extra, "genotype": genotype.to_dict(),
+        "stages": [], **extra, "genotype": genotype.to_dict(), "status": "finished",
     }
     files.write_json(rd.SUMMARY_FILE, summary)
     notify(p.plugins, "on_run_end", reporter, run=run, genotype=genotype, summary=summary)
@@ -310,6 +331,17 @@ def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str,
 
 
 _StopRequests = StopRequests  # the one stop-request mechanism (nasreg._core.stop), shared with the trainer
+
+
+def _save_genotype(genotype: Genotype, files: RunDir) -> None:
+    """Write the genotype found, if it is one nasreg can read back; else the search failed."""
+    try:
+        genotype.save(files.genotype)
+    except GenotypeError as exc:
+        why = str(exc).split(": ", 1)[-1]
+        raise GenotypeError(f"the search derived a genotype nasreg cannot use ({why}); is every candidate "
+                            "operation a zero operation like 'none'? [search_space] operations needs at least "
+                            "one that is not") from None
 
 
 def _loader_states(train: DataLoader, val: DataLoader) -> dict[str, torch.Tensor]:
@@ -656,7 +688,7 @@ class _Search:
         """Derive and save the genotype; write the summary; the run-end hook."""
         assert state.result is not None
         genotype: Genotype = ddp.broadcast_object(self.p.selector.derive(state.result, self.run_ctx))
-        genotype.save(self.files.genotype)
+        _save_genotype(genotype, self.files)
         last = state.last_metrics
         if not last:
             done = self.files.read_jsonl(rd.METRICS_FILE)
@@ -666,7 +698,7 @@ class _Search:
             "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
             "wall_seconds": time.perf_counter() - state.t_start, "peak_memory_mb": peak_memory_mb(self.p.device),
             "stages": [{k: v for k, v in s.items() if k != "candidates"} for s in state.stage_infos],
-            "genotype": genotype.to_dict(),
+            "genotype": genotype.to_dict(), "status": "finished",
         }
         if ddp.current().enabled:
             summary["world_size"] = ddp.current().world_size

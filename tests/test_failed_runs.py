@@ -1,0 +1,146 @@
+"""A refused or failed command leaves things as they were (issue 13, class 4).
+
+* A search that fails writes no artifact nasreg cannot read back (no ``genotype.json`` for a
+  genotype without edges), and its ``summary.json`` says that it failed and why; ``resume``
+  continues such a run from its last checkpoint, ``show`` tells the failure.
+* A refused ``resume`` (a finished run; an evaluation under torchrun) changes no byte of the
+  run directory, ``eval/`` included.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli_checks import SPEC, check_line, snapshot
+from nasreg.cli import main
+
+ZERO_ONLY = SPEC.replace('operations = ["toy_zero", "toy_skip", "toy_conv"]', 'operations = ["toy_zero"]')
+TINY_DARTS = """
+[run]
+name = "tiny"
+threads = 1
+[data]
+dataset = "digits"
+limit = 96
+batch_size = 32
+[search_space]
+name = "darts-cell"
+operations = ["none", "skip_connect", "sep_conv_3x3"]
+cells = 2
+channels = 4
+nodes = 2
+[search]
+epochs = 2
+warmup_epochs = 1
+[strategy]
+name = "darts"
+[selector]
+name = "argmax"
+[evaluate]
+epochs = 2
+batch_size = 32
+lr = 0.05
+cells = 2
+channels = 4
+auxiliary = false
+"""
+
+
+def _run(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def failed_run(tmp_path) -> Path:
+    spec = tmp_path / "zero.toml"
+    spec.write_text(ZERO_ONLY)
+    result = _run("run", spec, "--out", tmp_path / "run", "-q", "--no-preflight")
+    check_line(result.exit_code, result.stderr, result.output,
+               ("the search derived a genotype nasreg cannot use", "[search_space] operations"))
+    return tmp_path / "run"
+
+
+def test_a_failed_search_writes_no_genotype_and_says_why_in_its_summary(failed_run):
+    assert not (failed_run / "genotype.json").exists()
+    summary = json.loads((failed_run / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "cannot use" in summary["error"] and "\n" not in summary["error"]
+    assert summary["spec_hash"] and "genotype" not in summary
+
+
+def test_a_failed_search_resumes_from_its_checkpoint_and_fails_the_same_way(failed_run):
+    metrics = (failed_run / "metrics.jsonl").read_bytes()
+    result = _run("resume", failed_run, "-q", "--no-preflight")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    notice, error = result.stderr.splitlines()  # where it resumes, then the failure
+    assert notice.startswith("resuming ") and error.startswith("error: the search derived a genotype nasreg cannot use")
+    assert (failed_run / "metrics.jsonl").read_bytes() == metrics  # no epoch run twice, none lost
+    assert not (failed_run / "genotype.json").exists()
+    assert json.loads((failed_run / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_successful_summary_says_finished(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    assert _run("run", spec, "--out", tmp_path / "run", "-q").exit_code == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_diverged_search_is_recorded_as_failed(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_DARTS.replace('name = "darts"', 'name = "darts"\nw_lr = 1e30'))
+    result = _run("run", spec, "--out", tmp_path / "run", "-q", "--no-preflight")
+    check_line(result.exit_code, result.stderr, result.output, ("training diverged",))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("training diverged")
+    assert not (tmp_path / "run" / "genotype.json").exists()
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    """A tiny DARTS search with its evaluation, finished."""
+    root = tmp_path_factory.mktemp("evaluated")
+    (root / "spec.toml").write_text(TINY_DARTS)
+    result = _run("run", root / "spec.toml", "--out", root / "run", "-q", "--no-preflight")
+    assert result.exit_code == 0, result.output
+    assert (root / "run" / "eval" / "results.json").is_file()
+    return root / "run"
+
+
+def test_resume_of_a_finished_run_is_refused_untouched(evaluated, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated, run)
+    before = snapshot(tmp_path)
+    result = _run("resume", run)
+    check_line(result.exit_code, result.stderr, result.output, ("this run has finished; nothing to resume",))
+    assert snapshot(tmp_path) == before
+
+
+def test_a_refused_evaluation_resume_keeps_the_evaluations_files(evaluated, tmp_path, monkeypatch):
+    """The search finished, its evaluation did not (no results.json); resumed under torchrun,
+    which the evaluation cannot use: refused, and eval/checkpoint.pt and eval/metrics.jsonl kept."""
+    run = tmp_path / "run"
+    shutil.copytree(evaluated, run)
+    (run / "eval" / "results.json").unlink()
+    before = snapshot(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = _run("resume", run)
+    check_line(result.exit_code, result.stderr, result.output, ("its evaluation runs in one process",))
+    assert snapshot(tmp_path) == before
+
+
+def test_a_refused_evaluation_resume_with_an_edited_spec_keeps_the_evaluations_files(evaluated, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated, run)
+    (run / "eval" / "results.json").unlink()
+    spec = run / "spec.toml"
+    spec.write_text(spec.read_text().replace("seed = 0", "seed = 5"))
+    before = snapshot(tmp_path)
+    result = _run("resume", run)
+    check_line(result.exit_code, result.stderr, result.output, ("seed",))
+    assert snapshot(tmp_path) == before
