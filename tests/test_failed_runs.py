@@ -31,7 +31,7 @@ batch_size = 32
 [search_space]
 name = "darts-cell"
 operations = ["none", "skip_connect", "sep_conv_3x3"]
-cells = 2
+cells = 3
 channels = 4
 nodes = 2
 [search]
@@ -45,7 +45,7 @@ name = "argmax"
 epochs = 2
 batch_size = 32
 lr = 0.05
-cells = 2
+cells = 3
 channels = 4
 auxiliary = false
 """
