@@ -131,7 +131,7 @@ class ChildSearch(nasreg.SamplingStrategy):
         space = run.space
         decisions = space_decisions(space, run.spec.search_space.name, str(run.spec.path))
         self.start(run, decisions)
-        journal = _Journal(nasreg.RunDir(run.run_dir), CHILDREN_FILE)
+        journal = _Journal(nasreg.RunDir(run.run_dir), CHILDREN_FILE, run.spec.digest())
         m = self.children_per_update
         children: list[dict[str, Any]] = []
         rounds: list[dict[str, Any]] = []
@@ -158,7 +158,7 @@ class ChildSearch(nasreg.SamplingStrategy):
                     where.append(k)
                 for k, task, out in zip(where, tasks, trainer.train(tasks)):
                     record = {"index": task.index, "update": update, "child": k, "choices": choices[k],
-                              "seed": task.seed, **out, "genotype": task.genotype}
+                              "seed": task.seed, **out, "genotype": task.genotype, "spec_hash": journal.spec_hash}
                     journal.append(record)
                     results[k] = record
                     reporter.step(k + 1, {"train_loss": out.get("train_loss") or float("nan")})
@@ -214,15 +214,27 @@ class _Journal:
     """``children.jsonl``: appended one child at a time; on a resumed run, what it already holds.
 
     A last line cut by a kill is dropped (and the file rewritten without it, so the next append
-    starts a line of its own); damage anywhere else is a one-line error naming the file and line."""
+    starts a line of its own); damage anywhere else is a one-line error naming the file and line.
+    Each child records the hash of the spec it was trained under: a journal of another spec
+    (``spec.toml`` edited after the run) is refused before anything is replayed or rewritten."""
 
-    def __init__(self, files: Any, name: str):
-        self.files, self.name = files, name
+    def __init__(self, files: Any, name: str, spec_hash: str):
+        self.files, self.name, self.spec_hash = files, name, spec_hash
         records = files.read_jsonl(name)
+        self._check_spec(records)
         if files.exists(name) and not files.file(name).read_bytes().endswith(b"\n"):
             files.write_jsonl(name, records)
         self.done: dict[int, dict[str, Any]] = {
             rec["index"]: rec for rec in records if isinstance(rec.get("index"), int)}
+
+    def _check_spec(self, records: list[dict[str, Any]]) -> None:
+        """Refuse children trained under another spec (journals from before the hash: accepted)."""
+        other = next((r for r in records if "spec_hash" in r and r["spec_hash"] != self.spec_hash), None)
+        if other is not None:
+            raise nasreg.RunDirError(
+                f"{self.files.file(self.name)}: child {other.get('index')!r} was trained under another spec "
+                f"(hash {str(other['spec_hash'])[:16]!r}, spec.toml now {self.spec_hash!r}): spec.toml was edited "
+                "after the run; resume refuses (restore the spec, or start a new run)")
 
     def get(self, index: int, choices: list[int], seed: int) -> dict[str, Any] | None:
         rec = self.done.get(index)
