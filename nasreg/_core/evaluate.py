@@ -242,11 +242,12 @@ class TrainRun(RunBase):
 
 
 def prepare_evaluation(espec: EvalSpec, plugins: Plugins, space: SearchSpace, *,
-                       space_name: str | None = None) -> PreparedEval:
+                       space_name: str | None = None, genotype: Genotype | None = None) -> PreparedEval:
     """Resolve ``[evaluate]`` for ``space``, registered as ``space_name`` (a genotype's
     ``genotype.space``, its space built by :func:`space_for`; default: the space the spec is
     bound to, or a search spec's own), pick the device, check the space builds networks, build
-    the dataset and check its test split."""
+    the dataset and check its test split; with the ``genotype`` to train, also that its network
+    can train on batches of the sizes ``[evaluate]`` makes (see :func:`_check_batches`)."""
     where = f"{espec.path}: [evaluate]" if espec.path is not None else "[evaluate]"
     name = space_name or espec.space or (espec.search_space.name if espec.search_space is not None else None)
     if name is None:
@@ -265,7 +266,12 @@ def prepare_evaluation(espec: EvalSpec, plugins: Plugins, space: SearchSpace, *,
     if espec.evaluate.loader == "device":  # on a dataset that cannot: one line, before training
         for split in (bundle.train, bundle.test):
             choose("device", split, device, where=f"{where} loader", name=espec.dataset.name)
-    return PreparedEval(espec, plugins, device, space, bundle)
+    prepared = PreparedEval(espec, plugins, device, space, bundle)
+    if genotype is not None:
+        shape, classes = bundle_shape(bundle)
+        _check_batches(prepared, shape, lambda: build_network(space, genotype, plugins.registries, espec.network,
+                                                              shape, classes))
+    return prepared
 
 
 def _drop_last(n: int, batch_size: int, shuffle: bool) -> bool:
@@ -322,7 +328,8 @@ def eval_recipe(ev: EvaluateSection, train_on_device: bool = False, checkpoint: 
 
 def run_evaluation(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: Any = None, *,
                    source: str = "genotype", search_cost: dict[str, Any] | None = None,
-                   kind: str | None = None, resume: bool = False, continue_with: str | None = None) -> dict[str, Any]:
+                   kind: str | None = None, resume: bool = False, continue_with: str | None = None,
+                   notice: str | None = None) -> dict[str, Any]:
     """Train ``genotype``'s network as ``prepared`` says, into ``run_dir``; returns the results.
 
     ``kind`` (for the ``on_train_*`` hooks): ``"evaluate"`` after a search, ``"train"`` otherwise
@@ -331,13 +338,14 @@ def run_evaluation(prepared: PreparedEval, genotype: Genotype, run_dir: Path, re
     one-line :class:`nasreg.CheckpointError` before anything is written); without one the
     training starts afresh. Ctrl-C / SIGTERM stop it between two steps with a checkpoint:
     :class:`nasreg.Interrupted`, whose message ends with ``continue with: {continue_with}``
-    when given."""
+    when given. ``notice``: a line for ``reporter.message`` once every check has passed (so that
+    a refusal stays the only line)."""
     threads = torch.get_num_threads()
     kind = kind or ("evaluate" if search_cost is not None else "train")
     try:
         with StopRequests() as stop:
             return _run(prepared, genotype, Path(run_dir), reporter or QuietReporter(), source, search_cost,
-                        kind, stop, resume)
+                        kind, stop, resume, notice)
     except Interrupted as exc:
         then = f"continue with: {continue_with}" if continue_with else f"the checkpoint: {RunDir(run_dir).checkpoint}"
         raise Interrupted(f"{exc}; checkpoint written; {then}") from None
@@ -346,7 +354,8 @@ def run_evaluation(prepared: PreparedEval, genotype: Genotype, run_dir: Path, re
 
 
 def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: Any, source: str,
-         search_cost: dict[str, Any] | None, kind: str, stop: StopRequests, resume: bool) -> dict[str, Any]:
+         search_cost: dict[str, Any] | None, kind: str, stop: StopRequests, resume: bool,
+         notice: str | None) -> dict[str, Any]:
     espec, device = prepared.spec, prepared.device
     t_start = time.perf_counter()
     if espec.run.threads:
@@ -361,14 +370,14 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
     flops = count_flops(model, shape)
     model = model.to(device)
     train_loader, test_loader, train_on_device = _loaders(prepared)
-    _check_batches(model, prepared, shape)
+    _check_batches(prepared, shape, lambda: model)
     files = RunDir(run_dir)
     point = _resume_point(files, espec, genotype) if resume else None
 
     run = TrainRun(kind, espec, prepared.plugins, run_dir, device, genotype, source)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    recorder = _Recorder(run, reporter, t_start, params, point)
+    recorder = _Recorder(run, reporter, t_start, params, point, notice)
     trainer = Trainer(model, eval_recipe(espec.evaluate, train_on_device, files.checkpoint), device,
                       reporter=reporter, callbacks=[recorder], stop=stop)
     try:
@@ -423,17 +432,19 @@ def _resume_point(files: RunDir, espec: EvalSpec, genotype: Genotype) -> dict[st
     return state
 
 
-def _check_batches(model: nn.Module, prepared: PreparedEval, shape: tuple[int, int, int]) -> None:
+def _check_batches(prepared: PreparedEval, shape: tuple[int, int, int], network: Any) -> None:
     """Refuse, before anything is written, a training whose batches hold one image (``batch_size
     = 1``, or one training image) when the network has a batch norm that then sees one value per
     channel (a 1x1 feature map, as the auxiliary head's): torch cannot train it. (A last batch of
-    one image is dropped instead, see :func:`_drop_last`.)"""
+    one image is dropped instead, see :func:`_drop_last`.) ``network()`` gives the network, only
+    built when the batch sizes call for the check."""
     ev, espec = prepared.spec.evaluate, prepared.spec
     n_train = len(prepared.bundle.train)  # type: ignore[arg-type]
     n_train = min(n_train, ev.limit) if ev.limit else n_train
     if ev.batch_size > 1 and n_train > 1:
         return
-    layers = _single_value_batch_norms(model, shape, prepared.device)
+    model = network()
+    layers = _single_value_batch_norms(model, shape, next(model.parameters(), torch.zeros(0)).device)
     if not layers:
         return
     where = f"{espec.path}: [evaluate]" if espec.path is not None else "[evaluate]"
@@ -472,11 +483,12 @@ def _single_value_batch_norms(model: nn.Module, shape: tuple[int, int, int], dev
 class _Recorder:
     """The evaluation's engine callback: the run directory's files once training starts, then per
     epoch the ``metrics.jsonl`` line, the progress display, the checkpoint and the ``on_train_*``
-    hooks; at a stop, the checkpoint of that step. ``point``: the checkpoint resumed from."""
+    hooks; at a stop, the checkpoint of that step. ``point``: the checkpoint resumed from;
+    ``notice``: a line to show when training starts (every check passed)."""
 
     def __init__(self, run: TrainRun, reporter: Any, t_start: float, params: int,
-                 point: dict[str, Any] | None = None):
-        self.run, self.reporter, self.params, self.point = run, reporter, params, point
+                 point: dict[str, Any] | None = None, notice: str | None = None):
+        self.run, self.reporter, self.params, self.point, self.notice = run, reporter, params, point, notice
         self.t_start = t_start - float(point["elapsed"]) if point is not None else t_start
         self.history: list[dict[str, Any]] = list(point["history"]) if point is not None else []
 
@@ -493,6 +505,8 @@ class _Recorder:
         """Every check has passed: a fresh run writes its spec, genotype and an empty metrics
         file; a resumed one its metrics up to the checkpoint (dropping lines written after it)."""
         files, run = self.run.files.mkdir(), self.run
+        if self.notice:
+            self.reporter.message(self.notice)
         if self.point is None:
             files.write_toml(SPEC_FILE, spec_mod._drop_none(run.spec.resolved()))
             run.genotype.save(files.genotype)
