@@ -115,9 +115,15 @@ def validate(source: str | Path | Mapping[str, Any], *, overrides: Iterable[str]
     """Check a search spec, or an evaluation spec for :func:`train` (only ``[run]`` and
     ``[evaluate]``), without running it (``nasreg validate``): every key, type, range and
     registry name, the selector's stage plan and, for a search spec, the evaluation network's keys.
+    The search space, selector and strategy are built as :func:`search` builds them (every check
+    of their keys, the stage plan, a supernet strategy's need of a selector and of a space with a
+    supernet), and the train/validation split is checked as far as the spec and the dataset's
+    registry metadata tell (a limit too small to split; batches of a single image on a supernet
+    whose BatchNorm cannot train on them, probed on torch's ``meta`` device).
     Returns the validated spec or raises :class:`nasreg.SpecError` (or another
-    :class:`nasreg.NasregError`). What depends on the machine (the device, the dataset's files, free
-    memory) is checked when :func:`search` starts, before it writes anything."""
+    :class:`nasreg.NasregError`). What depends on the machine or on the dataset's files (the
+    device, the dataset's real size, free memory) is checked when :func:`search` starts, before
+    it writes anything, by the same code."""
     from ._core import spec as spec_mod
     from ._core.evalspec import is_eval_spec, load_eval_spec
 
@@ -127,6 +133,7 @@ def validate(source: str | Path | Mapping[str, Any], *, overrides: Iterable[str]
         raw = spec_mod.apply_overrides(spec_mod.read_toml(Path(source)), overrides)
         if is_eval_spec(raw):
             return _with_plugins(*load_eval_spec(Path(source), overrides, refs))
+        return spec_mod.load(Path(source), overrides, refs, objects=objects, raw=raw)[0]  # read once
     return load_spec(source, overrides=overrides, plugins=[*refs, *(o for _, o in objects)])
 
 

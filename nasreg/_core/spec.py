@@ -239,18 +239,34 @@ MAX_SPEC_BYTES = 16 * 2**20
 def check_toml_values(data: Any, where: str) -> None:
     """Raise :class:`SpecError` for an integer outside TOML's 64-bit range or nesting deeper than
     :data:`MAX_DEPTH`, naming the key path (``data.limit``, ``search.epochs[1]``)."""
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    # (value, its parent's key path, its key or index, depth): a path is made only for a table or
+    # a list (or a failure), not for each of a list's 300,000 numbers.
+    stack: list[tuple[Any, str, Any, int]] = [(data, "", None, 0)]
     while stack:
-        value, key, depth = stack.pop()
+        value, parent, name, depth = stack.pop()
+        if not isinstance(value, (dict, list, tuple, int)) or isinstance(value, bool):
+            continue
+        if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
+            continue
+        key = _key_path(parent, name)
         if depth > MAX_DEPTH:
             raise SpecError(f"{where}{key or 'value'}: nested more than {MAX_DEPTH} levels deep")
         if isinstance(value, dict):
-            stack.extend((v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in value.items())
+            stack.extend((v, key, str(k), depth + 1) for k, v in value.items())
         elif isinstance(value, (list, tuple)):
-            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value))
-        elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            stack.extend((v, key, i, depth + 1) for i, v in enumerate(value))
+        else:
             raise SpecError(f"{where}{key or 'value'}: integer {P.show(value)} is outside TOML's "
                             f"64-bit range ({INT64_MIN} to {INT64_MAX})")
+
+
+def _key_path(parent: str, name: Any) -> str:
+    """``parent.name`` for a table key, ``parent[i]`` for a list index, ``""`` for the top."""
+    if name is None:
+        return parent
+    if isinstance(name, int):
+        return f"{parent}[{name}]"
+    return f"{parent}.{name}" if parent else name
 
 
 def _loads(text: str) -> dict[str, Any]:
@@ -712,13 +728,15 @@ def check_stages(spec: Spec, selector: Any) -> list[tuple[int, int]]:
 
 
 def load(path: str | Path, overrides: Sequence[str] = (), extra_plugins: Sequence[str] = (), *,
-         objects: Sequence[tuple[str, Any]] = ()):
+         objects: Sequence[tuple[str, Any]] = (), raw: dict[str, Any] | None = None):
     """Read, override, load the plugins the spec asks for, validate: ``(Spec, Plugins)``.
 
     ``extra_plugins`` are module names or ``.py`` files (``--plugin``), ``objects`` plugin objects
-    as ``(name, object)``; both are loaded on top of the installed plugins."""
+    as ``(name, object)``; both are loaded on top of the installed plugins. ``raw``: the file's
+    table, already read and overridden (it is not read again)."""
     path = Path(path)
-    raw = apply_overrides(read_toml(path), overrides)
+    if raw is None:
+        raw = apply_overrides(read_toml(path), overrides)
     spec = _load_raw(raw, path, path.parent, extra_plugins, objects)
     return spec, spec.plugins
 
