@@ -129,6 +129,49 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_matches(spec_file, reference, tmp
     assert comparable(out) == comparable(reference)
 
 
+#: A plugin that SIGKILLs its process inside the Nth checkpoint write, after half of the new
+#: checkpoint's bytes reached its temporary file and before the rename (the worst instant).
+KILL_IN_WRITE = """\
+import os, signal
+from nasreg._core import rundir
+
+_count = {"n": 0}
+_real = rundir.RunDir.write_bytes
+
+def _write_bytes(self, name, data):
+    if str(name).endswith("checkpoint.pt"):
+        _count["n"] += 1
+        if _count["n"] == int(os.environ["KILL_AT_WRITE"]):
+            path = self.file(name)
+            with open(path.parent / f".{path.name}.killed.tmp", "wb") as fh:
+                fh.write(data[: len(data) // 2])
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _real(self, name, data)
+
+rundir.RunDir.write_bytes = _write_bytes
+"""
+
+
+@pytest.mark.parametrize("write", [2, 4], ids=["stage0", "stage1"])
+def test_sigkill_inside_the_checkpoint_write_then_resume_matches(spec_file, reference, tmp_path, write):
+    """Killed while writing a checkpoint: the previous checkpoint is intact, the half-written
+    temporary file is removed by the resume, and the resumed run equals the uninterrupted one."""
+    (tmp_path / "kill_in_write.py").write_text(KILL_IN_WRITE)
+    out = tmp_path / "run"
+    proc = subprocess.run([*NASREG, "run", str(spec_file), "--out", str(out), "-q",
+                           "--plugin", str(tmp_path / "kill_in_write.py")],
+                          capture_output=True, text=True, timeout=300, env={**ENV, "KILL_AT_WRITE": str(write)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert len(list(out.glob(".checkpoint.pt.*.tmp"))) == 1
+    assert checkpoint.load(out / "checkpoint.pt")["epoch"] >= 1  # the previous one, whole
+    done = resume(out)
+    assert done.returncode == 0, done.stderr
+    assert not list(out.glob(".*.tmp"))
+    assert comparable(out) == comparable(reference)
+
+
 def test_checkpoint_holds_everything_and_loads_without_code(reference):
     state = checkpoint.load(reference / "checkpoint.pt")  # weights_only=True inside
     for key in ("stage", "epoch", "step", "candidates", "model", "strategy", "stage_state", "rng",
