@@ -193,8 +193,10 @@ def test_a_changed_plan_or_data_size_is_refused(run_dir, user):  # noqa: F811
     ("model", {"stem.0.weight": [1.0, 2.0]}, "'model' is a dict, expected a table of tensors"),
     ("recorder", {"acc": None, "count": -3}, "'recorder'"),
     ("loader", "gpu", "'loader' is 'gpu'"),
+    ("spec_digest", 5, "the recorded spec digest is 5, expected a string"),
+    ("plan", [1, 2], "'plan' is a list"),
 ], ids=["string-epoch", "float-stage", "bool-step", "list-candidates", "nan-elapsed", "list-weight",
-        "negative-count", "unknown-loader"])
+        "negative-count", "unknown-loader", "int-digest", "list-plan"])
 def test_a_value_of_the_wrong_type_is_refused(run_dir, user, key, value, expect):  # noqa: F811
     edit_checkpoint(run_dir, lambda s: s.update({key: value}))
     user.fails("resume", run_dir, expect=(str(run_dir / "checkpoint.pt"), expect))

@@ -4,6 +4,11 @@ The file I/O (atomic write, versioned format, ``torch.load(weights_only=True)``)
 :meth:`nasreg.RunDir.save_checkpoint` / :meth:`~nasreg.RunDir.load_checkpoint`; this module adds
 the random-number-generator states, stored as plain containers and tensors too, and keeps
 :func:`save` / :func:`load` for full paths.
+
+A search checkpoint also records what it belongs to (:func:`nasreg._core.resumecheck.identity`:
+``spec_digest``, the resolved ``spec``, the stage ``plan`` and steps per epoch); ``nasreg resume``
+refuses one that does not belong to the run directory's ``spec.toml``
+(:mod:`nasreg._core.resumecheck`).
 """
 
 from __future__ import annotations

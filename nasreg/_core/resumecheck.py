@@ -116,8 +116,11 @@ def check_spec(spec: Any, recorded_digest: Any, recorded_spec: Any, source: Path
     """Refuse when ``spec`` (read from ``spec.toml``) is not the spec ``source`` was written under:
     its digest differs from ``recorded_digest``; the differing keys are named when the resolved
     spec was recorded too."""
-    if not isinstance(recorded_digest, str) or recorded_digest == spec.digest():
+    if recorded_digest is None or recorded_digest == spec.digest():
         return
+    if not isinstance(recorded_digest, str):
+        raise ResumeRefused(f"{source}: the recorded spec digest is {_kind(recorded_digest)}, expected a string; "
+                            "resume refuses")
     spec_path = spec.path
     diffs = spec_differences(recorded_spec, spec.resolved()) if isinstance(recorded_spec, dict) else []
     detail = _listed(diffs) if diffs else f"its hash is {spec.digest()}, {source.name} records {recorded_digest}"

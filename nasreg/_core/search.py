@@ -474,7 +474,7 @@ class _Search:
             stage_infos=ckpt["stage_infos"], gradients=ckpt["gradients"], elapsed=float(ckpt["elapsed"]),
             records=_StageState.from_dict(ckpt["stage_state"]), running=ckpt["accum"], loader=ckpt.get("loader"),
             resume=_ResumePoint(ckpt["model"], ckpt["strategy"], ckpt["recorder"], ckpt["loader_states"],
-                                ckpt["rng"], plan=ckpt.get("plan"), legacy="spec_digest" not in ckpt))
+                                ckpt["rng"], plan=ckpt.get("plan"), legacy=ckpt.get("spec_digest") is None))
 
     def _restore(self, state: SearchState, stage: _Stage) -> None:
         """Load the checkpoint's model, strategy, recorder and data order into the new stage (a
