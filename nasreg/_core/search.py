@@ -10,9 +10,7 @@ candidates or derives the genotype.
 from __future__ import annotations
 
 import resource
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
