@@ -75,7 +75,7 @@ def test_300000_reduction_indices_name_the_duplicate_not_the_list(user):  # noqa
     from test_validate_is_run import DARTS
 
     text = DARTS.replace("reductions = [1]", "reductions = " + huge_list(["1"] * N))
-    refused_quickly(user, text, ("reductions", "cell index 1 is listed more than once"))
+    refused_quickly(user, text, ("reductions", "duplicate cell index 1"))
 
 
 def test_a_100000_character_key_is_shortened(user):  # noqa: F811

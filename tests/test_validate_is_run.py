@@ -84,7 +84,7 @@ REFUSED = {
     "reduction index equal to the cell count": (
         DARTS, ("search_space.reductions=[0, 2]",), ("reductions", "cell index 2")),
     "reduction index listed twice": (
-        DARTS, ("search_space.reductions=[1, 1]",), ("reductions", "cell index 1 is listed more than once")),
+        DARTS, ("search_space.reductions=[1, 1]",), ("reductions", "duplicate cell index 1")),
     "partial channels and too many cells together": (
         DARTS, ("search_space.partial_channels=8", "search_space.channels=12"), ("partial_channels", "(12)", "(8)")),
     "a supernet strategy without a selector": (

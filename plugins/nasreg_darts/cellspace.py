@@ -42,7 +42,7 @@ class DartsCellSpace(nasreg.SearchSpace):
                              f"(indices 0 to {cells - 1})")
         twice = [r for r, n in Counter(reductions).items() if n > 1]
         if twice:
-            raise ValueError(f"reductions: cell index {twice[0]} is listed more than once")
+            raise ValueError(f"reductions: duplicate cell index {twice[0]} (listed more than once)")
         if partial_channels < 1 or channels % partial_channels:
             raise ValueError(f"partial_channels: channels ({channels}) must be a multiple of partial_channels "
                              f"({partial_channels})")
@@ -92,7 +92,7 @@ class DartsCellSpace(nasreg.SearchSpace):
                     raise ValueError(f"candidates[{ct!r}][{idx}]: no operation")
                 twice = [op for op, n in Counter(cands).items() if n > 1]
                 if twice:
-                    raise ValueError(f"candidates[{ct!r}][{idx}]: operation {twice[0]!r} is listed more than once")
+                    raise ValueError(f"candidates[{ct!r}][{idx}]: duplicate operation {twice[0]!r}")
 
     def build_supernet(self, candidates: nasreg.Candidates, *, ops: nasreg.Registry, in_channels: int,
                        num_classes: int) -> DartsSupernet:
