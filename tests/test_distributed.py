@@ -199,8 +199,9 @@ def _metrics(run_dir: Path) -> list[dict]:
 # So float32 promises nothing tighter than ~1e-4 after a few steps. The tolerances allow ~17x that
 # (these runs take at most 12 steps). They still catch what they are for: a missing gradient
 # average is a factor 2; per-rank instead of global-batch BatchNorm statistics move the losses by
-# 2e-3 to 7e-2 from the first epoch on and the accuracies by several images (measured). An accuracy counts images: a prediction whose two best logits are closer than
-# the loss difference may flip, so accuracies may differ by one image of the 64 a split holds.
+# 2e-3 to 7e-2 from the first epoch on and the accuracies by several images (measured). An
+# accuracy counts images: a prediction whose two best logits are closer than the loss difference
+# may flip, so accuracies may differ by one image of the 64 a split holds.
 LOSS_RTOL, ALPHA_RTOL = 2e-3, 1e-3
 ACC_ATOL = 1 / 64 + 1e-9  # one image (data.limit=128, train_portion 0.5: 64 train, 64 validation)
 
