@@ -277,11 +277,14 @@ def _evaluate_found(prepared: Any, summary: dict[str, Any], run_dir: Path, repor
 
 
 def resume(run_dir: str | Path, *, plugins: PluginRefs = (), progress: Progress = False,
-           preflight: bool = True, evaluate: bool = True) -> SearchResult:
+           preflight: bool = True, evaluate: bool = True) -> "SearchResult | TrainResult":
     """Continue a stopped search from its last checkpoint (the same results as an uninterrupted
     run), then run its ``[evaluate]``. A run whose search finished but whose evaluation did not
-    (no ``eval/results.json``) runs the evaluation again from its start; a finished run is a
-    :class:`nasreg.RunDirError`."""
+    (no ``eval/results.json``) continues the evaluation from its checkpoint (or starts it); a
+    stopped ``nasreg train`` run continues from its checkpoint (a :class:`TrainResult`); a
+    finished run is a :class:`nasreg.RunDirError`. Before anything is written the checkpoint is
+    checked against ``spec.toml`` (edited after the run: refused, naming what differs), and the
+    run directory is locked (another process in it: refused, naming its PID)."""
     from ._core import rundir as rd
 
     run_dir = Path(run_dir)
@@ -329,6 +332,8 @@ def _resume_locked(run_dir: Path, plugins: PluginRefs, progress: Progress, prefl
     if finished and (run_dir / EVAL_DIR / RESULTS_FILE).is_file():
         raise RunDirError(f"{run_dir}: this run has finished; nothing to resume")
     refs, objects = _split_plugins(plugins)
+    if _is_training_run(run_dir):
+        return _resume_training(run_dir, refs, progress)  # type: ignore[return-value]
     spec = spec_mod.load(run_dir / rd.SPEC_FILE, (), refs, objects=objects)[0]
     reporter, own = _reporter(progress)
     if finished:
@@ -341,6 +346,39 @@ def _resume_locked(run_dir: Path, plugins: PluginRefs, progress: Progress, prefl
     run_dir = ddp.open_run_dir(lambda: given)  # other ranks: a scratch directory
     return _search_and_evaluate(prepared, eval_prepared if evaluate else None, run_dir, reporter, own,
                                 estimate, resume=True)
+
+
+def _is_training_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is a ``nasreg train`` run (its ``spec.toml`` an evaluation spec)."""
+    from ._core import rundir as rd
+    from ._core import spec as spec_mod
+    from ._core.evalspec import is_eval_spec
+
+    return is_eval_spec(spec_mod.read_toml(run_dir / rd.SPEC_FILE))
+
+
+def _resume_training(run_dir: Path, refs: list[str], progress: Progress) -> TrainResult:
+    """Continue a stopped ``nasreg train`` from its checkpoint (exactly), or refuse a finished one."""
+    from ._core import rundir as rd
+    from ._core.evalspec import load_eval_spec
+    from ._core.evaluate import prepare_evaluation, run_evaluation, space_for
+
+    files = RunDir(run_dir)
+    if files.exists(rd.RESULTS_FILE):
+        raise RunDirError(f"{run_dir}: this training run has finished; nothing to resume")
+    espec, plugins_ = load_eval_spec(files.spec, (), refs)
+    source = str(files.genotype)
+    genotype = Genotype.load(files.genotype, plugins_.registries)
+    space = space_for(genotype, plugins_.registries, espec.search_space, source)
+    prepared = prepare_evaluation(espec, plugins_, space, space_name=genotype.space, genotype=genotype)
+    reporter, own = _reporter(progress)
+    try:  # (the engine says where it continues from, once every check has passed)
+        results = run_evaluation(prepared, genotype, run_dir, reporter, source=source, resume=True,
+                                 continue_with=f"nasreg resume {run_dir}")
+    finally:
+        reporter.close()
+    reporter.train_end(results)
+    return TrainResult(genotype=genotype, results=results, run_dir=files)
 
 
 def _evaluate_finished(spec: "Spec", run_dir: Path, reporter: Reporter, own: bool, evaluate: bool) -> SearchResult:
@@ -479,14 +517,15 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     genotype, source = _genotype(genotype, plugins_.registries)
     space = space_for(genotype, plugins_.registries, espec.search_space, source)
-    prepared = prepare_evaluation(espec, plugins_, space, space_name=genotype.space)
+    prepared = prepare_evaluation(espec, plugins_, space, space_name=genotype.space, genotype=genotype)
     stem = Path(source).stem if source != "genotype" else "genotype"
     name = espec.run.name or f"train-{stem}"
     run_dir = create_run_dir(espec.run.out_dir, name, out, force)  # locked
     espec.run = dataclasses.replace(espec.run, name=name)
     reporter, own = _reporter(progress)
     try:
-        results = run_evaluation(prepared, genotype, run_dir, reporter, source=source)
+        results = run_evaluation(prepared, genotype, run_dir, reporter, source=source,
+                                 continue_with=f"nasreg resume {run_dir}")
     finally:
         reporter.close()
         release_run_dir(run_dir)

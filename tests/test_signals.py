@@ -296,13 +296,14 @@ def test_a_signal_during_the_evaluation_stops_it_with_a_checkpoint_and_resume_en
 
 
 @pytest.mark.slow
-def test_sigterm_during_nasreg_train_stops_it_with_a_loadable_checkpoint(spec_dir, reference):
+def test_sigterm_during_nasreg_train_stops_it_with_a_loadable_checkpoint_and_resume_ends_as_uninterrupted(
+        spec_dir, reference):
     out = spec_dir / "trained"
     stopped = signal_when(["train", reference / "genotype.json", "--spec", "spec.toml", "--out", out.name, "-q"],
                           spec_dir, out / "metrics.jsonl", signal.SIGTERM, 0.3)
     assert stopped.returncode == 130, stopped.stderr
     line = stopped_line(stopped.stderr)
-    assert line.endswith(f"checkpoint written; the checkpoint: {out.name}/checkpoint.pt"), line
+    assert line.endswith(f"checkpoint written; continue with: nasreg resume {out.name}"), line
     state = load_train_checkpoint(out / "checkpoint.pt")
     assert len(state["history"]) == state["position"]["epoch"] >= 1
     assert [m["epoch"] for m in metrics(out)] == list(range(state["position"]["epoch"]))
@@ -310,6 +311,16 @@ def test_sigterm_during_nasreg_train_stops_it_with_a_loadable_checkpoint(spec_di
     # the checkpoint's weights load into the network the genotype describes
     net = nasreg.build_network(reference / "genotype.json", spec=spec_dir / "spec.toml")
     net.load_state_dict(state["model"])
+    # nasreg resume continues the training exactly: the metrics of one uninterrupted training
+    done = subprocess.run([str(NASREG), "resume", out.name, "-q"], cwd=spec_dir, capture_output=True, text=True,
+                          env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr
+    whole = subprocess.run([str(NASREG), "train", reference / "genotype.json", "--spec", "spec.toml", "--out",
+                            "whole", "-q"], cwd=spec_dir, capture_output=True, text=True, env=ENV, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    assert metrics(out) == metrics(spec_dir / "whole")
+    again = subprocess.run([str(NASREG), "resume", out.name], cwd=spec_dir, capture_output=True, text=True, env=ENV)
+    assert again.returncode == 2 and "this training run has finished" in again.stderr
 
 
 # --- a stop after the search's last step -----------------------------------------------------------

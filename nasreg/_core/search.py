@@ -26,7 +26,8 @@ from . import resumecheck
 from . import rundir as rd
 from .data import DatasetBundle, check_split, drop_single_last, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
-from .errors import DivergenceError, GenotypeError, Interrupted, NasregError, PluginError, SpecError
+from .errors import (DivergenceError, GenotypeError, Interrupted, NasregError, PluginError, RunDirError,
+                     SpecError)
 from .genotype import Genotype
 from .plugins import Plugins
 from .progress import QuietReporter
@@ -246,8 +247,10 @@ def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: 
     threads = torch.get_num_threads()
     try:
         return prepared.strategy.run_search(SearchJob(prepared, run_dir, reporter or QuietReporter(), resume))
-    except Interrupted:
-        raise  # a stop: the checkpoint says where to continue
+    except (Interrupted, RunDirError):
+        # A stop (the checkpoint says where to continue), or a fault of the run directory itself
+        # (a resume refused, a full disk): nothing more is written into it.
+        raise
     except Exception as exc:
         if ddp.current().is_main:
             record_failure(prepared, run_dir, exc)
@@ -289,7 +292,7 @@ class SearchJob:
 
     def sample(self) -> dict[str, Any]:
         """A sampling strategy's search: it trains its own children and returns the genotype."""
-        return _run_sampling(self.prepared, self.run_dir, self.reporter)
+        return _run_sampling(self.prepared, self.run_dir, self.reporter, self.resume)
 
 
 def _start_run(spec: Spec, p: Prepared, run_dir: Path) -> Run:
@@ -307,12 +310,13 @@ def _summary_head(spec: Spec, p: Prepared, run_dir: Path) -> dict[str, Any]:
             "device": str(p.device), "deterministic": spec.run.deterministic, "seed": spec.run.seed}
 
 
-def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any) -> dict[str, Any]:
+def _run_sampling(prepared: Prepared, run_dir: Path, reporter: Any, resume: bool = False) -> dict[str, Any]:
     """Seed, write the spec, let a fresh strategy search, write the genotype and the summary."""
     spec, p = prepared.spec, prepared
     t_start = time.perf_counter()
     run, files = _start_run(spec, p, run_dir), RunDir(run_dir)
-    files.write_toml(rd.SPEC_FILE, spec.resolved())
+    if not resume:  # a resumed run keeps its spec.toml: it is what the journal is checked against
+        files.write_toml(rd.SPEC_FILE, spec.resolved())
     notify(p.plugins, "on_run_start", reporter, run=run)
     out = build_strategy(spec).search(run, p.bundle, reporter)
     extra = dict(out) if isinstance(out, dict) else {"genotype": out}
