@@ -211,8 +211,10 @@ def resume(run_dir: Path, extra_plugins: tuple[str, ...], no_preflight: bool, qu
     """Continue a stopped search from its last checkpoint (same results as an uninterrupted run),
     then run the spec's [evaluate] section, if any.
 
-    A run whose search finished but whose evaluation did not (no eval/results.json) runs the
-    evaluation again from its start."""
+    A run whose search finished but whose evaluation did not (no eval/results.json) continues the
+    evaluation from its checkpoint; a stopped `nasreg train` run directory continues its training.
+    A checkpoint that does not belong to spec.toml (edited after the run) is refused, naming what
+    differs, before anything is changed."""
     from .api import resume as resume_run
 
     resume_run(run_dir, plugins=extra_plugins, progress=_reporter(quiet), preflight=not no_preflight)
