@@ -477,8 +477,21 @@ def build_parts(spec: Spec, registries: Any) -> Parts:
         raise SpecError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} trains a supernet, but search "
                         f"space {spec.search_space.name!r} has none (it samples discrete architectures): "
                         "search it with a sampling strategy")
+    if strategy.trains_supernet:
+        _check_some_op_is_not_zero(spec, space, registries)
     stages = check_stages(spec, selector)
     return Parts(space, selector, strategy, stages)
+
+
+def _check_some_op_is_not_zero(spec: Spec, space: Any, registries: Any) -> None:
+    """A supernet whose every candidate in a cell is a zero op (``none``) can only derive a cell
+    without edges, which is no network: refused before anything runs."""
+    zero = {n for e in registries.operations if e.get("is_zero", False) for n in (e.name, e.qualified)}
+    for cell_type, edges in space.full_candidates().items():
+        if not any(op not in zero for ops in edges for op in ops):
+            raise SpecError(f"{spec.path}: [search_space] operations: every candidate of the {cell_type!r} cell "
+                            f"is a zero operation ({', '.join(sorted({op for ops in edges for op in ops}))}); "
+                            "a search needs at least one that is not")
 
 
 def _validate_data(raw: dict[str, Any], path: Path, registries: Any
