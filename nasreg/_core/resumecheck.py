@@ -192,7 +192,7 @@ _OPTIONAL = {"loader"}
 
 def _kind(value: Any) -> str:
     if value is None:
-        return "none"
+        return "null"
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {list(value.shape)}"
     return short(value, 40) if isinstance(value, (bool, int, float, str)) else f"a {type(value).__name__}"

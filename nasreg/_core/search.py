@@ -341,9 +341,8 @@ def _save_genotype(genotype: Genotype, files: RunDir) -> None:
         genotype.save(files.genotype)
     except GenotypeError as exc:
         why = str(exc).split(": ", 1)[-1]
-        raise GenotypeError(f"the search derived a genotype nasreg cannot use ({why}); is every candidate "
-                            "operation a zero operation like 'none'? [search_space] operations needs at least "
-                            "one that is not") from None
+        raise GenotypeError(f"the search derived a genotype nasreg cannot use: {why} (not written; the "
+                            "selector's derive() made it)") from None
 
 
 def _loader_states(train: DataLoader, val: DataLoader) -> dict[str, torch.Tensor]:
