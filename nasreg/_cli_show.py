@@ -18,8 +18,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import Genotype, GenotypeError, NasregError, RunDir, RunDirError
-from ._core import readback
-from ._core.spec import read_toml
 
 #: Files any of which makes a folder a run directory.
 RUN_FILES = (RunDir.SPEC_FILE, RunDir.GENOTYPE_FILE, RunDir.METRICS_FILE, RunDir.SUMMARY_FILE, RunDir.RESULTS_FILE)
@@ -29,11 +27,9 @@ def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The records of ``metrics.jsonl`` (bounded and schema-checked, see :mod:`nasreg._core.readback`)
     and whether its last line was cut (a crash mid-append: skipped, with a note). A line damaged
     otherwise is a :class:`nasreg.RunDirError` naming the file, the line and the key."""
-    records, damaged, last = RunDir(path.parent).scan_jsonl(path.name)
-    for number, why in damaged:
-        if not (number == last and why == readback.TORN):
-            raise RunDirError(readback.line_message(path, number, why))
-    return records, len(damaged)
+    run = RunDir(path.parent)
+    records = run.read_jsonl(path.name)  # any damaged line but a cut last one: one error line
+    return records, len(run.scan_jsonl(path.name)[1])
 
 
 #: Metrics ``show`` leaves out of its table (still in metrics.jsonl), and short column headers.
@@ -90,7 +86,7 @@ def check_run_dir(path: Path) -> str:
     spec = path / RunDir.SPEC_FILE
     if spec.is_file():
         try:
-            raw = read_toml(spec)
+            raw = RunDir(path).read_toml(RunDir.SPEC_FILE)
         except NasregError:
             return "run"
         return "search" if "search_space" in raw else "train"
@@ -116,10 +112,7 @@ def _read(run: RunDir, kind: str) -> _Contents:
     """Read (bounded, schema-checked: :mod:`nasreg._core.readback`) every file ``show`` shows."""
     out = _Contents()
     if run.spec.is_file():
-        try:
-            out.spec = read_toml(run.spec)  # bounded: size, nesting, integers (as a spec is read)
-        except NasregError as exc:
-            raise RunDirError(str(exc)) from None
+        out.spec = run.read_toml(RunDir.SPEC_FILE)  # bounded: size, nesting, integers (as a spec is read)
     if run.genotype.is_file():
         try:  # read_json checks it as a genotype; from_dict then cannot fail
             out.genotype = Genotype.from_dict(run.read_json(RunDir.GENOTYPE_FILE, expect=None),

@@ -321,7 +321,7 @@ def genotypes(draw) -> Genotype:
     cells = {}
     for name in draw(st.lists(texts, min_size=1, max_size=3, unique=True)):
         cells[name] = CellGenotype(edges=draw(st.lists(edges(), min_size=1, max_size=6)),
-                                   concat=draw(st.lists(st.integers(), min_size=1, max_size=4)),
+                                   concat=draw(st.lists(st.integers(-2**63, 2**63 - 1), min_size=1, max_size=4)),
                                    combine=draw(st.dictionaries(st.integers(0, 10**8), texts, max_size=3)))
     return Genotype(space=draw(names.filter(bool)), cells=cells,
                     provenance=draw(st.dictionaries(st.text(max_size=8), json_no_nan, max_size=4)))

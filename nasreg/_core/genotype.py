@@ -179,7 +179,8 @@ class Genotype:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """A node number: an int (not a bool) within 64 bits, as every JSON file nasreg reads back."""
+    return isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63
 
 
 def genotype_from_edges(edges: dict[str, list[GenotypeEdge]], run: Any, *, selector: str, stages: int,

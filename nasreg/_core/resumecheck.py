@@ -348,6 +348,7 @@ def check_resumable(run_dir: Path, spec: Any) -> None:
     files = RunDir(run_dir)
     if ddp.env_world_size() > 1 or not files.checkpoint.is_file():
         return
+    files.read_jsonl(files.METRICS_FILE)  # a damaged journal (bounded, schema-checked): refused now
     ckpt = files.load_checkpoint(kind="search")
     selector = spec.selector.build() if spec.selector is not None else None
     full = spec.search_space.build().full_candidates()

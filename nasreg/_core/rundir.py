@@ -198,6 +198,19 @@ class RunDir:
 
         return self.write_text(name, tomli_w.dumps(data))
 
+    def read_toml(self, name: str | Path) -> dict[str, Any]:
+        """The TOML table in ``name`` (``spec.toml``), read as a spec is (bounded: size, nesting,
+        integers); missing or damaged, a one-line :class:`RunDirError` naming it."""
+        from .errors import NasregError
+        from .spec import read_toml
+
+        try:
+            return read_toml(self.file(name))
+        except RunDirError:
+            raise
+        except NasregError as exc:
+            raise RunDirError(str(exc)) from None
+
     def write_jsonl(self, name: str | Path, records: Iterable[dict[str, Any]]) -> Path:
         """Replace the JSON-lines file ``name`` by ``records``, atomically (say, to drop lines)."""
         return self.write_text(name, "".join(_jsonl_line(r) for r in records))
