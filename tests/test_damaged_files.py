@@ -375,3 +375,24 @@ def test_a_fifo_or_an_endless_file_is_refused_without_blocking(tmp_path):
     (tmp_path / "eval").symlink_to("/dev")
     with pytest.raises(RunDirError, match="larger than 64 MiB"):
         nasreg.RunDir(tmp_path).read_json("eval/zero")
+
+
+# --- a plugin's own file read back: DG-DARTS's clusters.json ----------------------------------------
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[" * 5000 + "]" * 5000, "nested"),
+    ('{"transitions": [{"from_stage": "0", "candidate_counts": {"before": {}}}]}', 'transitions[0].from_stage'),
+    ('{"transitions": {"a": 1}}', '"transitions"'),
+    ('{"transitions": [{"from_stage": 0}]}', "transitions[0].candidate_counts.before"),
+    ('{"transitions": [{"from_stage": NaN, "candidate_counts": {"before": {}}}]}', "NaN"),
+])
+def test_a_damaged_clusters_json_is_one_line_naming_the_key(tmp_path, text, key):
+    from nasreg_dgdarts import load_clusters
+
+    (tmp_path / "clusters.json").write_text(text)
+    with pytest.raises(nasreg.RunDirError) as info:
+        load_clusters(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'clusters.json'}: ") and key in message and "\n" not in message
+    assert load_clusters(tmp_path / "nowhere") == {}

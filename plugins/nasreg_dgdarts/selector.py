@@ -4,14 +4,13 @@ every edge of the stage before (Park and Song, DG-DARTS, section 3.2)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import nasreg
-from nasreg import (Component, Genotype, NasregError, Range, Ref, Selector, SpecError, StageResult, component,
-                    genotype_from_edges, write_json)
+from nasreg import (Component, Genotype, NasregError, Range, Ref, RunDir, RunDirError, Selector, SpecError,
+                    StageResult, component, genotype_from_edges, write_json)
 
 from .grouping import EdgeDecision, NoneGroupWins, Normalize, group_and_select
 
@@ -139,8 +138,7 @@ class GradientGroupedSelector(Selector):
         return {ct: [d.chosen for d in ds] for ct, ds in decisions.items()}
 
     def _write_clusters(self, run_dir: Path, result: StageResult, decisions, seed: int) -> None:
-        transitions = [t for t in load_clusters(run_dir).get("transitions", [])
-                       if isinstance(t, dict) and t.get("from_stage", -1) < result.stage]
+        transitions = [t for t in load_clusters(run_dir).get("transitions", []) if t["from_stage"] < result.stage]
         cells = {}
         for ct, ds in decisions.items():
             cells[ct] = [{
@@ -177,7 +175,7 @@ class GradientGroupedSelector(Selector):
         """The space's derivation of the final stage (for darts-cell, the DARTS rule: the paper's
         last stage is plain DARTS), with the candidate counts of every stage in the provenance."""
         counts = [t["candidate_counts"]["before"] for t in load_clusters(Path(run.run_dir)).get("transitions", [])
-                  if isinstance(t, dict) and t.get("from_stage", -1) < result.stage]
+                  if t["from_stage"] < result.stage]
         kept = run.space.derive(result, run.zero_ops())
         return genotype_from_edges(kept, run, selector=NAME, stages=result.stage + 1,
                                    candidates_per_stage=[*counts, _counts(result.candidates)])
@@ -199,9 +197,24 @@ def _counts(candidates: nasreg.Candidates) -> dict[str, int]:
 
 
 def load_clusters(run_dir: Path) -> dict[str, Any]:
-    """The ``clusters.json`` of a run directory, or ``{}`` when there is none (or it is unreadable)."""
-    try:
-        data = json.loads((run_dir / CLUSTERS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The ``clusters.json`` of a run directory (``{}`` when there is none), read by nasreg's
+    bounded reader and checked where this selector reads it back (``transitions[i].from_stage``,
+    ``.candidate_counts.before``): a damaged file is one :class:`nasreg.RunDirError` naming the key."""
+    files = RunDir(run_dir)
+    if not files.exists(CLUSTERS_FILE):
         return {}
-    return data if isinstance(data, dict) else {}
+    data = files.read_json(CLUSTERS_FILE, expect=dict)
+    transitions = data.get("transitions", [])
+    if not isinstance(transitions, list):
+        raise RunDirError(f"{files.file(CLUSTERS_FILE)}: key \"transitions\": expected a list")
+    for i, t in enumerate(transitions):
+        where = f"{files.file(CLUSTERS_FILE)}: key \"transitions[{i}]"
+        if not isinstance(t, dict):
+            raise RunDirError(f"{where}\": expected an object")
+        stage = t.get("from_stage")
+        if not isinstance(stage, int) or isinstance(stage, bool) or stage < 0:
+            raise RunDirError(f"{where}.from_stage\": expected a stage number")
+        counts = t.get("candidate_counts")
+        if not isinstance(counts, dict) or not isinstance(counts.get("before"), dict):
+            raise RunDirError(f"{where}.candidate_counts.before\": expected an object")
+    return data
