@@ -30,9 +30,11 @@ def fake_run_dir(path, with_stages: bool = True):
     stage1 = {ct: [["max_pool_3x3", "avg_pool_3x3"] if e % 2 else ["skip_connect", "sep_conv_3x3", "dil_conv_5x5"]
                    for e in range(N_EDGES)] for ct in ("normal", "reduce")}
     stages = [{"stage": 0, "candidates": {ct: [list(OPS)] * N_EDGES for ct in ("normal", "reduce")},
-               "num_weights": 1000, "epoch_seconds": [1.0] * 3, "step_seconds": 0.1},
-              {"stage": 1, "candidates": stage1, "num_weights": 500, "epoch_seconds": [0.5] * 2,
-               "step_seconds": 0.05}]
+               "num_weights": 1000, "num_candidate_ops": 2 * N_EDGES * len(OPS), "warmup_epochs": 0, "epochs": 3,
+               "epoch_seconds": [1.0] * 3, "step_seconds": 0.1},
+              {"stage": 1, "candidates": stage1, "num_weights": 500,
+               "num_candidate_ops": sum(len(c) for e in stage1.values() for c in e), "warmup_epochs": 0, "epochs": 2,
+               "epoch_seconds": [0.5] * 2, "step_seconds": 0.05}]
     lines = []
     for s in stages:
         for epoch in range(len(s["epoch_seconds"])):

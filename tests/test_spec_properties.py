@@ -304,8 +304,8 @@ def test_set_applied_to_a_valid_spec(overrides):
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=10)
-json_no_nan = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
+json_no_nan = st.recursive(  # (integers within 64 bits: what nasreg reads back)
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6)
 
@@ -389,6 +389,17 @@ def test_genotype_load_of_random_bytes(scratch, data):
         Genotype.load(path, REGS)
     except GenotypeError as exc:
         assert str(exc).startswith(f"{path}: ")
+
+
+@PROPERTY
+@given(genotypes(), st.sampled_from([2**63, -2**63 - 1, 10**30]))
+def test_a_genotype_nasreg_could_not_read_back_is_not_written(scratch, genotype, number):
+    genotype.provenance = {**genotype.provenance, "big": number}
+    path = scratch / "unreadable.json"
+    path.unlink(missing_ok=True)
+    with pytest.raises(GenotypeError, match="beyond 64 bits.*not written"):
+        genotype.save(path)
+    assert not path.exists()
 
 
 @PROPERTY

@@ -72,10 +72,17 @@ class Genotype:
         no edges, ...) is a :class:`GenotypeError` and the file is not touched."""
         from .rundir import RunDir
 
+        from .readback import Damaged, parse
+
         path = Path(path)
         data = self.to_dict()
         Genotype.from_dict(data, source=str(path))
-        return RunDir(path.parent).write_text(path.name, json.dumps(data, indent=2) + "\n")
+        text = json.dumps(data, indent=2) + "\n"
+        try:  # what load() reads back: bounded nesting, finite numbers, integers within 64 bits
+            parse(text)
+        except Damaged as exc:
+            raise GenotypeError(f"{path}: {exc} (not written: nasreg could not read it back)") from None
+        return RunDir(path.parent).write_text(path.name, text)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "genotype") -> "Genotype":
