@@ -8,8 +8,9 @@ run (another spec or genotype, a position out of bounds, damaged).
 * the engine itself (``nasreg.Trainer``), in-process: stopped at several steps (mid-epoch, the
   last step of an epoch, an epoch boundary), its state saved and loaded as a checkpoint is, then
   resumed: the same weights, bit for bit, and the same epoch figures as an uninterrupted fit;
-* real ``nasreg`` processes sent SIGTERM or SIGINT once the evaluation wrote its first metrics
-  line (and ``nasreg train`` likewise), then ``nasreg resume``;
+* real ``nasreg`` processes sent SIGTERM or SIGINT at a known moment (by a plugin, when the first
+  epoch ends, or from a thread a little later: mid-epoch; never a race against the machine's
+  speed), in the evaluation and in ``nasreg train``, then ``nasreg resume``;
 * a stop requested after the search's last step (a SIGTERM the process sends itself from an
   ``on_run_end`` hook) stops before the evaluation starts, and resume runs it;
 * tampered evaluation checkpoints: refused by ``nasreg resume`` before anything changes.
@@ -93,22 +94,6 @@ def stopped_line(stderr: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("stopped: "), stderr
     assert "Traceback" not in stderr
     return lines[0]
-
-
-def signal_when(args: list, cwd: Path, marker: Path, sig: int, delay: float = 0.0) -> subprocess.CompletedProcess:
-    """Run ``nasreg *args``; once ``marker`` exists and is not empty (plus ``delay`` s), send ``sig``."""
-    proc = subprocess.Popen([str(NASREG), *map(str, args)], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if marker.is_file() and marker.stat().st_size:
-            break
-        time.sleep(0.005)
-    time.sleep(delay)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=240)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def load_train_checkpoint(path: Path) -> dict:
@@ -270,17 +255,42 @@ def reference(spec_dir) -> Path:
     return spec_dir / "reference"
 
 
+#: Sends the process the signal $NASREG_TEST_SIGNAL when the evaluation's first epoch ends (a real
+#: signal at a known moment, however fast the machine: the stop comes at that epoch's end), or,
+#: with $NASREG_TEST_DELAY, that many seconds later from a thread (inside epoch 1: mid-epoch).
+SIGNAL_PLUGIN = """
+import os, signal, threading, time
+import nasreg
+
+def _send():
+    time.sleep(float(os.environ.get("NASREG_TEST_DELAY", "0")))
+    os.kill(os.getpid(), getattr(signal, os.environ["NASREG_TEST_SIGNAL"]))
+
+@nasreg.hookimpl
+def on_train_epoch_end(run, kind, epoch, metrics):
+    if kind == os.environ.get("NASREG_TEST_KIND", "evaluate") and epoch == 0:
+        if "NASREG_TEST_DELAY" in os.environ:
+            threading.Thread(target=_send).start()
+        else:
+            _send()
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,delay", [(signal.SIGTERM, 0.3), (signal.SIGINT, 0.6)], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig, delay", [(signal.SIGTERM, None), (signal.SIGINT, 0.05)],
+                         ids=["SIGTERM-at-an-epoch-end", "SIGINT-mid-epoch"])
 def test_a_signal_during_the_evaluation_stops_it_with_a_checkpoint_and_resume_ends_as_uninterrupted(
         spec_dir, reference, sig, delay):
     out = spec_dir / f"run-{sig.name}"
-    stopped = signal_when(["run", "spec.toml", "--out", out.name, "-q", "--no-preflight"], spec_dir,
-                          out / "eval" / "metrics.jsonl", sig, delay)
+    (spec_dir / "send_signal.py").write_text(SIGNAL_PLUGIN)
+    env = {**ENV, "NASREG_TEST_SIGNAL": sig.name, **({"NASREG_TEST_DELAY": str(delay)} if delay else {})}
+    stopped = subprocess.run([str(NASREG), "run", "spec.toml", "--out", out.name, "-q", "--no-preflight",
+                              "--plugin", "send_signal.py"], cwd=spec_dir, capture_output=True, text=True,
+                             env=env, timeout=300)
     assert stopped.returncode == 130, stopped.stderr
     line = stopped_line(stopped.stderr)
     assert line.endswith(f"checkpoint written; continue with: nasreg resume {out.name}"), line
-    assert "interrupted at epoch " in line or "interrupted after epoch " in line
+    assert ("interrupted at epoch 1, step " in line if delay else "interrupted after epoch 0;" in line), line
     state = load_train_checkpoint(out / "eval" / "checkpoint.pt")
     assert state["position"]["epoch"] >= 1 and len(state["history"]) == state["position"]["epoch"]
     assert not (out / "eval" / "results.json").exists() and (out / "summary.json").is_file()
@@ -299,8 +309,11 @@ def test_a_signal_during_the_evaluation_stops_it_with_a_checkpoint_and_resume_en
 def test_sigterm_during_nasreg_train_stops_it_with_a_loadable_checkpoint_and_resume_ends_as_uninterrupted(
         spec_dir, reference):
     out = spec_dir / "trained"
-    stopped = signal_when(["train", reference / "genotype.json", "--spec", "spec.toml", "--out", out.name, "-q"],
-                          spec_dir, out / "metrics.jsonl", signal.SIGTERM, 0.3)
+    (spec_dir / "send_signal.py").write_text(SIGNAL_PLUGIN)
+    stopped = subprocess.run([str(NASREG), "train", reference / "genotype.json", "--spec", "spec.toml", "--out",
+                              out.name, "-q", "--plugin", "send_signal.py"], cwd=spec_dir, capture_output=True,
+                             text=True, timeout=300, env={**ENV, "NASREG_TEST_SIGNAL": "SIGTERM",
+                                                          "NASREG_TEST_KIND": "train", "NASREG_TEST_DELAY": "0.05"})
     assert stopped.returncode == 130, stopped.stderr
     line = stopped_line(stopped.stderr)
     assert line.endswith(f"checkpoint written; continue with: nasreg resume {out.name}"), line
