@@ -409,7 +409,7 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
         _check_name_lengths(Path(explicit), "--out")
         return _explicit_run_dir(Path(explicit), force)
     base = Path(out_dir)
-    _check_name_lengths(base / f"{name}-9999", "[run] out_dir / name")
+    _check_name_lengths(base / name, "[run] out_dir / name")
     _mkdir(base, exist_ok=True, parents=True)
     for i in range(0, 10_000):
         path = base / (name if i == 0 else f"{name}-{i}")
