@@ -206,3 +206,15 @@ else:
         suppress_health_check=[_HealthCheck.too_slow])
     if os.environ.get("CI"):
         _hypothesis_settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _release_leaked_run_dir_locks():
+    """Drop the run-directory locks a test took and did not release (``create_run_dir`` called
+    directly): the next tests start with none held by this process."""
+    yield
+    from nasreg._core.rundir import RunDirLock
+
+    for lock in list(RunDirLock._held.values()):
+        lock._count = 1
+        lock.release()
