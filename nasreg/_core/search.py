@@ -26,7 +26,7 @@ from . import resumecheck
 from . import rundir as rd
 from .data import DatasetBundle, check_split, drop_single_last, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
-from .errors import (DivergenceError, GenotypeError, Interrupted, NasregError, PluginError, RunDirError,
+from .errors import (DivergenceError, GenotypeError, Interrupted, NasregError, RunDirError,
                      SpecError)
 from .genotype import Genotype
 from .plugins import Plugins
@@ -36,7 +36,7 @@ from .run import Run
 from .selector import StageResult
 from .stop import StopRequests
 from .strategy import SearchStrategy, Strategy
-from .spec import Spec, build_parts, check_stages
+from .spec import Spec, build_parts, build_strategy, check_stages
 from .space import Candidates, SearchSpace
 from .supernet import Supernet
 from .trainer import score_sums, seed_everything
@@ -203,19 +203,6 @@ class Prepared:
     bundle: DatasetBundle
     #: The strategy built when the spec was prepared: what the engine reads (never trained).
     strategy: Strategy
-
-
-def build_strategy(spec: Spec) -> Strategy:
-    """The spec's ``[strategy]``, built: the one place the engine makes a strategy.
-
-    Called once per need (preparing the spec, each stage of a supernet search, a sampling search);
-    a factory that returns something other than a :class:`nasreg.Strategy` is refused."""
-    strategy = spec.strategy.build()
-    if not isinstance(strategy, Strategy):
-        raise PluginError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} built a "
-                          f"{type(strategy).__name__}, not a nasreg.Strategy (subclass nasreg.SearchStrategy "
-                          "or nasreg.SamplingStrategy)")
-    return strategy
 
 
 def prepare(spec: Spec, plugins: Plugins) -> Prepared:

@@ -453,22 +453,29 @@ class Parts:
     stages: list[tuple[int, int]]
 
 
+def build_strategy(spec: Spec) -> Any:
+    """The spec's ``[strategy]``, built: the one place a strategy is made (validating the spec,
+    preparing it, each stage of a supernet search, a sampling search); a factory that returns
+    something other than a :class:`nasreg.Strategy` is refused."""
+    from .errors import PluginError
+    from .strategy import Strategy
+
+    strategy = spec.strategy.build()
+    if not isinstance(strategy, Strategy):
+        raise PluginError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} built a "
+                          f"{type(strategy).__name__}, not a nasreg.Strategy (subclass nasreg.SearchStrategy "
+                          "or nasreg.SamplingStrategy)")
+    return strategy
+
+
 def build_parts(spec: Spec, registries: Any) -> Parts:
     """Build the search space, the selector and the strategy and check the stage plan: the checks
     ``nasreg validate`` and ``nasreg run`` share (run calls this from ``prepare``), so a spec
     validate accepts is never rejected by run for its keys. No torch: the built-in components
     import it only when they build a network."""
-    from .strategy import Strategy
-
     space = spec.search_space.build()
     selector = spec.selector.build() if spec.selector is not None else None
-    strategy = spec.strategy.build()
-    if not isinstance(strategy, Strategy):
-        from .errors import PluginError
-
-        raise PluginError(f"{spec.path}: [strategy] name: {spec.strategy.name!r} built a "
-                          f"{type(strategy).__name__}, not a nasreg.Strategy (subclass nasreg.SearchStrategy "
-                          "or nasreg.SamplingStrategy)")
+    strategy = build_strategy(spec)
     if strategy.trains_supernet and selector is None:
         choices = ", ".join(repr(name) for name in sorted({e.name for e in registries.selectors}))
         raise SpecError(f"{spec.path}: [selector] name: missing required key (strategy "

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 class Strategy(ABC):
     """What every ``register_strategies`` factory returns: the part of a strategy the engine reads.
 
-    The engine builds a strategy through one function (:func:`nasreg._core.search.build_strategy`),
+    The engine builds a strategy through one function (:func:`nasreg._core.spec.build_strategy`),
     once per need: once when the spec is prepared (to read the attributes below and, for the
     pre-flight estimate, those of :class:`SearchStrategy`), then a fresh instance for each stage
     of a supernet search or, after seeding, for a sampling search. Construction must therefore
