@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The tests also cover the optional extras (the Ray executor on a local Ray instance).
+EXTRAS_STAMP := $(VENV)/.installed-extras
 
 .PHONY: run test install clean
 
@@ -12,12 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(EXTRAS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	touch $(EXTRAS_STAMP)
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/nasreg run specs/quickstart.toml
 
-test: $(STAMP)
+test: $(EXTRAS_STAMP)
 	$(BIN)/python -m pytest
 
 clean:

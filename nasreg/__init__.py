@@ -41,6 +41,7 @@ from ._core.genotype import CellGenotype, Genotype, GenotypeEdge
 from .hookspecs import hookimpl
 from ._core.params import Component, Range, Ref
 from ._core.registry import Entry, Registry
+from ._core.executor import Executor, LocalExecutor, Outcome, Resources, free_cores, split_cores
 # plugin contracts (torch is imported by their methods only)
 from ._core.data import DatasetBundle, MemoryView
 from ._core.selector import Selector, StageResult
@@ -88,6 +89,7 @@ __all__ = [
     "DatasetBundle", "MemoryView",
     "NasregError", "SpecError", "RegistryError", "PluginError", "GenotypeError", "RunDirError", "DataError",
     "DivergenceError", "Interrupted",
+    "Executor", "LocalExecutor", "Outcome", "Resources", "free_cores", "split_cores",
     *_LAZY,
 ]
 

@@ -79,6 +79,16 @@ def register_datasets(register):
     """
 
 
+@hookspec
+def register_executors(register):
+    """Register executors (where independent trainings run: a study's trials, a sampling
+    strategy's children).
+
+    ``factory(**keys)`` receives the keys of ``[executor]`` (all but ``name``) and returns a
+    :class:`nasreg.Executor`.
+    """
+
+
 # --- lifecycle ----------------------------------------------------------------------------------
 
 @hookspec

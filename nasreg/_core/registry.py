@@ -27,6 +27,7 @@ KINDS: tuple[tuple[str, str, str], ...] = (
     ("selectors", "register_selectors", "selector"),
     ("clusterers", "register_clusterers", "clusterer"),
     ("datasets", "register_datasets", "dataset"),
+    ("executors", "register_executors", "executor"),
 )
 
 #: Separates the plugin from the name in a qualified name (``darts:sep_conv_3x3``).

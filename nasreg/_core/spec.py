@@ -11,6 +11,8 @@ table are passed to that entry's factory and checked against its signature):
 ``[search]``        epochs and warmup_epochs per stage, the gradient statistic
 ``[strategy]``      ``name`` and its keys (``darts``: order, learning rates, ...)
 ``[selector]``      ``name`` and its keys; ``[selector.clusterer]`` names a clusterer
+``[executor]``      optional: where a sampling strategy's children train (``name``: a registered
+                    executor, ``local`` or ``ray``; its other keys go to the executor)
 ``[evaluate]``      optional: retrain the genotype found from scratch after the search (the recipe:
                     :class:`EvaluateSection`; the other keys are the evaluation network's, declared
                     by the space; ``[evaluate.data]`` picks its dataset, by default the search's)
@@ -166,7 +168,7 @@ class EvaluateSection:
 RECIPE_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvaluateSection))
 
 
-SECTIONS = ("run", "data", "search_space", "search", "strategy", "selector", "evaluate")
+SECTIONS = ("run", "data", "search_space", "search", "strategy", "selector", "executor", "evaluate")
 
 
 @dataclass
@@ -190,6 +192,10 @@ class Spec:
     #: ``[evaluate]``'s evaluation-network keys, bound to the space's ``network_keys`` (None
     #: without ``[evaluate]``).
     eval_network: dict[str, Any] | None = None
+    #: ``[executor]``: where a sampling strategy's children train (None: the strategy's default,
+    #: the local executor with its ``workers``). Not part of :meth:`digest`: where children run
+    #: does not change what they find.
+    executor: Component | None = None
     #: The loaded plugins whose registries validated this spec (:class:`nasreg._core.plugins.Plugins`).
     plugins: Any = field(default=None, repr=False, compare=False)
 
@@ -201,6 +207,7 @@ class Spec:
             "search": dataclasses.asdict(self.search),
             "strategy": self.strategy.to_spec(),
             **({"selector": self.selector.to_spec()} if self.selector is not None else {}),
+            **({"executor": self.executor.to_spec()} if self.executor is not None else {}),
         }
         if self.evaluate is not None and self.eval_dataset is not None:
             out["evaluate"] = resolved_evaluate(self.evaluate, self.eval_dataset, self.eval_network)
@@ -212,6 +219,7 @@ class Spec:
         data = self.resolved()
         data["run"] = {k: v for k, v in data["run"].items() if k not in ("name", "out_dir")}
         data.pop("evaluate", None)
+        data.pop("executor", None)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -429,13 +437,14 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     search = _section(SearchSection, _table(raw, "search", path), f"{path}: [search]")
     strategy = named("strategy", "strategies")
     selector = named("selector", "selectors") if "selector" in raw else None
+    executor = named("executor", "executors") if "executor" in raw else None
     evaluate = eval_dataset = eval_network = None
     if "evaluate" in raw:  # the space is known: its network keys and evaluation defaults apply
         evaluate, eval_dataset, eval_network = validate_evaluate(raw["evaluate"], path, registries, search_data,
                                                                  space=search_space.name)
     spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
                 search=search, strategy=strategy, selector=selector, evaluate=evaluate,
-                eval_dataset=eval_dataset, eval_network=eval_network)
+                eval_dataset=eval_dataset, eval_network=eval_network, executor=executor)
     parts = build_parts(spec, registries)  # every check of the components a run builds before its first step
     check_split(spec, parts, registries, None, registered_shape(dataset))  # as far as the spec tells
     return spec

@@ -1,0 +1,44 @@
+"""Built-in plugin ``executors``: where a study's trials and a sampling strategy's children run.
+
+Registers the executors
+
+- ``local`` (:class:`nasreg.LocalExecutor`): this machine; ``workers`` at a time (1: in the
+  calling process), ``threads`` torch threads each (0: the free cores divided among the workers),
+  ``gpus``: the GPU indices worker k is given in turn (``CUDA_VISIBLE_DEVICES``);
+- ``ray`` (:mod:`nasreg_executors.ray`): one Ray task per trial or child, on the cluster at
+  ``address`` or on a Ray instance started for the run. Ray is an optional extra
+  (``pip install 'nasreg[ray]'``), imported only when a ``ray`` executor is built.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from nasreg import LocalExecutor, Range, hookimpl
+
+__all__ = ["local"]
+
+
+def local(workers: Annotated[int, Range(ge=1, le=1024)] = 1,
+          threads: Annotated[int, Range(ge=0, le=1024)] = 0,
+          gpus: list[int] | None = None) -> Any:
+    """This machine: up to ``workers`` at a time, threads divided so workers x threads fits the free cores.
+
+    ``workers = 1`` runs in the calling process; more run in worker processes started with
+    ``spawn``. ``threads = 0``: the free cores (usable cores minus the one-minute load) divided
+    among the workers. ``gpus``: GPU indices handed to the workers in turn (default: all GPUs
+    visible to every worker)."""
+    return LocalExecutor(workers=workers, threads=threads, gpus=gpus or ())
+
+
+def ray(**keys: Any) -> Any:
+    """A Ray cluster (or a local Ray instance): one Ray task per trial or child, with its CPUs and GPUs declared."""
+    from .ray import RayExecutor
+
+    return RayExecutor(**keys)
+
+
+@hookimpl
+def register_executors(register):
+    register("local", local)
+    register("ray", ray)
