@@ -21,7 +21,8 @@ from conftest import BROKEN_PLUGINS, PLUGIN_PKG, TOYCORE_FILE
 
 HOOKS = sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "nasreg_spec"))
 REGISTRATION_HOOKS = ["register_operations", "register_search_spaces", "register_strategies",
-                      "register_selectors", "register_clusterers", "register_datasets"]
+                      "register_selectors", "register_clusterers", "register_datasets",
+                      "register_executors"]
 LIFECYCLE_HOOKS = ["on_run_start", "on_epoch_end", "on_stage_end", "on_run_end",
                    "on_train_start", "on_train_epoch_end", "on_train_end"]
 
@@ -152,6 +153,11 @@ class EveryKind:
         self.called.append("register_datasets")
         register("obj-data", self.factory, custom="kept")
 
+    @hookimpl
+    def register_executors(self, register):
+        self.called.append("register_executors")
+        register("obj-executor", self.factory)
+
 
 def test_every_registration_hook_is_called_once_with_a_bound_register():
     obj = EveryKind()
@@ -159,7 +165,7 @@ def test_every_registration_hook_is_called_once_with_a_bound_register():
     assert sorted(obj.called) == sorted(REGISTRATION_HOOKS)
     regs = plugins.registries
     expected = {"operations": "obj_op", "search_spaces": "obj-space", "strategies": "obj-strategy",
-                "selectors": "obj-selector", "clusterers": "obj-clusterer", "datasets": "obj-data"}
+                "selectors": "obj-selector", "clusterers": "obj-clusterer", "datasets": "obj-data", "executors": "obj-executor"}
     for kind, name in expected.items():
         entry = regs[kind].get(name)
         assert entry.plugin == "every"

@@ -115,7 +115,7 @@ def test_binary_file_is_not_a_spec(tmp_path):
 
 def test_unknown_table_with_suggestion(error):
     assert error("serach.epochs=3") == ("SPEC: unknown table [serach]; did you mean [search]? (known: [run], "
-                                        "[data], [search_space], [search], [strategy], [selector], [evaluate])")
+                                        "[data], [search_space], [search], [strategy], [selector], [executor], [evaluate])")
     assert error("model.depth=3").startswith("SPEC: unknown table [model] (known: [run]")
 
 
