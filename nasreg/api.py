@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._core.preflight import Estimate
 
 __all__ = ["SearchResult", "TrainResult", "load_spec", "validate", "search", "resume", "train",
-           "build_network", "describe_network", "load_genotype", "load_plugins"]
+           "build_network", "describe_network", "load_genotype", "load_plugins", "run_study", "resume_study",
+           "study_report", "validate_study", "compare_runs"]
 
 #: What ``progress=`` accepts: False/None (nothing shown), True (rich progress bars on stderr),
 #: or a :class:`nasreg.Reporter` of your own.
@@ -531,3 +532,59 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
         release_run_dir(run_dir)
     reporter.train_end(results)
     return TrainResult(genotype=genotype, results=results, run_dir=RunDir(run_dir))
+
+
+# --- studies ----------------------------------------------------------------------------------------
+
+
+def validate_study(path: str | Path, *, overrides: Iterable[str] = (), plugins: PluginRefs = ()) -> Any:
+    """Check a study file (``nasreg study validate``): its keys, seeds, arms and executor, and
+    every arm's spec with the study's and the arm's overrides, as :func:`run_study` runs them.
+    Returns the validated study; an arm that does not validate raises its one-line error."""
+    from ._core.study import _arm_tables, trial_threads
+    from ._core.studyspec import load_study
+
+    refs, _ = _split_plugins(plugins)
+    study = load_study(path, tuple(overrides), load_plugins(refs).registries)
+    _, errors = _arm_tables(study, refs, 0)
+    if errors:
+        from ._core.errors import SpecError
+
+        raise SpecError(next(iter(errors.values())))
+    return study
+
+
+def run_study(path: str | Path, *, overrides: Iterable[str] = (), plugins: PluginRefs = (),
+              out: str | Path | None = None, force: bool = False, reporter: Any = None) -> Any:
+    """Run a study file (``nasreg study run``): every (arm, seed) trial into
+    ``STUDY_DIR/<arm>/seed-<n>/`` through the study's executor, then ``report.json``,
+    ``report.md`` and the plots. An arm whose spec does not validate, or a trial that fails, is
+    recorded with its one-line error and the others run. Returns a :class:`nasreg.StudyResult`
+    (``.report``: report.json as a dict, ``.trials``, ``.failed``)."""
+    from ._core.study import run_study as _run
+
+    refs, _ = _split_plugins(plugins)
+    return _run(path, overrides=overrides, plugins=refs, out=out, force=force, reporter=reporter)
+
+
+def resume_study(study_dir: str | Path, *, reporter: Any = None) -> Any:
+    """Continue a study (``nasreg study resume``): finished trials kept, interrupted ones resumed
+    from their checkpoints, failed ones retried, missing ones started; then its report."""
+    from ._core.study import resume_study as _resume
+
+    return _resume(study_dir, reporter=reporter)
+
+
+def study_report(study_dir: str | Path) -> Any:
+    """A study's report from its run directories as they stand (``nasreg study report``), written again."""
+    from ._core.study import study_report as _report
+
+    return _report(study_dir)
+
+
+def compare_runs(run_dirs: Iterable[str | Path], *, out: str | Path | None = None, plugins: PluginRefs = ()) -> Any:
+    """Runs made by hand compared as a study's report (``nasreg compare``)."""
+    from ._core.study import compare_runs as _compare
+
+    refs, _ = _split_plugins(plugins)
+    return _compare(list(run_dirs), out=out, plugins=refs)

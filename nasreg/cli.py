@@ -322,6 +322,149 @@ def show(run_dir: Path, last: int) -> None:
     show_run(run_dir, console, last)
 
 
+# --- studies: nasreg study run/resume/report/validate, nasreg compare ------------------------------
+
+
+@main.group()
+def study() -> None:
+    """Many seeds and many arms (specs plus overrides), compared fairly: run, resume, report."""
+
+
+def _acc_text(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+class _StudyOutput:
+    """A study's progress on stdout: one line per trial as it ends."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def start(self, study_dir: Path, executor: str, to_run: int, done: int) -> None:
+        kept = f", {done} already finished" if done else ""
+        console.print(f"[bold]study[/] {escape(str(study_dir))}: {to_run} trials to run{kept}; {escape(executor)}",
+                      highlight=False, soft_wrap=True)
+
+    def arm_invalid(self, label: str, error: str) -> None:
+        err_console.print(Text.assemble(("warning:", "bold yellow"), " ", one_line(error),
+                                        " (its trials are recorded as failed)"), soft_wrap=True, highlight=False)
+
+    def trial_end(self, record: dict[str, Any], seconds: float) -> None:
+        if self.quiet:
+            return
+        what = record["status"]
+        if what == "finished":
+            what += f": search val acc {_acc_text(record.get('search_val_acc'))}"
+            if record.get("test_acc") is not None:
+                what += f", test acc {_acc_text(record['test_acc'])}"
+        elif record.get("error"):
+            what += f": {record['error']}"
+        console.print(Text(one_line(f"{record['arm']} seed {record['seed']}: {what} ({seconds:.0f} s)")),
+                      soft_wrap=True, highlight=False)
+
+
+def _print_report(result: Any) -> None:
+    from ._core.study_report import report_table
+
+    console.print(report_table(result.report))
+    for c in result.report.get("comparisons") or ():
+        if c.get("diff") is None:
+            continue
+        lo, hi = c.get("ci95") or (None, None)
+        ci = f" [{lo * 100:+.2f}, {hi * 100:+.2f}]" if lo is not None and hi is not None else ""
+        p = f", p = {c['p_value']:.3g} ({c.get('test', 'welch')})" if c.get("p_value") is not None else ""
+        console.print(Text(one_line(f"{c['a']} - {c['b']} ({c['metric']}): {c['diff'] * 100:+.2f} points{ci}{p}")),
+                      soft_wrap=True, highlight=False)
+    where = result.study_dir
+    console.print(Text(one_line(f"report: {where / 'report.md'}, {where / 'report.json'}")), soft_wrap=True,
+                  highlight=False)
+
+
+def _finish_study(result: Any) -> None:
+    _print_report(result)
+    failed = result.failed
+    if failed:
+        _fail(f"{len(failed)} of {len(result.trials)} trials failed (see {result.study_dir / 'report.md'}); "
+              f"retry them with: nasreg study resume {result.study_dir}", 1)
+
+
+@study.command("run")
+@click.argument("study_path", metavar="STUDY.toml", type=click.Path(path_type=Path, readable=False))
+@_set_option
+@_plugin_option
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Study directory (default: [study] out_dir / [study] name, numbered if taken).")
+@click.option("--force", is_flag=True, help="Replace an existing --out study directory.")
+@click.option("--quiet", "-q", is_flag=True, help="No line per trial.")
+@handle_errors
+def study_run(study_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, ...], out: Path | None,
+              force: bool, quiet: bool) -> None:
+    """Run every (arm, seed) trial of a study file, then write and print its report.
+
+    --set overrides the study file's keys (study.seeds=[0,1], executor.workers=2,
+    'study.set=["search.epochs=1"]'). Exit status 1 when some trial failed (the others finish)."""
+    from .api import run_study
+
+    _finish_study(run_study(study_path, overrides=overrides, plugins=extra_plugins, out=out, force=force,
+                            reporter=_StudyOutput(quiet)))
+
+
+@study.command("resume")
+@click.argument("study_dir", metavar="STUDY_DIR", type=click.Path(path_type=Path, readable=False))
+@click.option("--quiet", "-q", is_flag=True, help="No line per trial.")
+@handle_errors
+def study_resume(study_dir: Path, quiet: bool) -> None:
+    """Continue a study: finished trials are kept, interrupted ones continue from their checkpoints,
+    failed ones are retried, missing ones start; then the report."""
+    from .api import resume_study
+
+    _finish_study(resume_study(study_dir, reporter=_StudyOutput(quiet)))
+
+
+@study.command("report")
+@click.argument("study_dir", metavar="STUDY_DIR", type=click.Path(path_type=Path, readable=False))
+@handle_errors
+def study_report_cmd(study_dir: Path) -> None:
+    """Write and print a study's report from its trials' run directories as they stand."""
+    from .api import study_report
+
+    _print_report(study_report(study_dir))
+
+
+@study.command("validate")
+@click.argument("study_path", metavar="STUDY.toml", type=click.Path(path_type=Path, readable=False))
+@_set_option
+@_plugin_option
+@handle_errors
+def study_validate(study_path: Path, overrides: tuple[str, ...], extra_plugins: tuple[str, ...]) -> None:
+    """Check a study file and every arm's spec with its overrides, without running anything."""
+    from .api import validate_study
+
+    study_spec = validate_study(study_path, overrides=overrides, plugins=extra_plugins)
+    console.print(Text(one_line(f"ok {study_path} ({len(study_spec.arms)} arms x {len(study_spec.seeds)} seeds)")),
+                  highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True,
+                type=click.Path(path_type=Path, readable=False))
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Write report.json, report.md and the plots into this folder.")
+@_plugin_option
+@handle_errors
+def compare(run_dirs: tuple[Path, ...], out: Path | None, extra_plugins: tuple[str, ...]) -> None:
+    """Compare runs made by hand as a study's report: runs whose specs differ only in the seed form one arm."""
+    from .api import compare_runs
+
+    result = compare_runs(run_dirs, out=out, plugins=extra_plugins)
+    from ._core.study_report import report_table
+
+    console.print(report_table(result.report))
+    if out is not None:
+        console.print(Text(one_line(f"report: {out / 'report.md'}, {out / 'report.json'}")), soft_wrap=True,
+                      highlight=False)
+
+
 def _network_keys(keys: dict[str, Any]) -> str:
     """The evaluation network's keys as a spec writes them: ``cells = 20, auxiliary = true``."""
     def value(v: Any) -> str:
