@@ -364,9 +364,7 @@ class _StudyOutput:
 
 
 def _print_report(result: Any) -> None:
-    from ._core.study_report import report_table
-
-    console.print(report_table(result.report))
+    console.print(result.table())
     for c in result.report.get("comparisons") or ():
         if c.get("diff") is None:
             continue
@@ -457,9 +455,7 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None, extra_plugins: tuple[s
     from .api import compare_runs
 
     result = compare_runs(run_dirs, out=out, plugins=extra_plugins)
-    from ._core.study_report import report_table
-
-    console.print(report_table(result.report))
+    console.print(result.table())
     if out is not None:
         console.print(Text(one_line(f"report: {out / 'report.md'}, {out / 'report.json'}")), soft_wrap=True,
                       highlight=False)

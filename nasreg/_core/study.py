@@ -62,6 +62,12 @@ class StudyResult:
     def complete(self) -> bool:
         return all(t["status"] == "finished" for t in self.trials)
 
+    def table(self) -> Any:
+        """The report as a rich table, one row per arm (what ``nasreg study report`` prints)."""
+        from .study_report import report_table
+
+        return report_table(self.report)
+
 
 class StudyReporter:
     """What a study says while it runs (the command line prints it; the default says nothing)."""
@@ -452,7 +458,7 @@ def compare_runs(run_dirs: Sequence[str | Path], *, out: str | Path | None = Non
         group["seeds"].append(seed)
         records.append(trial_record(path, group["label"], seed, str(path), describe=describe))
     seeds = sorted({s for g in groups.values() for s in g["seeds"]})
-    study = {"name": "compare", "seeds": seeds, "set": [], "executor": {"name": "none"},
+    study = {"name": "compare", "seeds": seeds, "set": [], "executor": {"name": "(runs made by hand)"},
              "arms": [{"label": g["label"], "spec": g["spec"], "set": []} for g in groups.values()]}
     # a seed an arm never ran is no pending trial of a comparison
     report = sr.build_report(study, records)
