@@ -236,3 +236,45 @@ def test_a_study_on_two_worker_processes(tmp_path):
     assert result.complete, result.trials
     assert [t["status"] for t in result.trials] == ["finished", "finished"]
     assert result.report["arms"]["lr-b"]["search_val_acc"]["n"] == 1
+
+
+EXECUTOR_PLUGIN = """
+from pathlib import Path
+import nasreg
+from nasreg import hookimpl
+
+LOG = Path({log!r})
+
+
+class Recording(nasreg.LocalExecutor):
+    name = "recording"
+
+    def map(self, fn, tasks, **kw):
+        for task in tasks:
+            with LOG.open("a") as f:
+                f.write(f"{{task.arm}} {{task.seed}} {{task.action}}\\n")
+        return super().map(fn, tasks, **kw)
+
+
+def recording(tag: str = "x"):
+    return Recording(workers=1)
+
+
+@hookimpl
+def register_executors(register):
+    register("recording", recording)
+"""
+
+
+def test_a_third_party_executor_registered_with_register_executors_runs_a_study(tmp_path):
+    log = tmp_path / "log.txt"
+    plugin = tmp_path / "recording.py"
+    plugin.write_text(EXECUTOR_PLUGIN.format(log=str(log)))
+    path = write_study(tmp_path, STUDY.replace("seeds = [0, 1]", "seeds = [3]")
+                       + '\n[executor]\nname = "recording"\ntag = "mine"\n')
+    result = invoke("study", "run", path, "--out", tmp_path / "out", "--plugin", plugin)
+    assert result.exit_code == 0, result.output
+    assert log.read_text().splitlines() == ["lr-a 3 start", "lr-b 3 start"]
+    assert report_of(tmp_path / "out")["arms"]["lr-a"]["search_val_acc"]["seeds"] == [3]
+    bad = invoke("study", "validate", path, "--plugin", plugin, "--set", "executor.tag=1")
+    assert bad.exit_code == 2 and "[executor] tag" in bad.output
