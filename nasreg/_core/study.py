@@ -330,7 +330,7 @@ def _run(study_dir: Path, state: dict[str, Any], study: StudySpec, executor: Exe
                 key = _key(task.arm, task.seed)
                 if outcome.ok:
                     trial_errors.pop(key, None)
-                elif isinstance(outcome.exception, (Interrupted, KeyboardInterrupt)):
+                elif stop.requested or isinstance(outcome.exception, (Interrupted, KeyboardInterrupt)):
                     interrupted = True
                     executor.request_stop()
                 else:
@@ -339,6 +339,13 @@ def _run(study_dir: Path, state: dict[str, Any], study: StudySpec, executor: Exe
                 reporter.trial_end(trial_record(run_dir, task.arm, task.seed, key, error=trial_errors.get(key)),
                                    outcome.seconds)
             interrupted = interrupted or stop.requested
+    except (NasregError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a fault of the executor plugin itself
+        from .executor import describe_error
+
+        raise NasregError(f"executor {study.executor.name!r} failed: {describe_error(exc)} "
+                          f"(continue with: nasreg study resume {study_dir})") from exc
     finally:
         executor.close()
     state = {**state, "trial_errors": trial_errors}

@@ -31,11 +31,21 @@ def local(workers: Annotated[int, Range(ge=1, le=1024)] = 1,
     return LocalExecutor(workers=workers, threads=threads, gpus=gpus or ())
 
 
-def ray(**keys: Any) -> Any:
-    """A Ray cluster (or a local Ray instance): one Ray task per trial or child, with its CPUs and GPUs declared."""
+def ray(address: str = "",
+        num_cpus: Annotated[int, Range(ge=0, le=1_000_000)] = 0,
+        cpus_per_task: Annotated[int, Range(ge=1, le=1024)] = 1,
+        gpus_per_task: Annotated[float, Range(ge=0, le=64)] = 0.0,
+        shared_filesystem: bool = False) -> Any:
+    """A Ray cluster (or a local Ray instance): one Ray task per trial or child, with its CPUs and GPUs declared.
+
+    ``address``: the cluster (``"auto"``, ``"ray://host:10001"``); empty: a Ray instance started on
+    this machine for the run, with ``num_cpus`` CPUs (0: all). ``cpus_per_task`` (a task's torch
+    threads) and ``gpus_per_task`` are declared to Ray's scheduler. ``shared_filesystem``: whether
+    the tasks see the study directory; false ships each trial's run directory to its task and back."""
     from .ray import RayExecutor
 
-    return RayExecutor(**keys)
+    return RayExecutor(address=address, num_cpus=num_cpus, cpus_per_task=cpus_per_task,
+                       gpus_per_task=gpus_per_task, shared_filesystem=shared_filesystem)
 
 
 @hookimpl
