@@ -546,6 +546,7 @@ def validate_study(path: str | Path, *, overrides: Iterable[str] = (), plugins: 
 
     refs, _ = _split_plugins(plugins)
     study = load_study(path, tuple(overrides), load_plugins(refs).registries)
+    study.executor.build().close()  # as run_study builds it (a missing optional extra is caught here)
     _, errors = _arm_tables(study, refs, 0)
     if errors:
         from ._core.errors import SpecError

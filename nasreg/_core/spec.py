@@ -446,6 +446,8 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
                 search=search, strategy=strategy, selector=selector, evaluate=evaluate,
                 eval_dataset=eval_dataset, eval_network=eval_network, executor=executor)
     parts = build_parts(spec, registries)  # every check of the components a run builds before its first step
+    if executor is not None:  # built as the run builds it (a missing optional extra is caught here)
+        executor.build().close()
     check_split(spec, parts, registries, None, registered_shape(dataset))  # as far as the spec tells
     return spec
 

@@ -5,7 +5,7 @@ Registers the executors
 - ``local`` (:class:`nasreg.LocalExecutor`): this machine; ``workers`` at a time (1: in the
   calling process), ``threads`` torch threads each (0: the free cores divided among the workers),
   ``gpus``: the GPU indices worker k is given in turn (``CUDA_VISIBLE_DEVICES``);
-- ``ray`` (:mod:`nasreg_executors.ray`): one Ray task per trial or child, on the cluster at
+- ``ray`` (:mod:`nasreg_executors.ray_executor`): one Ray task per trial or child, on the cluster at
   ``address`` or on a Ray instance started for the run. Ray is an optional extra
   (``pip install 'nasreg[ray]'``), imported only when a ``ray`` executor is built.
 """
@@ -42,7 +42,7 @@ def ray(address: str = "",
     this machine for the run, with ``num_cpus`` CPUs (0: all). ``cpus_per_task`` (a task's torch
     threads) and ``gpus_per_task`` are declared to Ray's scheduler. ``shared_filesystem``: whether
     the tasks see the study directory; false ships each trial's run directory to its task and back."""
-    from .ray import RayExecutor
+    from .ray_executor import RayExecutor
 
     return RayExecutor(address=address, num_cpus=num_cpus, cpus_per_task=cpus_per_task,
                        gpus_per_task=gpus_per_task, shared_filesystem=shared_filesystem)

@@ -12,30 +12,21 @@ becomes NaN or infinite gets reward 0 and is marked ``diverged``; the search goe
 Each child is seeded with its own seed (from the run's seed and its index), so its result does not
 depend on where it runs or on what ran before it.
 
-With ``workers = 1`` children are trained in the search's process, one after the other. With
-``workers > 1`` they are trained in a pool of ``workers`` processes started with ``spawn``
-(:mod:`torch.multiprocessing`); each worker rebuilds the plugins, the spec, the dataset and the
-space from a :class:`nasreg.SpecSnapshot` of the spec (``[run] plugins`` and the modules or files
-given with ``--plugin``: a plugin handed to the loader as an object cannot be rebuilt there) and uses
-``child_threads`` threads (0: the CPU count divided by the workers). On CUDA, child k runs on GPU
-``k mod (number of GPUs)``.
-
-Scaling out beyond one machine needs no change to the spec: a child is the function
-:func:`train_child` of a :class:`ChildTask` (genotype, seed, device), the spec and a
-:class:`ChildConfig`, so any engine that maps a function over tasks can run them. With Ray, for
-example (not a dependency of nasreg): an actor class whose constructor calls
-:func:`_init_worker` with the payload :meth:`ChildTrainer.__enter__` builds and whose method
-calls :func:`_run_task`, created ``workers`` times with ``ray.remote(num_gpus=1)``;
-:meth:`ChildTrainer.train` then submits the tasks round-robin and yields ``ray.get`` of the
-results in task order instead of ``pool.imap``. The tasks, their seeds and so the rewards stay
-the same; only where the children run changes.
+Children train through an executor (:class:`nasreg.Executor`): with no ``[executor]`` in the
+search spec, the local one with the strategy's ``workers``: 1 trains them in the search's process,
+one after the other; more trains them in that many worker processes (``spawn``), with
+``child_threads`` threads each (0: the free cores divided among the workers). A search spec's
+``[executor]`` table picks another: ``name = "ray"`` makes every child a Ray task (with its CPUs,
+and a GPU on CUDA, declared). A worker rebuilds the plugins, the spec, the dataset and the space
+from a :class:`nasreg.SpecSnapshot` of the spec once (``[run] plugins`` and the modules or files
+given with ``--plugin``: a plugin handed to the loader as an object cannot be rebuilt there). On
+CUDA with several GPUs, child k runs on GPU ``k mod (number of GPUs)``. The tasks, their seeds and
+so the rewards are the same wherever the children run.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Sequence
@@ -146,51 +137,49 @@ def train_child(task: ChildTask, ctx: ChildContext, cfg: ChildConfig) -> dict[st
     }
 
 
-# --- the process pool ------------------------------------------------------------------------------
-
-_WORKER: dict[str, Any] = {}
+# --- the executor ------------------------------------------------------------------------------------
 
 
-def _init_worker(payload: dict[str, Any]) -> None:
-    """Pool initializer: rebuild plugins, spec, dataset, space and split once per worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    threads = payload["cfg"].threads or max(1, (os.cpu_count() or 1) // payload["workers"])
-    torch.set_num_threads(threads)
+def _setup_worker(payload: dict[str, Any]) -> ChildContext:
+    """A worker's context (once per worker process): plugins, spec, dataset, space and split rebuilt."""
+    if payload["cfg"].threads:
+        torch.set_num_threads(payload["cfg"].threads)
     spec, plugins = payload["spec"].rebuild()
-    ctx = context_from(spec, spec.search_space.build(), plugins.registries.operations, spec.dataset.build())
-    _WORKER.update(ctx=ctx, cfg=payload["cfg"])
+    return context_from(spec, spec.search_space.build(), plugins.registries.operations, spec.dataset.build())
 
 
-def _run_task(task: ChildTask) -> dict[str, Any]:
-    return train_child(task, _WORKER["ctx"], _WORKER["cfg"])
+@dataclass(frozen=True)
+class _WorkerTask:
+    """A child task with its training config, as it travels to a worker."""
+
+    child: ChildTask
+    cfg: ChildConfig
+
+
+def _train_worker_task(ctx: ChildContext, item: _WorkerTask) -> dict[str, Any]:
+    return train_child(item.child, ctx, item.cfg)
 
 
 class ChildTrainer:
-    """Trains lists of children, in order, in-process or in a spawn pool (a context manager)."""
+    """Trains lists of children, in order, through an executor (a context manager): in this
+    process (the local executor with one worker: the default), in worker processes, or as Ray
+    tasks (a search spec's ``[executor]``)."""
 
-    def __init__(self, run: Any, bundle: Any, cfg: ChildConfig, workers: int):
+    def __init__(self, run: Any, bundle: Any, cfg: ChildConfig, workers: int, executor: Any = None):
         self.run, self.cfg, self.workers = run, cfg, workers
         self.device = run.device
         self.ctx = context_from(run.spec, run.space, run.registries.operations, bundle)
-        self._pool: Any = None
+        self.executor = executor if executor is not None else nasreg.LocalExecutor(workers=workers,
+                                                                                    threads=cfg.threads)
+        self._payload: Any = None
 
     def __enter__(self) -> "ChildTrainer":
-        if self.workers > 1:
-            import torch.multiprocessing as mp
-
-            payload = {"spec": nasreg.SpecSnapshot.of(self.run.spec, self.run.plugins), "cfg": self.cfg,
-                       "workers": self.workers}
-            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_init_worker, initargs=(payload,))
+        if self.executor.slots > 1 or not isinstance(self.executor, nasreg.LocalExecutor):
+            self._payload = {"spec": nasreg.SpecSnapshot.of(self.run.spec, self.run.plugins), "cfg": self.cfg}
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if self._pool is not None:
-            if exc_type is None:
-                self._pool.close()
-            else:
-                self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        self.executor.close()
 
     def device_for(self, index: int) -> str:
         dev = self.device
@@ -199,18 +188,25 @@ class ChildTrainer:
         return str(dev)
 
     def train(self, tasks: Sequence[ChildTask]) -> Iterator[dict[str, Any]]:
-        """The results of ``tasks``, in order (as each becomes available)."""
-        if self._pool is not None:
-            yield from self._pool.imap(_run_task, list(tasks), chunksize=1)
+        """The results of ``tasks``, in order (as each becomes available); a child whose training
+        fails (not a divergence: that is a reward of 0) fails the search with its error."""
+        if self._payload is None:  # in this process: the search's own context
+            threads = torch.get_num_threads()
+            try:
+                if self.cfg.threads:
+                    torch.set_num_threads(self.cfg.threads)
+                for task in tasks:
+                    yield train_child(task, self.ctx, self.cfg)
+            finally:
+                torch.set_num_threads(threads)
             return
-        threads = torch.get_num_threads()
-        try:
-            if self.cfg.threads:
-                torch.set_num_threads(self.cfg.threads)
-            for task in tasks:
-                yield train_child(task, self.ctx, self.cfg)
-        finally:
-            torch.set_num_threads(threads)
+        gpus = 1.0 if self.device.type == "cuda" else 0.0
+        items = [_WorkerTask(task, self.cfg) for task in tasks]
+        key = f"{self.run.spec.digest()}:{self.cfg}"
+        for outcome in self.executor.map(_train_worker_task, items, setup=_setup_worker, payload=self._payload,
+                                         payload_key=key, ordered=True,
+                                         resources=nasreg.Resources(cpus=max(self.cfg.threads, 1), gpus=gpus)):
+            yield outcome.get()
 
 
 def config_dict(cfg: ChildConfig) -> dict[str, Any]:

@@ -140,7 +140,8 @@ class ChildSearch(nasreg.SamplingStrategy):
         # The core's progress display, read as: "epochs" are updates, "steps" children, "weights"
         # the policy's (the controller's; none for random search), "val acc" a round's mean reward.
         reporter.stage_start(0, self.updates, m, self.policy_weights())
-        with ChildTrainer(run, bundle, self.child_config(run), self.workers) as trainer:
+        executor = run.spec.executor.build() if run.spec.executor is not None else None
+        with ChildTrainer(run, bundle, self.child_config(run), self.workers, executor) as trainer:
             for update in range(self.updates):
                 t_round = time.perf_counter()
                 choices = [list(map(int, c)) for c in self.propose(m)]
