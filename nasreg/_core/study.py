@@ -18,7 +18,6 @@ interrupted ones continue from their checkpoints (the exact resume), missing one
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -27,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import params as P
 from .errors import Interrupted, NasregError, RunDirError, SpecError
 from .executor import Executor, Resources
-from .rundir import SPEC_FILE, RunDir, lock_run_dir, remove_stale_temporaries
+from .rundir import SPEC_FILE, RunDir, lock_run_dir, release_run_dir, remove_stale_temporaries
 from .stop import StopRequests
 from .study_records import run_status, trial_record
-from .studyspec import Arm, StudySpec, arm_overrides, load_study, study_from_table, trial_overrides
+from .studyspec import StudySpec, arm_overrides, load_study, study_from_table, trial_overrides
 
 __all__ = ["StudyResult", "StudyReporter", "run_study", "resume_study", "study_report", "compare_runs"]
 
@@ -255,7 +253,10 @@ def run_study(path: str | Path, *, overrides: Iterable[str] = (), plugins: Seque
     state = {"format": STATE_FORMAT, "version": 1, "study": study.to_dict(), "threads": threads,
              "plugins": refs, "arm_errors": errors, "trial_errors": {}, "created": time.time()}
     files.write_json(STATE_FILE, state)
-    return _run(study_dir, state, study, executor, reporter or StudyReporter())
+    try:
+        return _run(study_dir, state, study, executor, reporter or StudyReporter())
+    finally:
+        release_run_dir(study_dir)
 
 
 def _overridden(path: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -276,13 +277,13 @@ def resume_study(study_dir: str | Path, *, reporter: StudyReporter | None = None
         registries = load_plugins(list(state.get("plugins") or ()), base_dir=Path.cwd()).registries
         study = _study_from_state(study_dir, state, registries)
         executor = study.executor.build()
-        return _run(study_dir, state, study, executor, reporter or StudyReporter(), recorded=True)
+        return _run(study_dir, state, study, executor, reporter or StudyReporter())
     finally:
         lock.release()
 
 
 def _run(study_dir: Path, state: dict[str, Any], study: StudySpec, executor: Executor,
-         reporter: StudyReporter, recorded: bool = False) -> StudyResult:
+         reporter: StudyReporter) -> StudyResult:
     from .study_trial import TrialTask, pack_run_dir, run_trial, unpack_run_dir
 
     files = RunDir(study_dir)

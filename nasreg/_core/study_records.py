@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NasregError
-from .rundir import EVAL_DIR, RESULTS_FILE, SPEC_FILE, SUMMARY_FILE, RunDir
+from .rundir import RESULTS_FILE, SPEC_FILE, SUMMARY_FILE, RunDir
 
 __all__ = ["run_status", "trial_record"]
 
@@ -85,7 +85,3 @@ def trial_record(run_dir: Path, arm: str, seed: int, rel: str, *, error: str | N
     except NasregError as exc:
         record["status"], record["error"] = "failed", str(exc)
     return record
-
-
-def eval_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / EVAL_DIR

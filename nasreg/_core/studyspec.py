@@ -24,7 +24,6 @@ the study); whether it validates with its overrides is checked per arm by :func:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -228,7 +227,3 @@ def _arms(value: Any, path: Path, where: str) -> list[Arm]:
                         description=section.description))
     return arms
 
-
-def replace_arm_specs(study: StudySpec, specs: dict[str, Path]) -> StudySpec:
-    """The study with each arm's spec file replaced (by its copy in the study directory)."""
-    return dataclasses.replace(study, arms=[dataclasses.replace(a, spec=specs[a.label]) for a in study.arms])
