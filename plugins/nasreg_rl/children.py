@@ -12,16 +12,22 @@ becomes NaN or infinite gets reward 0 and is marked ``diverged``; the search goe
 Each child is seeded with its own seed (from the run's seed and its index), so its result does not
 depend on where it runs or on what ran before it.
 
-Children train through an executor (:class:`nasreg.Executor`): with no ``[executor]`` in the
-search spec, the local one with the strategy's ``workers``: 1 trains them in the search's process,
-one after the other; more trains them in that many worker processes (``spawn``), with
-``child_threads`` threads each (0: the free cores divided among the workers). A search spec's
-``[executor]`` table picks another: ``name = "ray"`` makes every child a Ray task (with its CPUs,
-and a GPU on CUDA, declared). A worker rebuilds the plugins, the spec, the dataset and the space
-from a :class:`nasreg.SpecSnapshot` of the spec once (``[run] plugins`` and the modules or files
-given with ``--plugin``: a plugin handed to the loader as an object cannot be rebuilt there). On
-CUDA with several GPUs, child k runs on GPU ``k mod (number of GPUs)``. The tasks, their seeds and
-so the rewards are the same wherever the children run.
+Children train through an executor (:class:`nasreg.Executor`), one task per child, in order: with
+no ``[executor]`` in the search spec, the local one with the strategy's ``workers``: 1 trains them
+in the search's process, one after the other (with ``child_threads`` threads, 0: the search's
+own); more trains them in that many worker processes (``spawn``), ``child_threads`` threads each
+(0: the free cores divided among the workers). A search spec's ``[executor]`` table picks another
+(``workers`` must then stay 1): ``name = "ray"`` makes every child a Ray task, on a local Ray
+instance or a cluster, declaring ``max(child_threads, 1)`` CPUs (at least the executor's
+``cpus_per_task``, which is also the task's torch threads) and, on CUDA, a GPU. A worker (a
+process of the pool, a Ray worker) rebuilds the plugins, the spec, the dataset and the space from
+a :class:`nasreg.SpecSnapshot` of the spec once, and keeps them for every child it trains (``[run]
+plugins`` and the modules or files given with ``--plugin``: a plugin handed to the loader as an
+object cannot be rebuilt there; on a cluster, nasreg and the dataset must be where the workers run,
+see the ``ray`` executor's ``runtime_env``). On CUDA, a pool's child k runs on GPU ``k mod (number
+of GPUs)``; a Ray child on the GPU Ray assigned it. The tasks, their seeds and so the rewards are
+the same wherever the children run; a child whose training fails there fails the search with one
+line naming it.
 """
 
 from __future__ import annotations
@@ -141,9 +147,8 @@ def train_child(task: ChildTask, ctx: ChildContext, cfg: ChildConfig) -> dict[st
 
 
 def _setup_worker(payload: dict[str, Any]) -> ChildContext:
-    """A worker's context (once per worker process): plugins, spec, dataset, space and split rebuilt."""
-    if payload["cfg"].threads:
-        torch.set_num_threads(payload["cfg"].threads)
+    """A worker's context (once per worker process): plugins, spec, dataset, space and split rebuilt.
+    (Its torch threads are the executor's: a pool's ``threads``, a Ray task's CPUs.)"""
     spec, plugins = payload["spec"].rebuild()
     return context_from(spec, spec.search_space.build(), plugins.registries.operations, spec.dataset.build())
 
@@ -161,9 +166,9 @@ def _train_worker_task(ctx: ChildContext, item: _WorkerTask) -> dict[str, Any]:
 
 
 class ChildTrainer:
-    """Trains lists of children, in order, through an executor (a context manager): in this
-    process (the local executor with one worker: the default), in worker processes, or as Ray
-    tasks (a search spec's ``[executor]``)."""
+    """Trains lists of children, in order, through an executor (a context manager that closes it):
+    in this process (the local executor with one worker: the default), in worker processes, or as
+    Ray tasks (a search spec's ``[executor]``)."""
 
     def __init__(self, run: Any, bundle: Any, cfg: ChildConfig, workers: int, executor: Any = None):
         self.run, self.cfg, self.workers = run, cfg, workers
@@ -173,8 +178,13 @@ class ChildTrainer:
                                                                                     threads=cfg.threads)
         self._payload: Any = None
 
+    @property
+    def in_process(self) -> bool:
+        """Whether children train in the search's own process (the local executor, one at a time)."""
+        return isinstance(self.executor, nasreg.LocalExecutor) and self.executor.slots == 1
+
     def __enter__(self) -> "ChildTrainer":
-        if self.executor.slots > 1 or not isinstance(self.executor, nasreg.LocalExecutor):
+        if not self.in_process:
             self._payload = {"spec": nasreg.SpecSnapshot.of(self.run.spec, self.run.plugins), "cfg": self.cfg}
         return self
 
@@ -182,10 +192,21 @@ class ChildTrainer:
         self.executor.close()
 
     def device_for(self, index: int) -> str:
+        """Child ``index``'s device: the search's, except on CUDA in a local pool (round robin over
+        the GPUs, unless the pool gives each worker its own) and in a Ray task (the GPU Ray assigned,
+        the only one it sees)."""
         dev = self.device
-        if dev.type == "cuda" and self.workers > 1 and dev.index is None and torch.cuda.device_count() > 1:
+        if dev.type != "cuda" or self.in_process:
+            return str(dev)
+        if not isinstance(self.executor, nasreg.LocalExecutor):
+            return "cuda"
+        if dev.index is None and not self.executor.gpus and torch.cuda.device_count() > 1:
             return f"cuda:{index % torch.cuda.device_count()}"
         return str(dev)
+
+    def resources(self) -> Any:
+        """What one child declares: ``child_threads`` CPUs (at least 1) and, on CUDA, one GPU."""
+        return nasreg.Resources(cpus=max(self.cfg.threads, 1), gpus=1.0 if self.device.type == "cuda" else 0.0)
 
     def train(self, tasks: Sequence[ChildTask]) -> Iterator[dict[str, Any]]:
         """The results of ``tasks``, in order (as each becomes available); a child whose training
@@ -200,13 +221,22 @@ class ChildTrainer:
             finally:
                 torch.set_num_threads(threads)
             return
-        gpus = 1.0 if self.device.type == "cuda" else 0.0
+        tasks = list(tasks)
         items = [_WorkerTask(task, self.cfg) for task in tasks]
         key = f"{self.run.spec.digest()}:{self.cfg}"
         for outcome in self.executor.map(_train_worker_task, items, setup=_setup_worker, payload=self._payload,
-                                         payload_key=key, ordered=True,
-                                         resources=nasreg.Resources(cpus=max(self.cfg.threads, 1), gpus=gpus)):
-            yield outcome.get()
+                                         payload_key=key, ordered=True, resources=self.resources()):
+            if not outcome.ok:
+                _fail(tasks[outcome.index], outcome)
+            yield outcome.value
+
+
+def _fail(task: ChildTask, outcome: Any) -> None:
+    """A child that failed in a worker: its own nasreg error as it is (an interrupted child stays
+    :class:`nasreg.Interrupted`), anything else one line naming the child."""
+    if isinstance(outcome.exception, nasreg.NasregError):
+        raise outcome.exception
+    raise nasreg.NasregError(f"child {task.index} failed: {outcome.error}") from outcome.exception
 
 
 def config_dict(cfg: ChildConfig) -> dict[str, Any]:

@@ -116,6 +116,19 @@ class ChildSearch(nasreg.SamplingStrategy):
         return 0
 
     # -- the loop --------------------------------------------------------------------------------
+    def check_spec(self, spec: Any) -> None:
+        """Refuse ``workers > 1`` beside an ``[executor]`` table: the table says where children
+        train, ``workers`` sizes only the default local executor (one :class:`SpecError` line)."""
+        if spec.executor is not None and self.workers > 1:
+            raise SpecError(f"{spec.path}: [strategy] workers: {self.workers} sizes the default local executor, "
+                            f"but [executor] name = {spec.executor.name!r} says where the children train; "
+                            "drop workers (or give the executor its own keys, e.g. the local executor's workers)")
+
+    def executor(self, spec: Any) -> Any:
+        """The executor the children train through: the spec's ``[executor]``, built, or None (the
+        local executor with ``workers`` and ``child_threads``)."""
+        return spec.executor.build() if spec.executor is not None else None
+
     def child_config(self, run: Any) -> ChildConfig:
         from .children import ChildConfig
 
@@ -128,6 +141,7 @@ class ChildSearch(nasreg.SamplingStrategy):
         from .children import ChildTask, ChildTrainer, child_seed
         from .plots import plot_rewards
 
+        self.check_spec(run.spec)
         space = run.space
         decisions = space_decisions(space, run.spec.search_space.name, str(run.spec.path))
         self.start(run, decisions)
@@ -140,8 +154,7 @@ class ChildSearch(nasreg.SamplingStrategy):
         # The core's progress display, read as: "epochs" are updates, "steps" children, "weights"
         # the policy's (the controller's; none for random search), "val acc" a round's mean reward.
         reporter.stage_start(0, self.updates, m, self.policy_weights())
-        executor = run.spec.executor.build() if run.spec.executor is not None else None
-        with ChildTrainer(run, bundle, self.child_config(run), self.workers, executor) as trainer:
+        with ChildTrainer(run, bundle, self.child_config(run), self.workers, self.executor(run.spec)) as trainer:
             for update in range(self.updates):
                 t_round = time.perf_counter()
                 choices = [list(map(int, c)) for c in self.propose(m)]
@@ -258,7 +271,8 @@ class ReinforceStrategy(ChildSearch):
     moving-average baseline; ``entropy_weight`` (entropy bonus, 0: none); the children's training
     (``child_epochs``, ``child_batch_size``, ``child_lr``, ``child_momentum``,
     ``child_weight_decay``, ``child_grad_clip``); ``workers`` processes training children in
-    parallel (1: in this process) with ``child_threads`` threads each (0: CPUs / workers).
+    parallel (1: in this process) with ``child_threads`` threads each (0: CPUs / workers), unless
+    the spec's ``[executor]`` says where children train (``workers`` then stays 1).
     """
 
     strategy_name = "reinforce"
