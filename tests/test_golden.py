@@ -28,19 +28,23 @@ import record  # noqa: E402
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "specs.json").read_text())
 REL = 1e-6  # a different CPU may round differently; same machine: equal
+#: Second order's finite-difference Hessian-vector product amplifies rounding: with the packages a
+#: fresh install resolved on 2026-12-02 (same torch), the pre-change commit bb663a9 already differs
+#: from the recording (2.4e-6 relative in an alpha, 3.2e-5 in a train loss), so the code is not the cause.
+REL_BY_CASE = {"darts-2nd": 1e-4}
 
 
-def _close(a, b, where):
+def _close(a, b, where, rel=REL):
     if isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
         for k in a:
-            _close(a[k], b[k], f"{where}.{k}")
+            _close(a[k], b[k], f"{where}.{k}", rel)
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), f"{where}: lengths differ"
         for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{where}[{i}]")
+            _close(x, y, f"{where}[{i}]", rel)
     elif isinstance(a, float) and isinstance(b, (int, float)):
-        assert math.isclose(a, b, rel_tol=REL, abs_tol=1e-9), f"{where}: {a} != {b}"
+        assert math.isclose(a, b, rel_tol=rel, abs_tol=1e-9), f"{where}: {a} != {b}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
@@ -68,7 +72,8 @@ def test_shipped_spec_gives_what_it_gave_before_the_refactor(case, tmp_path, one
     got = record.run_case(case, tmp_path / case)
     want = GOLDEN[case]
     assert _edge_sets(got["cells"]) == _edge_sets(want["cells"])
-    _close(got["metrics"], _shift_lr(want["metrics"], got["metrics"]), f"{case}: metrics")
+    _close(got["metrics"], _shift_lr(want["metrics"], got["metrics"]), f"{case}: metrics",
+           REL_BY_CASE.get(case, REL))
     # Each child's record has carried the spec's hash since the resume checks (issue 13): not in the old records.
     children = [{k: v for k, v in c.items() if k != "spec_hash"} if isinstance(c, dict) else c
                 for c in got["children"]]
