@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import Interrupted, NasregError, RunDirError, SpecError
 from .executor import Executor, Resources
-from .rundir import SPEC_FILE, RunDir, lock_run_dir, release_run_dir, remove_stale_temporaries
+from .rundir import SPEC_FILE, RunDir, create_run_dir, lock_run_dir, release_run_dir, remove_stale_temporaries
 from .stop import StopRequests
 from .study_records import run_status, trial_record
 from .studyspec import StudySpec, arm_overrides, load_study, study_from_table, trial_overrides
@@ -129,20 +129,8 @@ def _create_study_dir(study: StudySpec, out: str | Path | None, force: bool) -> 
     study directory), or ``[study] out_dir / name`` numbered when taken."""
     from .rundir import _check_name_lengths, _mkdir
 
-    if out is None:
-        base = Path(study.out_dir)
-        _mkdir(base, exist_ok=True)
-        for i in range(10_000):
-            path = base / (study.name if i == 0 else f"{study.name}-{i}")
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise RunDirError(f"{path}: cannot create the study directory: {exc.strerror or exc}") from None
-            lock_run_dir(path)
-            return path
-        raise RunDirError(f"{base}: too many studies named {study.name!r}; use --out")
+    if out is None:  # numbered when taken, locked: the run directories' own mechanism
+        return create_run_dir(study.out_dir, study.name)
     path = Path(out)
     _check_name_lengths(path, "--out")
     if path.exists() and not path.is_dir():
