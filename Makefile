@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(EXTRAS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,tensorboard,mlflow]'
 	touch $(EXTRAS_STAMP)
 
 install: $(STAMP)
