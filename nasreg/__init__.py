@@ -48,7 +48,8 @@ from ._core.selector import Selector, StageResult
 from ._core.space import Candidates, OperationTable, SearchSpace, operation_names
 from ._core.strategy import SamplingStrategy, SearchStrategy
 # the Python API (see nasreg.api) and the reporter protocol
-from .api import (SearchResult, TrainResult, build_network, compare_runs, describe_network, load_genotype,
+from .api import (SearchResult, TrainResult, build_network, compare_runs, describe_network, export_network,
+                  load_genotype,
                   load_plugins, load_spec, resume, resume_study, run_study, search, study_report, train, validate,
                   validate_study)
 from ._core.progress import QuietReporter, Reporter, RichReporter
@@ -74,6 +75,8 @@ _LAZY_BY_MODULE: dict[str, tuple[str, ...]] = {
     "worker": ("SpecSnapshot",),
     # studies: many seeds and arms through an executor, and their report
     "study": ("StudyResult", "StudyReporter"),
+    # export: an evaluation network with its weights to ONNX / TorchScript, checked
+    "export": ("ExportResult", "ExportMismatch"),
     "figures": ("new_figure", "draw_guarded", "warn"),
     # cell-network building blocks (evaluation networks of cell spaces)
     "cellnet": ("AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "ReLUConvBN", "batch_norm_scaled",
@@ -85,7 +88,7 @@ _LAZY: dict[str, tuple[str, str]] = {name: (f"._core.{module}", name)
 
 __all__ = [
     "__version__",
-    "load_spec", "validate", "search", "resume", "train", "build_network", "describe_network",
+    "load_spec", "validate", "search", "resume", "train", "build_network", "describe_network", "export_network",
     "load_genotype", "load_plugins", "run_study", "resume_study", "study_report", "validate_study", "compare_runs",
     "SearchResult", "TrainResult", "Reporter", "RichReporter", "QuietReporter", "RunContext", "Spec", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
     "Genotype", "CellGenotype", "GenotypeEdge",
@@ -129,3 +132,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._core.trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe, seed_everything
     from ._core.worker import SpecSnapshot
     from ._core.study import StudyReporter, StudyResult
+    from ._core.export import ExportMismatch, ExportResult

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._core.preflight import Estimate
 
 __all__ = ["SearchResult", "TrainResult", "load_spec", "validate", "search", "resume", "train",
-           "build_network", "describe_network", "load_genotype", "load_plugins", "run_study", "resume_study",
+           "build_network", "describe_network", "export_network", "load_genotype", "load_plugins", "run_study", "resume_study",
            "study_report", "validate_study", "compare_runs"]
 
 #: What ``progress=`` accepts: False/None (nothing shown), True (rich progress bars on stderr),
@@ -532,6 +532,79 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
         release_run_dir(run_dir)
     reporter.train_end(results)
     return TrainResult(genotype=genotype, results=results, run_dir=RunDir(run_dir))
+
+
+def export_network(genotype: Genotype | str | Path, *, format: str, weights: str | Path | None = None,
+                   out: str | Path | None = None, force: bool = False, untrained: bool = False, spec: Any = None,
+                   overrides: Iterable[str] = (), plugins: PluginRefs = (), tolerance: float | None = None) -> Any:
+    """Export the evaluation network of ``genotype`` with its trained weights (``nasreg export``)
+    as ``format`` ``"onnx"`` or ``"torchscript"``, and check it: the exported model (onnxruntime
+    for ONNX, the reloaded module for TorchScript) against PyTorch on a random batch of 8 images,
+    max |diff| within ``tolerance`` (default 1e-4).
+
+    ``weights``: a ``weights.pt`` (what ``nasreg train`` and ``[evaluate]`` leave), a training's
+    or a search's run directory, or a training ``checkpoint.pt`` (its ``"model"``); None: the
+    ``weights.pt`` beside ``genotype`` (its folder, or its folder's ``eval/``), else an error
+    unless ``untrained`` (freshly initialized, seeded by ``[run] seed``). The network is the one
+    the weights were trained as: the ``spec.toml`` beside them (``spec`` replaces it; ``overrides``
+    go on top), with the input shape and classes of the ``results.json`` beside them. ``out``:
+    default ``model.onnx`` / ``model.torchscript.pt`` beside the weights; an existing one is
+    refused unless ``force``. Returns a :class:`nasreg.ExportResult` (``.path``, ``.max_diff``,
+    ``.params``, ``.weights``, ``.line()``); a check above the tolerance writes the file as
+    ``NAME.mismatch.SUFFIX`` instead and raises :class:`nasreg.ExportMismatch` (exit status 1)."""
+    import torch
+
+    from ._core import export as ex
+    from ._core.evaluate import _genotype_digest, bundle_shape, count_parameters, dataset_shape
+
+    if format not in ex.FORMATS:
+        raise NasregError(f"--format {format}: expected one of {', '.join(ex.FORMATS)}")
+    if format == "onnx":
+        ex.require_onnx()  # before anything is read: a missing extra is the only line
+    if untrained and weights is not None:
+        raise NasregError("--untrained and --weights exclude each other")
+    overrides = tuple(overrides)
+    genotype_path = Path(genotype) if isinstance(genotype, (str, Path)) else None
+    found = None if untrained else ex.find_weights(weights, genotype_path)
+    if found is None and not untrained:
+        where = f"{genotype_path}: no trained weights beside it (no {ex.WEIGHTS_FILE}, nor eval/{ex.WEIGHTS_FILE})" \
+            if genotype_path is not None else "no weights given"
+        raise RunDirError(f"{where}; pass --weights WEIGHTS.pt|RUN_DIR|CHECKPOINT.pt, or --untrained to export "
+                          "the untrained network")
+    out = Path(out) if out is not None else ex.default_out(format, found, genotype_path)
+    ex.check_out(out, force)
+    beside = found.run_dir / "spec.toml" if found is not None and found.run_dir is not None else None
+    spec_source = spec if spec is not None else (beside if beside is not None and _is_training_spec(beside) else None)
+    espec, plugins_ = _eval_spec(spec_source, overrides, plugins)
+    espec.plugins = plugins_
+    regs = plugins_.registries
+    genotype_obj, source = _genotype(genotype, regs)
+    if found is not None:
+        ex.check_genotype(found, genotype_obj, source, _genotype_digest(genotype_obj), regs)
+    espec.bind(genotype_obj.space, regs)
+    known = ex.shape_from_results(found) if spec is None and not overrides else None
+    known = known or dataset_shape(espec.dataset) or bundle_shape(espec.dataset.build())
+    (shape, classes), seed = known, espec.run.seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_network(genotype_obj if genotype_path is None else genotype_path, spec=espec,
+                            input_shape=shape, num_classes=classes)
+    if found is not None:
+        ex.load_into(net, found, source)
+    params = count_parameters(net)[0]
+    return ex.export_module(net, format, out, shape, params=params, weights=found,
+                            tolerance=ex.TOLERANCE if tolerance is None else float(tolerance))
+
+
+def _is_training_spec(path: Path) -> bool:
+    """Whether ``path`` is the evaluation spec a training wrote (``[run]`` and ``[evaluate]``)."""
+    from ._core import spec as spec_mod
+    from ._core.evalspec import is_eval_spec
+
+    try:
+        return is_eval_spec(spec_mod.read_toml(path))
+    except NasregError:
+        return False
 
 
 # --- studies ----------------------------------------------------------------------------------------

@@ -520,5 +520,9 @@ def print_summary(summary: dict[str, Any]) -> None:
                   f"run directory {summary['run_dir']}", highlight=False)
 
 
+from ._cli_export import add_export_command  # noqa: E402  (nasreg export: its own module)
+
+add_export_command(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -30,6 +30,8 @@ What a training run writes (into its run directory):
 ``checkpoint.pt``  at every epoch end and at a stop: the weights, optimizer and scheduler states,
                    the position (epoch, step), the data order, every RNG state and the metrics so
                    far; ``run_evaluation(..., resume=True)`` continues from it exactly
+``weights.pt``     the final weights: the network's state dict (CPU tensors), written after the
+                   last epoch, before ``results.json`` (``nasreg export`` reads it)
 ``results.json``   final test error, parameters (with and without the auxiliary head), FLOPs and
                    MACs of one forward pass of one image, the network's keys (``network``), wall
                    time, peak memory, search cost (after a search)
@@ -71,6 +73,7 @@ from .search import DivergenceError, configure_determinism, notify, peak_memory_
 from .stop import StopRequests
 from .spec import EvaluateSection, RunSection
 from .supernet import SearchSpace
+from .export import write_weights
 from .evalspec import EVAL_TABLES, SEARCH_TABLES, EvalSpec, from_search_spec, is_eval_spec, load_eval_spec, validate_eval_spec
 from .trainer import (EpochStats, ResumeError, Trainer, TrainRecipe, cutout, drop_path_schedule, resume_position,
                       score, seed_everything)
@@ -385,6 +388,7 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
     except ResumeError as exc:  # raised before on_train_start: nothing written yet
         raise CheckpointError(f"{files.checkpoint}: {exc}; delete it to train from the start") from None
 
+    write_weights(files, model)  # weights.pt: the final weights, before results.json (nasreg export reads them)
     record = recorder.history[-1] if recorder.history else {}
     results = _results(run, record, recorder.t_start, search_cost, loader="device" if train_on_device else "dataloader",
                        params=params, params_with_aux=params_with_aux, flops=flops, shape=shape,
