@@ -89,6 +89,19 @@ def register_executors(register):
     """
 
 
+@hookspec
+def register_loggers(register):
+    """Register loggers (experiment trackers a spec switches on: ``[run] loggers = [names]``).
+
+    ``factory(**keys)`` receives the keys of ``[loggers.<name>]`` and returns an object whose
+    methods are lifecycle hook implementations marked with ``nasreg.hookimpl``; the engines
+    register it for one run (a search, its ``[evaluate]``, ``nasreg train``) and unregister it at
+    the end, calling its ``close(status)`` if it has one (``"finished"``, ``"failed"`` or
+    ``"interrupted"``). ``nasreg validate`` builds it too: the factory opens no file and no
+    connection.
+    """
+
+
 # --- lifecycle ----------------------------------------------------------------------------------
 
 @hookspec

@@ -162,7 +162,7 @@ def test_list_plugins_json(testplugin_dist):
         "plugin": "nasreg_testplugin", "description": "A 1x1 convolution with the edge's stride, then BatchNorm."}
     assert data["registries"]["clusterers"]["test_threshold"]["plugin"] == "nasreg_testplugin"
     assert set(data["registries"]) == {"operations", "search_spaces", "strategies", "selectors", "clusterers",
-                                       "datasets", "executors"}
+                                       "datasets", "executors", "loggers"}
 
 
 def test_list_plugins_table_shows_the_fixture_plugin(testplugin_dist):

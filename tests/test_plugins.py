@@ -22,7 +22,7 @@ from conftest import BROKEN_PLUGINS, PLUGIN_PKG, TOYCORE_FILE
 HOOKS = sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "nasreg_spec"))
 REGISTRATION_HOOKS = ["register_operations", "register_search_spaces", "register_strategies",
                       "register_selectors", "register_clusterers", "register_datasets",
-                      "register_executors"]
+                      "register_executors", "register_loggers"]
 LIFECYCLE_HOOKS = ["on_run_start", "on_epoch_end", "on_stage_end", "on_run_end",
                    "on_train_start", "on_train_epoch_end", "on_train_end"]
 
@@ -158,6 +158,11 @@ class EveryKind:
         self.called.append("register_executors")
         register("obj-executor", self.factory)
 
+    @hookimpl
+    def register_loggers(self, register):
+        self.called.append("register_loggers")
+        register("obj-logger", self.factory)
+
 
 def test_every_registration_hook_is_called_once_with_a_bound_register():
     obj = EveryKind()
@@ -165,7 +170,8 @@ def test_every_registration_hook_is_called_once_with_a_bound_register():
     assert sorted(obj.called) == sorted(REGISTRATION_HOOKS)
     regs = plugins.registries
     expected = {"operations": "obj_op", "search_spaces": "obj-space", "strategies": "obj-strategy",
-                "selectors": "obj-selector", "clusterers": "obj-clusterer", "datasets": "obj-data", "executors": "obj-executor"}
+                "selectors": "obj-selector", "clusterers": "obj-clusterer", "datasets": "obj-data", "executors": "obj-executor",
+                "loggers": "obj-logger"}
     for kind, name in expected.items():
         entry = regs[kind].get(name)
         assert entry.plugin == "every"

@@ -115,7 +115,8 @@ def test_binary_file_is_not_a_spec(tmp_path):
 
 def test_unknown_table_with_suggestion(error):
     assert error("serach.epochs=3") == ("SPEC: unknown table [serach]; did you mean [search]? (known: [run], "
-                                        "[data], [search_space], [search], [strategy], [selector], [executor], [evaluate])")
+                                        "[data], [search_space], [search], [strategy], [selector], [executor], [evaluate], "
+                                        "[loggers])")
     assert error("model.depth=3").startswith("SPEC: unknown table [model] (known: [run]")
 
 
@@ -132,8 +133,8 @@ def test_a_section_that_is_not_a_table(error):
     ("search_space.node=3", "SPEC: [search_space] node: unknown key; did you mean 'nodes'?"),
     ("selector.min_op=3", "SPEC: [selector] min_op: unknown key; did you mean 'min_ops'?"),
     ("selector.clusterer.n_cluster=3", "SPEC: [selector.clusterer] n_cluster: unknown key; did you mean 'n_clusters'?"),
-    ("run.zzz=1", "SPEC: [run] zzz: unknown key (known keys: checkpoint_every, deterministic, device, name, "
-                  "out_dir, plugins, seed, threads)"),
+    ("run.zzz=1", "SPEC: [run] zzz: unknown key (known keys: checkpoint_every, deterministic, device, loggers, "
+                  "name, out_dir, plugins, seed, threads)"),
 ])
 def test_unknown_keys_with_close_matches(error, override, expected):
     assert error(override).startswith(expected)

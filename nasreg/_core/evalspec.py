@@ -32,7 +32,7 @@ __all__ = ["EVAL_TABLES", "SEARCH_TABLES", "EvalSpec", "from_search_spec", "is_e
 
 #: Tables that make a spec a search spec (an evaluation spec has only [run] and [evaluate]).
 SEARCH_TABLES = ("data", "search_space", "search", "strategy", "selector")
-EVAL_TABLES = ("run", "evaluate")
+EVAL_TABLES = ("run", "evaluate", "loggers")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -61,6 +61,8 @@ class EvalSpec:
     dataset: Component | None = None
     #: The evaluation network's keys, as the space's ``network_keys`` returned them.
     network: dict[str, Any] | None = None
+    #: ``[run] loggers`` with their ``[loggers.<name>]`` keys (not part of the digest).
+    loggers: list[Component] = field(default_factory=list)
     #: The loaded plugins that validated it (set by :func:`load_eval_spec`'s callers).
     plugins: Any = field(default=None, repr=False, compare=False)
 
@@ -84,14 +86,16 @@ class EvalSpec:
     def resolved(self) -> dict[str, Any]:
         """``[run]`` and ``[evaluate]`` with every default filled in (bound), or ``[evaluate]`` as
         written (not bound yet: the defaults depend on the genotype's space)."""
+        loggers = {"loggers": spec_mod.resolved_loggers(self.loggers)} if self.loggers else {}
         if self.evaluate is None or self.dataset is None:
-            return {"run": dataclasses.asdict(self.run), "evaluate": copy.deepcopy(self.table)}
+            return {"run": dataclasses.asdict(self.run), "evaluate": copy.deepcopy(self.table), **loggers}
         return {"run": dataclasses.asdict(self.run),
-                "evaluate": spec_mod.resolved_evaluate(self.evaluate, self.dataset, self.network)}
+                "evaluate": spec_mod.resolved_evaluate(self.evaluate, self.dataset, self.network), **loggers}
 
     def digest(self) -> str:
         data = self.resolved()
-        data["run"] = {k: v for k, v in data["run"].items() if k not in ("name", "out_dir")}
+        data["run"] = {k: v for k, v in data["run"].items() if k not in ("name", "out_dir", "loggers")}
+        data.pop("loggers", None)
         blob = json.dumps(spec_mod._drop_none(data), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -110,7 +114,7 @@ def from_search_spec(spec: spec_mod.Spec, registries: Any) -> EvalSpec:
     default = {"dataset": spec.data.dataset, **{k: v for k, v in data_raw.items() if k not in core}}
     table = spec.raw.get("evaluate") if spec.evaluate is not None else {}
     espec = EvalSpec(path=spec.path, run=spec.run, table=copy.deepcopy(table or {}), default_data=default,
-                     search_space=spec.search_space)
+                     search_space=spec.search_space, loggers=list(spec.loggers))
     if spec.evaluate is not None and spec.eval_dataset is not None:  # resolved when the spec was validated
         espec.evaluate, espec.dataset, espec.network = spec.evaluate, spec.eval_dataset, spec.eval_network
         espec.space = spec.search_space.name
@@ -129,7 +133,9 @@ def validate_eval_spec(raw: dict[str, Any], path: Path | None, registries: Any) 
     run = spec_mod._section(RunSection, spec_mod._table(raw, "run", shown), f"{shown}: [run]")
     table = spec_mod._table(raw, "evaluate", shown)
     spec_mod.check_evaluate(table, shown, registries)
-    return EvalSpec(path=path, run=run, table=copy.deepcopy(table))
+    loggers = spec_mod.validate_loggers(raw, shown, registries, run.loggers)
+    spec_mod.build_loggers(loggers)  # as the run builds them (a missing optional extra is caught here)
+    return EvalSpec(path=path, run=run, table=copy.deepcopy(table), loggers=loggers)
 
 
 def load_eval_spec(path: str | Path | None, overrides: Sequence[str] = (),

@@ -64,6 +64,7 @@ from .device_loader import DeviceLoader, build_device_loader, choose
 from .errors import DataError, GenotypeError, Interrupted, RegistryError, SpecError
 from .figures import draw_guarded, new_figure
 from .genotype import Genotype
+from .loggers import attached as attached_loggers
 from .params import Component
 from .plugins import Plugins
 from .progress import QuietReporter
@@ -346,7 +347,7 @@ def run_evaluation(prepared: PreparedEval, genotype: Genotype, run_dir: Path, re
     threads = torch.get_num_threads()
     kind = kind or ("evaluate" if search_cost is not None else "train")
     try:
-        with StopRequests() as stop:
+        with StopRequests() as stop, attached_loggers(prepared.plugins, prepared.spec.loggers, reporter):
             return _run(prepared, genotype, Path(run_dir), reporter or QuietReporter(), source, search_cost,
                         kind, stop, resume, notice)
     except Interrupted as exc:

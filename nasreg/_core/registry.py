@@ -28,6 +28,7 @@ KINDS: tuple[tuple[str, str, str], ...] = (
     ("clusterers", "register_clusterers", "clusterer"),
     ("datasets", "register_datasets", "dataset"),
     ("executors", "register_executors", "executor"),
+    ("loggers", "register_loggers", "logger"),
 )
 
 #: Separates the plugin from the name in a qualified name (``darts:sep_conv_3x3``).
@@ -214,6 +215,8 @@ class Registries:
     selectors: Registry
     clusterers: Registry
     datasets: Registry
+    executors: Registry
+    loggers: Registry
 
     def __init__(self) -> None:
         for kind, _hook, noun in KINDS:

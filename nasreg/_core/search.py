@@ -29,6 +29,7 @@ from .device_loader import DeviceLoader, build_device_loader, choose as choose_l
 from .errors import (DivergenceError, GenotypeError, Interrupted, NasregError, RunDirError,
                      SpecError)
 from .genotype import Genotype
+from .loggers import attached as attached_loggers
 from .plugins import Plugins
 from .progress import QuietReporter
 from .rundir import RunDir
@@ -73,9 +74,15 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def notify(plugins: Plugins, hook_name: str, reporter: Any = None, **kwargs: Any) -> None:
-    """Call a lifecycle hook on every plugin separately; a failing observer is reported, never fatal."""
+    """Call a lifecycle hook on every plugin separately; a failing observer is reported, never fatal.
+
+    Implementations marked ``tryfirst`` run first and ``trylast`` last (a logger reading the
+    plots plugin's files at ``on_run_end``); the others in the order the plugins were loaded."""
     caller = getattr(plugins.hook, hook_name)
-    for impl in caller.get_hookimpls():
+    impls = caller.get_hookimpls()
+    impls = ([i for i in impls if i.tryfirst] + [i for i in impls if not (i.tryfirst or i.trylast)]
+             + [i for i in impls if i.trylast])
+    for impl in impls:
         try:
             impl.function(**{a: kwargs[a] for a in impl.argnames if a in kwargs})
         except Exception as exc:  # noqa: BLE001 - an observer must not kill a multi-hour run
@@ -233,7 +240,8 @@ def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: 
     """
     threads = torch.get_num_threads()
     try:
-        return prepared.strategy.run_search(SearchJob(prepared, run_dir, reporter or QuietReporter(), resume))
+        with attached_loggers(prepared.plugins, prepared.spec.loggers, reporter):  # [run] loggers, for this run
+            return prepared.strategy.run_search(SearchJob(prepared, run_dir, reporter or QuietReporter(), resume))
     except (Interrupted, RunDirError):
         # A stop (the checkpoint says where to continue), or a fault of the run directory itself
         # (a resume refused, a full disk): nothing more is written into it.

@@ -3,7 +3,8 @@
 A spec has these tables (``name``-style keys pick registry entries; the other keys of such a
 table are passed to that entry's factory and checked against its signature):
 
-``[run]``           name, seed, device, threads, out_dir, deterministic, plugins, checkpoint_every
+``[run]``           name, seed, device, threads, out_dir, deterministic, plugins, checkpoint_every,
+                    loggers (registered loggers to switch on; ``[loggers.<name>]``: their keys)
 ``[data]``          ``dataset`` (registry name), batch_size, train_portion, num_workers, limit,
                     loader ("auto" | "dataloader" | "device": :class:`DataSection`); any other key
                     goes to the dataset factory (``root``, ``download``, ...)
@@ -34,6 +35,7 @@ from typing import Annotated, Any, Literal, Sequence
 from . import params as P
 from .data import check_split, registered_shape
 from .errors import RegistryError, SpecError
+from .loggers import build_all as build_loggers, resolved_loggers, validate_loggers
 from .params import Component, Range
 
 # ------------------------------------------------------------------------------------------------
@@ -50,6 +52,8 @@ class RunSection:
     deterministic: bool = False
     plugins: list[str] = field(default_factory=list)
     checkpoint_every: Annotated[int, Range(ge=1, le=100_000)] = 1
+    #: Registered loggers switched on for the run (nasreg._core.loggers); not part of the digest.
+    loggers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # The name becomes a folder under out_dir: a plain name, never a path that leaves it.
@@ -168,7 +172,7 @@ class EvaluateSection:
 RECIPE_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvaluateSection))
 
 
-SECTIONS = ("run", "data", "search_space", "search", "strategy", "selector", "executor", "evaluate")
+SECTIONS = ("run", "data", "search_space", "search", "strategy", "selector", "executor", "evaluate", "loggers")
 
 
 @dataclass
@@ -196,6 +200,9 @@ class Spec:
     #: the local executor with its ``workers``). Not part of :meth:`digest`: where children run
     #: does not change what they find.
     executor: Component | None = None
+    #: ``[run] loggers`` with their ``[loggers.<name>]`` keys. Not part of :meth:`digest` (they do
+    #: not change results), but in :meth:`resolved`, so a resumed run logs too.
+    loggers: list[Component] = field(default_factory=list)
     #: The loaded plugins whose registries validated this spec (:class:`nasreg._core.plugins.Plugins`).
     plugins: Any = field(default=None, repr=False, compare=False)
 
@@ -211,15 +218,18 @@ class Spec:
         }
         if self.evaluate is not None and self.eval_dataset is not None:
             out["evaluate"] = resolved_evaluate(self.evaluate, self.eval_dataset, self.eval_network)
+        if self.loggers:
+            out["loggers"] = resolved_loggers(self.loggers)
         return _drop_none(out)
 
     def digest(self) -> str:
         """A short hash of the resolved spec (the run name and output folder excluded, and
         ``[evaluate]``: it identifies the search; an evaluation records its own hash)."""
         data = self.resolved()
-        data["run"] = {k: v for k, v in data["run"].items() if k not in ("name", "out_dir")}
+        data["run"] = {k: v for k, v in data["run"].items() if k not in ("name", "out_dir", "loggers")}
         data.pop("evaluate", None)
         data.pop("executor", None)
+        data.pop("loggers", None)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -445,9 +455,11 @@ def validate(raw: dict[str, Any], path: str | Path, registries: Any) -> Spec:
     spec = Spec(path=path, raw=raw, run=run, data=data, dataset=dataset, search_space=search_space,
                 search=search, strategy=strategy, selector=selector, evaluate=evaluate,
                 eval_dataset=eval_dataset, eval_network=eval_network, executor=executor)
+    spec.loggers = validate_loggers(raw, path, registries, run.loggers)
     parts = build_parts(spec, registries)  # every check of the components a run builds before its first step
     if executor is not None:  # built as the run builds it (a missing optional extra is caught here)
         executor.build().close()
+    build_loggers(spec.loggers)  # likewise (no file opened, no connection made)
     check_split(spec, parts, registries, None, registered_shape(dataset))  # as far as the spec tells
     return spec
 
