@@ -52,7 +52,7 @@ from .api import (SearchResult, TrainResult, build_network, compare_runs, descri
                   load_genotype,
                   load_plugins, load_spec, resume, resume_study, run_study, search, study_report, train, validate,
                   validate_study)
-from ._core.progress import QuietReporter, Reporter, RichReporter
+from ._core.progress import PlainReporter, QuietReporter, Reporter, RichReporter
 from ._core.run import RunContext
 from ._core.spec import Spec
 
@@ -67,6 +67,7 @@ _LAZY_BY_MODULE: dict[str, tuple[str, ...]] = {
     "distributed": ("average_across_ranks_", "rank_sample_rows"),
     "genotype": ("genotype_from_edges",),
     "params": ("component",),
+    "schema": ("entry_keys",),  # the spec keys a registry entry takes (nasreg describe)
     "rundir": ("RunDir", "CheckpointError", "write_json"),
     # the training engine, seeding and data splits, workers, figures
     "trainer": ("Trainer", "TrainRecipe", "TrainCallback", "EpochStats", "FitResult", "seed_everything"),
@@ -90,7 +91,7 @@ __all__ = [
     "__version__",
     "load_spec", "validate", "search", "resume", "train", "build_network", "describe_network", "export_network",
     "load_genotype", "load_plugins", "run_study", "resume_study", "study_report", "validate_study", "compare_runs",
-    "SearchResult", "TrainResult", "Reporter", "RichReporter", "QuietReporter", "RunContext", "Spec", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
+    "SearchResult", "TrainResult", "Reporter", "RichReporter", "QuietReporter", "PlainReporter", "RunContext", "Spec", "hookimpl", "Range", "Ref", "Component", "Entry", "Registry",
     "Genotype", "CellGenotype", "GenotypeEdge",
     "SearchSpace", "Candidates", "OperationTable", "operation_names", "SearchStrategy", "SamplingStrategy", "Selector", "StageResult",
     "DatasetBundle", "MemoryView",
@@ -125,6 +126,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._core.figures import draw_guarded, new_figure, warn
     from ._core.genotype import genotype_from_edges
     from ._core.params import component
+    from ._core.schema import entry_keys
     from ._core.rundir import CheckpointError, RunDir, write_json
     from ._core.search import SearchJob
     from ._core.strategy import Strategy

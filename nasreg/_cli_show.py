@@ -1,4 +1,5 @@
-"""``nasreg show RUN_DIR``: a summary of any run directory, search or training, finished or not.
+"""``nasreg show RUN_DIR``: a summary of any run directory, search or training, finished or not;
+and ``nasreg list-plugins``: the plugins and their entries, compact (see :func:`print_plugins`).
 
 It reads what the directory holds (``spec.toml``, ``genotype.json``, ``metrics.jsonl``,
 ``summary.json`` / ``stages.json`` of a search, ``results.json`` of a training run, and a
@@ -9,6 +10,8 @@ the final figures. A missing or unreadable directory, or one that holds no run, 
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from . import Genotype, GenotypeError, NasregError, RunDir, RunDirError
+from . import Genotype, GenotypeError, NasregError, RunDir, RunDirError, entry_keys
 
 #: Files any of which makes a folder a run directory.
 RUN_FILES = (RunDir.SPEC_FILE, RunDir.GENOTYPE_FILE, RunDir.METRICS_FILE, RunDir.SUMMARY_FILE, RunDir.RESULTS_FILE)
@@ -235,3 +239,140 @@ def _show_figures(data: Any, title: str, console: Console) -> None:
             value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
         table.add_row(escape(key), escape(_fmt(value)))
     console.print(table)
+
+
+# --- nasreg list-plugins ---------------------------------------------------------------------------
+
+#: A factory shared by at least this many entries of one plugin makes them one family (one line).
+FAMILY_MIN = 3
+BUILT_IN = "built-in"
+
+
+@dataclass
+class Family:
+    """Entries of one plugin and kind built by one factory function (the ``nas-layers`` grid's
+    ``conv_{n}x{n}_{n}[_s{n}]`` ops: partials of one function): shown as one line."""
+
+    plugin: str
+    names: list[str]  # display names, in registration order
+
+    @property
+    def pattern(self) -> str:
+        """The members' names with their numbers as ``{n}``: ``conv_{n}x{n}_{n}[_s{n}]``."""
+        patterns = list(dict.fromkeys(re.sub(r"\d+", "{n}", n) for n in self.names))
+        patterns.sort(key=len)
+        first, rest = patterns[0], patterns[1:]
+        tails = {p[len(first):] for p in rest if p.startswith(first)}
+        if rest and len(tails) == 1 and all(p.startswith(first) for p in rest):
+            return f"{first}[{tails.pop()}]"
+        return " | ".join(patterns)
+
+    def line(self) -> str:
+        return f"{self.pattern} x{len(self.names)} ({self.names[0]} ... {self.names[-1]})"
+
+
+def _factory_key(factory: Any) -> Any:
+    """What entries built by one function share: the function's code (partials unwrapped, so
+    closures and ``functools.partial`` of one function are the same), or the class."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return getattr(factory, "__code__", factory)
+
+
+def families(registry: Any) -> dict[str, Family]:
+    """Qualified entry name -> its :class:`Family`, for the entries of ``registry`` that share a
+    factory with at least ``FAMILY_MIN - 1`` others of their plugin."""
+    groups: dict[tuple[str, Any], list[Any]] = {}
+    for entry in registry:
+        try:
+            key = (entry.plugin, _factory_key(entry.factory))
+            hash(key)
+        except TypeError:  # an unhashable factory: a family of its own
+            key = (entry.plugin, id(entry))
+        groups.setdefault(key, []).append(entry)
+    out: dict[str, Family] = {}
+    for (plugin, _key), entries in groups.items():
+        if len(entries) >= FAMILY_MIN:
+            family = Family(plugin, [registry.display_name(e) for e in entries])
+            out.update({e.qualified: family for e in entries})
+    return out
+
+
+def _kind_text(registry: Any, third_party: set[str]) -> Text:
+    """One kind's entries, grouped by plugin (``darts: a, b; nasnet: c, <family>``); a
+    third-party plugin's group tagged."""
+    fams = families(registry)
+    by_plugin: dict[str, list[str]] = {}
+    seen: set[int] = set()
+    for entry in registry:
+        family = fams.get(entry.qualified)
+        if family is not None:
+            if id(family) in seen:
+                continue
+            seen.add(id(family))
+            by_plugin.setdefault(entry.plugin, []).append(family.line())
+        else:
+            by_plugin.setdefault(entry.plugin, []).append(registry.display_name(entry))
+    text = Text()
+    for i, (plugin, names) in enumerate(by_plugin.items()):
+        if i:
+            text.append("; ")
+        if plugin in third_party:
+            text.append(f"{plugin} [third-party]", style="bold magenta")
+        else:
+            text.append(plugin, style="bold")
+        text.append(": " + ", ".join(names))
+    return text
+
+
+def print_plugins(plugins: Any, console: Console) -> None:
+    """``nasreg list-plugins``: the plugins (built-in ones on one line, third-party and failed
+    ones one line each), then per kind its entries by plugin, a family of parametric entries as
+    one line; what fits a screen (about 20 lines at 100 columns for nasreg's own plugins)."""
+    from .cli import one_line
+
+    infos = list(plugins.infos.values())
+    built_in = [i for i in infos if i.source == BUILT_IN and i.ok]
+    others = [i for i in infos if i not in built_in]
+    third_party = {i.name for i in others}
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("what", style="cyan", no_wrap=True)
+    table.add_column("entries", overflow="fold")
+    table.add_row("built-in", Text(", ".join(f"{i.name} {i.version or ''}".strip() for i in built_in)))
+    for info in others:
+        where = f"{info.name} {info.version or ''}".strip() + f" ({info.source})"
+        if info.ok:
+            table.add_row("third-party", Text(where))
+        else:
+            table.add_row(Text("failed", style="bold red"),
+                          Text.assemble(where, " failed: ", (one_line(info.error or ""), "red")))
+    for registry in plugins.registries:
+        if len(registry):
+            table.add_row(registry.kind.replace("_", " "), _kind_text(registry, third_party))
+    hooks = [(i.name, [h for h in i.hooks if not h.startswith("register_")]) for i in infos if i.ok]
+    hooks_text = "; ".join(f"{name}: {', '.join(names)}" for name, names in hooks if names)
+    if hooks_text:
+        table.add_row("observers", Text(hooks_text))
+    console.print(Text("nasreg plugins", style="bold") + Text(
+        f" ({len(built_in)} built-in, {len(third_party)} other)"), highlight=False)
+    console.print(table)
+    console.print(Text("nasreg describe NAME: an entry's keys (kind/NAME or plugin:NAME to choose); "
+                       "--json: every entry", style="dim"), soft_wrap=False)
+
+
+def plugins_json(plugins: Any) -> dict[str, Any]:
+    """``nasreg list-plugins --json``: every plugin, and every entry one by one with its plugin,
+    description, spec keys (:func:`nasreg.entry_keys`) and, for a family member, its pattern."""
+    registries: dict[str, Any] = {}
+    for registry in plugins.registries:
+        fams = families(registry)
+        entries: dict[str, Any] = {}
+        for e in registry:
+            item: dict[str, Any] = {"plugin": e.plugin, "description": e.description,
+                                    "keys": entry_keys(e, registry.kind)}
+            if e.qualified in fams:
+                item["family"] = fams[e.qualified].pattern
+            entries[registry.display_name(e)] = item
+        registries[registry.kind] = entries
+    return {"plugins": [i.to_dict() for i in plugins.infos.values()], "registries": registries}
+

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import NasregError, QuietReporter, RichReporter, Spec, __version__
+from . import NasregError, PlainReporter, QuietReporter, RichReporter, Spec, __version__
 
 class _StandardOutput:
     """``sys.stdout`` as the console's file (looked up at each write, as click's test runner swaps
@@ -131,7 +131,30 @@ def main(debug: bool) -> None:
     """nasreg: declarative, plugin-based neural architecture search."""
     if debug:
         os.environ["NASREG_DEBUG"] = "1"
+    else:
+        _warnings_as_lines()
     _check_stdout()
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    """A Python warning as one line, ``warning: <message>`` (no file:line, no source line)."""
+    try:
+        err_console.print(Text.assemble(("warning:", "bold yellow"), " ", one_line(str(message))),
+                          highlight=False, soft_wrap=True, crop=False)
+    except (OSError, ValueError):
+        pass
+
+
+def _warnings_as_lines() -> None:
+    """Show Python warnings as one clean line while the command runs (``--debug``: Python's own)."""
+    import warnings
+
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # restored when the command ends (click's test runner reuses the process)
+        ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
 
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -161,6 +184,7 @@ class _CliOutput:
 
     def train_end(self, results: dict[str, Any]) -> None:
         print_results(results)
+        super().train_end(results)  # type: ignore[misc]  # the reporter's: a chance-level warning
 
 
 class _CliReporter(_CliOutput, RichReporter):
@@ -173,9 +197,25 @@ class _CliQuietReporter(_CliOutput, QuietReporter):
     quiet = True
 
 
+class _CliPlainReporter(_CliOutput, PlainReporter):
+    """Plain progress lines on stderr (not a terminal, NO_COLOR, TERM=dumb), figures on stdout."""
+
+
+def _plain_stderr() -> bool:
+    """Whether stderr wants plain lines: not a terminal (a log file, CI, nohup), NO_COLOR, TERM=dumb."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return not tty or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb"
+
+
 def _reporter(quiet: bool) -> Any:
-    """The command line's reporter: progress bars on stderr (none with -q), figures on stdout."""
-    return _CliQuietReporter() if quiet else _CliReporter(err_console)
+    """The command line's reporter: progress on stderr (bars on a terminal, plain lines elsewhere;
+    none with -q), figures on stdout."""
+    if quiet:
+        return _CliQuietReporter()
+    return _CliPlainReporter() if _plain_stderr() else _CliReporter(err_console)
 
 
 @main.command()
@@ -239,42 +279,22 @@ def validate(spec_paths: tuple[Path, ...], overrides: tuple[str, ...], extra_plu
 
 
 @main.command("list-plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON instead: every entry with its plugin, description and keys.")
 @_plugin_option
 @handle_errors
 def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
-    """List plugins, what each registered, and any load errors."""
+    """List plugins, what each registered (a family of parametric entries as one line), and any
+    load errors; `nasreg describe NAME` shows an entry's keys."""
     from .api import load_plugins
 
+    from ._cli_show import plugins_json, print_plugins
+
     plugins = load_plugins(extra_plugins, strict=False)
-    infos = list(plugins.infos.values())
-    kinds = [reg.kind for reg in plugins.registries]  # in the order list-plugins shows them
     if as_json:
-        click.echo(file=stdout, message=json.dumps({"plugins": [i.to_dict() for i in infos],
-                               "registries": {reg.kind: {reg.display_name(e): {"plugin": e.plugin,
-                                                                               "description": e.description}
-                                                         for e in reg} for reg in plugins.registries}},
-                              indent=2))
+        click.echo(file=stdout, message=json.dumps(plugins_json(plugins), indent=2))
         return
-    table = Table(title="nasreg plugins", show_lines=True)
-    table.add_column("plugin", style="bold")
-    table.add_column("version")
-    table.add_column("source")
-    table.add_column("registered")
-    for info in infos:
-        if info.ok:
-            lines = [f"[cyan]{kind}[/]: " + ", ".join(names) for kind in kinds
-                     if (names := info.registered.get(kind))]
-            other = [h for h in info.hooks if not h.startswith("register_")]
-            if other:
-                lines.append("[cyan]hooks[/]: " + ", ".join(other))
-            what = "\n".join(lines) or "[dim](nothing)[/]"
-        else:
-            kept = [f"[cyan]{kind}[/]: " + ", ".join(names) for kind in kinds
-                    if (names := info.registered.get(kind))]
-            what = "\n".join([f"[bold red]failed:[/] {escape(info.error or '')}", *kept])
-        table.add_row(info.name, info.version or "", info.source, what)
-    console.print(table)
+    print_plugins(plugins, console)
 
 
 # --- nasreg train, nasreg show -----------------------------------------------------------------
@@ -523,6 +543,11 @@ def print_summary(summary: dict[str, Any]) -> None:
 from ._cli_export import add_export_command  # noqa: E402  (nasreg export: its own module)
 
 add_export_command(main)
+
+from ._cli_describe import describe  # noqa: E402  (nasreg describe NAME)
+
+main.add_command(describe)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

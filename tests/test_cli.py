@@ -159,7 +159,8 @@ def test_list_plugins_json(testplugin_dist):
                     "error": None, "hooks": ["register_clusterers", "register_operations"],
                     "registered": {"operations": ["test_identity_conv"], "clusterers": ["test_threshold"]}}
     assert data["registries"]["operations"]["test_identity_conv"] == {
-        "plugin": "nasreg_testplugin", "description": "A 1x1 convolution with the edge's stride, then BatchNorm."}
+        "plugin": "nasreg_testplugin", "description": "A 1x1 convolution with the edge's stride, then BatchNorm.",
+        "keys": []}  # an operation takes no spec keys (the space calls it with C, stride, affine)
     assert data["registries"]["clusterers"]["test_threshold"]["plugin"] == "nasreg_testplugin"
     assert set(data["registries"]) == {"operations", "search_spaces", "strategies", "selectors", "clusterers",
                                        "datasets", "executors", "loggers"}

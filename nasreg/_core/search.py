@@ -421,6 +421,14 @@ class _Stage:
     recorder: _Recorder
 
 
+def _report(reporter: Any, event: str, *args: Any, **kwargs: Any) -> None:
+    """Call a reporter event that a reporter written before it existed may lack (``run_plan``,
+    ``stage_summary``: a duck-typed reporter need not subclass :class:`nasreg.Reporter`)."""
+    method = getattr(reporter, event, None)
+    if method is not None:
+        method(*args, **kwargs)
+
+
 class _Search:
     """One supernet search: the stage/epoch/step loop with checkpoints at epoch ends and on stop."""
 
@@ -442,6 +450,8 @@ class _Search:
         state.loader = "device" if isinstance(self.train_loader, DeviceLoader) else "dataloader"
         self.steps = min(len(self.train_loader), len(self.val_loader))
         state.t_start = time.perf_counter() - state.elapsed
+        _report(self.reporter, "run_plan", stages=[(w, e, self.steps) for w, e in self.p.stages],
+                start=(state.stage, state.epoch, state.step))
         if self.main:
             notify(self.p.plugins, "on_run_start", self.reporter, run=self.run_ctx)
         while state.stage < len(self.p.stages):
@@ -552,6 +562,12 @@ class _Search:
         if more:
             # Every rank asks its selector (it may keep state); rank 0's answer is used.
             state.candidates = ddp.broadcast_object(self.p.selector.next_candidates(result, self.run_ctx))
+        _report(self.reporter, "stage_summary", {
+            "stage": stage.index, "stages": len(self.p.stages), "epochs": stage.epochs,
+            "warmup_epochs": stage.warmup, "num_weights": result.num_weights,
+            "candidate_ops": state.stage_infos[stage.index]["num_candidate_ops"],
+            "kept_ops": sum(len(c) for e in state.candidates.values() for c in e) if more else None,
+            "seconds": sum(result.epoch_seconds)})
         state.result, state.previous = result, stage.model
         if ddp.agree(self.stop.requested) and more:
             raise Interrupted(f"interrupted after stage {stage.index}; checkpoint written; "
