@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(EXTRAS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray,tensorboard,mlflow]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,tensorboard,mlflow,onnx]'
 	touch $(EXTRAS_STAMP)
 
 install: $(STAMP)
