@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, TextIO
 
 from .runclock import WARMUP, Plan, RunClock, clock_text
@@ -124,12 +125,13 @@ class _Lines(QuietReporter):
     """What the plain and the rich reporter share: the run clock and the texts of their lines."""
 
     def __init__(self) -> None:
-        self.clock = RunClock()
+        self.now = time.perf_counter  # the clock's time source (a test's fake)
+        self.clock = RunClock(self.now)
         self.stages: int | None = None
         self._accs: list[float] = []
 
     def run_plan(self, stages, start=(0, 0, 0)):
-        self.clock = RunClock()
+        self.clock = RunClock(self.now)
         self.clock.set_plan(Plan([tuple(s) for s in stages]), start)
         self.stages = len(stages)
 
@@ -138,7 +140,7 @@ class _Lines(QuietReporter):
         self._accs = []
 
     def _begin_training(self, epochs: int, steps: int) -> None:
-        self.clock = RunClock()
+        self.clock = RunClock(self.now)
         self.clock.set_plan(Plan([(0, epochs, steps)], kind="train"))
         self.clock.start_stage(0, epochs, steps, warmup=0)
         self.stages = None
@@ -147,8 +149,8 @@ class _Lines(QuietReporter):
         """``stage 1/2 epoch 3/6 (warm-up)`` (or ``training epoch 3/10``): the current epoch."""
         c = self.clock
         if c.plan is not None and c.plan.kind == "train":
-            return f"training epoch {c.epoch + 1}/{c.epochs}"
-        text = f"{_stage_label(c.stage, self.stages)} epoch {c.epoch + 1}/{c.epochs}"
+            return f"training epoch {min(c.epoch + 1, c.epochs)}/{c.epochs}"
+        text = f"{_stage_label(c.stage, self.stages)} epoch {min(c.epoch + 1, c.epochs)}/{c.epochs}"
         return text + (" (warm-up)" if c.kind() == WARMUP else "")
 
     def _eta(self) -> str:
@@ -235,19 +237,20 @@ class RichReporter(_Lines):
     def _start(self, header: str, epochs_label: str, epochs: int, steps: int) -> None:
         if self.progress is None:  # started on first use: an early error prints no empty display
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.table import Column
 
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), _EtaColumn(),
-                console=self.console, transient=False)
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True)), TimeElapsedColumn(),
+                _EtaColumn(), console=self.console, transient=False)
             self.progress.start()
         self.console.print(header, highlight=False)
         for task in (self._run_task, self._epoch_task, self._step_task):
             if task is not None:
                 self.progress.remove_task(task)
         c = self.clock
-        self._run_task = self.progress.add_task(self._where(), total=max(c.total_steps(), 1),
-                                                completed=c.done_steps(), info="", eta=self._eta())
+        self._run_task = self.progress.add_task("run", total=max(c.total_steps(), 1), completed=c.done_steps(),
+                                                info=self._where(), eta=self._eta())
         self._epoch_task = self.progress.add_task(epochs_label, total=epochs, completed=c.epoch, info="")
         self._step_task = self.progress.add_task("steps", total=steps, completed=c.step, info="")
 
@@ -256,7 +259,7 @@ class RichReporter(_Lines):
         warm = self.clock.warmup
         self._start(f"[bold cyan]{_stage_label(stage, self.stages)}[/]: {epochs} epochs"
                     + (f" ({warm} warm-up)" if warm else "") + f" x {steps} steps, {num_weights:,} weights",
-                    f"{_stage_label(stage, self.stages)} epochs", epochs, steps)
+                    "epochs", epochs, steps)
 
     def train_start(self, epochs, steps, num_params):
         self._begin_training(epochs, steps)
@@ -264,7 +267,7 @@ class RichReporter(_Lines):
                     "epochs", epochs, steps)
 
     def _update_run(self) -> None:
-        self.progress.update(self._run_task, description=self._where(), completed=self.clock.done_steps(),
+        self.progress.update(self._run_task, info=self._where(), completed=self.clock.done_steps(),
                              eta=self._eta())
 
     def step(self, done, info):
@@ -279,7 +282,7 @@ class RichReporter(_Lines):
         if self.progress is None:
             return
         split = "test" if "test_acc" in metrics else "val"
-        info = (f"train acc {_acc(metrics.get('train_acc'))}  {split} acc {_acc(metrics.get(split + '_acc'))}  "
+        info = (f"acc train {_acc(metrics.get('train_acc'))} {split} {_acc(metrics.get(split + '_acc'))}  "
                 f"{split} loss {_acc(metrics.get(split + '_loss'))}")
         self.progress.update(self._epoch_task, advance=1, info=info)
         self.progress.reset(self._step_task)
@@ -315,8 +318,8 @@ def _eta_column() -> Any:
         def render(self, task: Any) -> Any:
             eta = task.fields.get("eta")
             if eta is not None:
-                return Text(eta, style="progress.remaining")
-            return Text.assemble("eta ", self._remaining.render(task))
+                return Text(eta, style="progress.remaining", no_wrap=True)
+            return Text.assemble("eta ", self._remaining.render(task), no_wrap=True)
 
     return EtaColumn()
 
