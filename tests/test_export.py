@@ -236,3 +236,14 @@ def test_a_mismatch_exits_1_and_keeps_the_file_under_another_name(trained, tmp_p
     assert f"kept as {kept}" in line
     assert not out.exists()
     assert torch.jit.load(str(kept))(images(2)).shape == (2, 10)
+
+
+def test_the_export_command_calls_only_the_public_api():
+    """`nasreg export` is a thin layer, like the rest of the CLI (tests/test_public_api.py): no
+    internal module imported."""
+    import ast
+
+    tree = ast.parse((ROOT / "nasreg" / "_cli_export.py").read_text())
+    modules = [("." * n.level) + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert modules and not [m for m in modules if "_core" in m]
+    assert set(modules) <= {"__future__", "pathlib", ".cli", ".api"}
