@@ -194,7 +194,10 @@ class PlainReporter(_Lines):
 
     def _print(self, text: str) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
-        print(text, file=stream, flush=True)
+        try:
+            print(text, file=stream, flush=True)
+        except (OSError, ValueError, AttributeError):  # a full or closed stderr: progress is not worth a run
+            pass
 
     def message(self, text: str) -> None:
         self._print(text)
