@@ -13,6 +13,7 @@ import difflib
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -115,12 +116,15 @@ def show_entry(registry: Any, entry: Any, infos: dict[str, Any], console: Consol
                if registry.kind == "operations" else "takes no spec keys")
         console.print(Text(f"keys: none ({registry.noun} {why})"), highlight=False)
         return
-    table = Table(title="keys", title_justify="left")
-    for column in ("key", "type", "default", "range", "description"):
-        table.add_column(column, overflow="fold")
-    for k in keys:
-        table.add_row(k["name"], k["type"], "(required)" if k["required"] else _text(k["default"]),
-                      k["range"] or "", k["description"])
+    table = Table(title="keys", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("key", no_wrap=True, style="cyan")
+    table.add_column("type", max_width=20, overflow="fold")
+    table.add_column("default", max_width=18, overflow="fold")
+    table.add_column("range", max_width=12, overflow="fold")
+    table.add_column("description", min_width=20, ratio=1, overflow="fold")
+    for k in keys:  # Text cells: a "[selector]" in a docstring is not markup
+        table.add_row(*(Text(v) for v in (k["name"], k["type"], "(required)" if k["required"] else _text(k["default"]),
+                                          k["range"] or "", k["description"].replace("``", "`"))))
     console.print(table)
 
 
