@@ -120,7 +120,7 @@ def show_entry(registry: Any, entry: Any, infos: dict[str, Any], console: Consol
     table.add_column("key", no_wrap=True, style="cyan")
     table.add_column("type", max_width=20, overflow="fold")
     table.add_column("default", max_width=18, overflow="fold")
-    table.add_column("range", max_width=12, overflow="fold")
+    table.add_column("range", max_width=24, overflow="fold")
     table.add_column("description", min_width=20, ratio=1, overflow="fold")
     for k in keys:  # Text cells: a "[selector]" in a docstring is not markup
         table.add_row(*(Text(v) for v in (k["name"], k["type"], "(required)" if k["required"] else _text(k["default"]),

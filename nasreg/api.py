@@ -167,9 +167,9 @@ def _reporter(progress: Progress) -> tuple[Reporter, bool]:
     if isinstance(progress, Reporter) or (progress not in (None, True, False) and hasattr(progress, "step")):
         return progress, False  # type: ignore[return-value]
     if progress:
-        from ._core.progress import RichReporter
+        from ._core.progress import PlainReporter, RichReporter
 
-        return RichReporter(), True
+        return (PlainReporter() if PlainReporter.wanted() else RichReporter()), True  # plain lines off a terminal
     return Reporter(), True
 
 

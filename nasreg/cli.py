@@ -201,21 +201,12 @@ class _CliPlainReporter(_CliOutput, PlainReporter):
     """Plain progress lines on stderr (not a terminal, NO_COLOR, TERM=dumb), figures on stdout."""
 
 
-def _plain_stderr() -> bool:
-    """Whether stderr wants plain lines: not a terminal (a log file, CI, nohup), NO_COLOR, TERM=dumb."""
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError, OSError):
-        tty = False
-    return not tty or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb"
-
-
 def _reporter(quiet: bool) -> Any:
     """The command line's reporter: progress on stderr (bars on a terminal, plain lines elsewhere;
     none with -q), figures on stdout."""
     if quiet:
         return _CliQuietReporter()
-    return _CliPlainReporter() if _plain_stderr() else _CliReporter(err_console)
+    return _CliPlainReporter() if PlainReporter.wanted() else _CliReporter(err_console)
 
 
 @main.command()

@@ -214,7 +214,7 @@ def test_describe_shows_keys_types_defaults():
     out = result.stdout
     assert "clusterer of plugin elkan (built-in)" in out and "Elkan k-means" in out
     row = next(x for x in out.splitlines() if "n_clusters" in x)
-    assert re.search(r"n_clusters\s*│\s*an integer\s*│\s*3\s*│\s*>= 1", row), row
+    assert re.search(r"n_clusters +an integer +3 +>= 1 ", row), row
     row = next(x for x in out.splitlines() if "random_state" in x)
     assert "4294967295" in row and "run's seed" in row  # the range, the docstring's sentence
     assert invoke("describe", "clusterers/elkan", columns=200).stdout == out
@@ -300,3 +300,19 @@ def test_the_reporters_say_chance_level_after_a_training(capsys):
     assert capsys.readouterr().err.startswith("warning: test accuracy 0.50 is chance level for 2 classes")
     nasreg.Reporter().train_end({"test_acc": 0.5, "num_classes": 2})  # the API's default: silent
     assert capsys.readouterr().err == ""
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_plain_lines_are_wanted_off_a_terminal_and_with_no_color_or_a_dumb_terminal():
+    assert PlainReporter.wanted(_Stream(False), {}) is True
+    assert PlainReporter.wanted(_Stream(True), {}) is False
+    assert PlainReporter.wanted(_Stream(True), {"NO_COLOR": "1"}) is True
+    assert PlainReporter.wanted(_Stream(True), {"TERM": "dumb"}) is True
+    assert PlainReporter.wanted(object(), {}) is True  # no isatty: not a terminal

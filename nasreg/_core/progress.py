@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -191,6 +192,18 @@ class PlainReporter(_Lines):
     def __init__(self, stream: TextIO | None = None):
         super().__init__()
         self._stream = stream
+
+    @staticmethod
+    def wanted(stream: Any = None, environ: Any = None) -> bool:
+        """Whether progress on ``stream`` (default: stderr) should be plain lines: it is not a
+        terminal (a log file, CI, nohup), or ``NO_COLOR`` is set, or ``TERM=dumb``."""
+        stream = sys.stderr if stream is None else stream
+        environ = os.environ if environ is None else environ
+        try:
+            tty = bool(stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            tty = False
+        return not tty or "NO_COLOR" in environ or environ.get("TERM") == "dumb"
 
     def _print(self, text: str) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
