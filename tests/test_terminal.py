@@ -43,7 +43,8 @@ def invoke(*args: str, columns: int = 100):
 @pytest.mark.slow  # a subprocess: about 5 s of imports, search and evaluation on an idle core
 def test_a_search_logged_to_a_file_writes_one_plain_line_per_epoch(tmp_path):
     log = tmp_path / "stderr.log"
-    args = [sys.executable, "-m", "nasreg", "run", str(ROOT / "specs" / "quickstart.toml"), "--out", str(tmp_path / "run")]
+    args = [sys.executable, "-m", "nasreg", "run", str(ROOT / "specs" / "quickstart.toml"),
+            "--out", str(tmp_path / "run")]
     for o in TINY_RUN:
         args += ["--set", o]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
@@ -137,8 +138,8 @@ def test_rich_reporter_shows_the_whole_run_and_keeps_stage_summaries():
     assert "stage 1/2: 2 epochs (1 warm-up) x 3 steps, 1,000 weights" in text
     assert re.search(r"^run +━+ 12/12 stage 2/2 epoch 2/2 +0:00:00 eta run 0:00$", text, re.M), text  # the last frame
     # printed above the live display: each summary is on screen once, on a line of its own
-    for line in ("stage 1/2 done: 2 epochs (1 warm-up), val acc best 0.700 last 0.700, candidate ops 20 -> 10 kept, "
-                 "13.0 s", "stage 2/2 done: 2 epochs (1 warm-up), val acc best 0.700 last 0.700, candidate ops 20, 13.0 s"):
+    for line in ("stage 1/2 done: 2 epochs (1 warm-up), val acc best 0.700 last 0.700, candidate ops 20 -> 10 kept, 13.0 s",
+                 "stage 2/2 done: 2 epochs (1 warm-up), val acc best 0.700 last 0.700, candidate ops 20, 13.0 s"):
         assert text.count(line) == 1
 
 

@@ -258,7 +258,7 @@ class RichReporter(_Lines):
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True)), TimeElapsedColumn(),
-                _EtaColumn(), console=self.console, transient=False)
+                _eta_column(), console=self.console, transient=False)
             self.progress.start()
         self.console.print(header, highlight=False)
         for task in (self._run_task, self._epoch_task, self._step_task):
@@ -339,8 +339,6 @@ def _eta_column() -> Any:
 
     return EtaColumn()
 
-
-_EtaColumn = _eta_column
 
 
 #: The same bars for training a genotype's network (kept for scripts that named it).
