@@ -125,15 +125,17 @@ def test_plain_reporter_lines(tmp_path):
 
 def test_rich_reporter_shows_the_whole_run_and_keeps_stage_summaries():
     console = Console(record=True, force_terminal=True, width=100)
-    seen = []
+    seen, ids = [], set()
 
     def run_line(reporter):  # the whole-run task after each epoch (the display redraws on a timer)
         task = next(t for t in reporter.progress.tasks if t.description == "run")
         seen.append((task.fields["info"], task.fields["eta"], task.completed, task.total))
+        ids.add(task.id)  # one run line for the whole run: it is not replaced when stage 2 starts
 
     _drive(RichReporter(console), FakeTime(), after_epoch=run_line)
     assert seen == [("stage 1/2 epoch 2/2", "eta run 0:16", 3, 12), ("stage 1/2 epoch 2/2", "eta run 0:13", 6, 12),
                     ("stage 2/2 epoch 2/2", "eta run 0:10", 9, 12), ("stage 2/2 epoch 2/2", "eta run 0:00", 12, 12)]
+    assert len(ids) == 1
     text = console.export_text()
     assert "stage 1/2: 2 epochs (1 warm-up) x 3 steps, 1,000 weights" in text
     assert re.search(r"^run +━+ 12/12 stage 2/2 epoch 2/2 +0:00:00 eta run 0:00$", text, re.M), text  # the last frame

@@ -247,6 +247,7 @@ class RichReporter(_Lines):
         self.console = console or Console(stderr=True)
         self.progress: Any = None
         self._run_task = None
+        self._run_plan: Any = None  # the plan the run line shows (it stays from stage to stage)
         self._epoch_task = None
         self._step_task = None
 
@@ -261,12 +262,17 @@ class RichReporter(_Lines):
                 _eta_column(), console=self.console, transient=False)
             self.progress.start()
         self.console.print(header, highlight=False)
-        for task in (self._run_task, self._epoch_task, self._step_task):
+        c = self.clock
+        same_run = self._run_task is not None and self._run_plan is c.plan  # a later stage: the run line stays
+        for task in (self._epoch_task, self._step_task) + (() if same_run else (self._run_task,)):
             if task is not None:
                 self.progress.remove_task(task)
-        c = self.clock
-        self._run_task = self.progress.add_task("run", total=max(c.total_steps(), 1), completed=c.done_steps(),
-                                                info=self._where(), eta=self._eta())
+        if same_run:
+            self.progress.update(self._run_task, completed=c.done_steps(), info=self._where(), eta=self._eta())
+        else:
+            self._run_task = self.progress.add_task("run", total=max(c.total_steps(), 1), completed=c.done_steps(),
+                                                    info=self._where(), eta=self._eta())
+            self._run_plan = c.plan
         self._epoch_task = self.progress.add_task(epochs_label, total=epochs, completed=c.epoch, info="")
         self._step_task = self.progress.add_task("steps", total=steps, completed=c.step, info="")
 
@@ -318,6 +324,7 @@ class RichReporter(_Lines):
         if self.progress is not None:
             self.progress.stop()
         self.progress, self._run_task, self._epoch_task, self._step_task = None, None, None, None
+        self._run_plan = None
 
 
 def _eta_column() -> Any:
