@@ -65,6 +65,8 @@ def test_a_search_logged_to_a_file_writes_one_plain_line_per_epoch(tmp_path):
     summaries = [x for x in lines if re.match(r"^stage \d/2 done: 2 epochs \(1 warm-up\), val acc best ", x)]
     assert len(summaries) == 2 and " -> " in summaries[0] and "kept" in summaries[0]
     assert sum(x.startswith("training epoch 1/1 train loss ") for x in lines) == 1
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert f"training done: test acc {results['test_acc']:.3f}, {results['wall_seconds']:.1f} s" in lines
     # the darts-cell warning (cells = 2): one clean line, no file:line, no source line
     warned = [x for x in lines if "no normal cell" in x]
     assert len(warned) == 1 and warned[0].startswith("warning: darts-cell: ")

@@ -231,6 +231,12 @@ class PlainReporter(_Lines):
     def epoch_end(self, metrics):
         self._print(self._end_epoch(metrics))
 
+    def train_end(self, results):
+        acc, seconds = results.get("test_acc"), results.get("wall_seconds")
+        self._print("training done: " + (f"test acc {acc:.3f}" if isinstance(acc, (int, float)) else "no epoch ran")
+                    + (f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""))
+        super().train_end(results)  # the chance-level line, when it is
+
     def stage_summary(self, info):
         self._print(summary_line(info, self._accs))
 
