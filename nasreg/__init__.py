@@ -78,7 +78,8 @@ _LAZY_BY_MODULE: dict[str, tuple[str, ...]] = {
     "study": ("StudyResult", "StudyReporter"),
     # export: an evaluation network with its weights to ONNX / TorchScript, checked
     "export": ("ExportResult", "ExportMismatch"),
-    "figures": ("new_figure", "draw_guarded", "warn"),
+    "figures": ("new_figure", "draw_guarded", "warn", "op_color", "edge_label", "edge_grids", "EdgeGrid",
+                "legend_outside", "page_paths"),
     # cell-network building blocks (evaluation networks of cell spaces)
     "cellnet": ("AuxiliaryHead", "CellBase", "CellNetwork", "FactorizedReduce", "ReLUConvBN", "batch_norm_scaled",
                 "build_op", "cell_inputs", "check_cell", "check_cell_ops", "default_reductions", "drop_path"),
@@ -123,7 +124,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._core.data import split_train_val
     from ._core.distributed import average_across_ranks_, rank_sample_rows
     from ._core.evaluate import TrainRun
-    from ._core.figures import draw_guarded, new_figure, warn
+    from ._core.figures import (EdgeGrid, draw_guarded, edge_grids, edge_label, legend_outside, new_figure,
+                                op_color, page_paths, warn)
     from ._core.genotype import genotype_from_edges
     from ._core.params import component
     from ._core.schema import entry_keys
