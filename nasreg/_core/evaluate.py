@@ -584,22 +584,51 @@ def search_cost(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, warn: Any = print) -> bool:
-    """Accuracy and loss per epoch (train and test) into ``path``; a failure is one warning line."""
+    """Accuracy, loss (train and test) and the learning rate per epoch into ``path``
+    (:func:`curves_figure`); a failure is one warning line."""
     return draw_guarded(Path(path).name, _draw_curves, history, Path(path), warn_with=warn)
 
 
 def _draw_curves(history: list[dict[str, Any]], path: Path) -> None:
-    fig = new_figure(9, 3.5, layout=None)
+    curves_figure(history).savefig(path, dpi=100)
+
+
+def curves_figure(history: list[dict[str, Any]]) -> Any:
+    """The figure of ``curves.png``: three panels against the epoch, accuracy and loss (train and
+    test) and the learning rate the epoch trained at, with the drop-path probability on a second
+    axis of that panel when the records have it; one legend below the panels."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig = new_figure(11, 3.8)
     epochs = [h["epoch"] + 1 for h in history]
-    ax_acc, ax_loss = fig.subplots(1, 2)
-    for key, label in (("train_acc", "train"), ("test_acc", "test")):
-        ax_acc.plot(epochs, [h[key] for h in history], marker="." if len(epochs) < 30 else None, label=label)
-    for key, label in (("train_loss", "train"), ("test_loss", "test")):
-        ax_loss.plot(epochs, [h[key] for h in history], marker="." if len(epochs) < 30 else None, label=label)
+    marker = "." if len(epochs) < 30 else None
+    ax_acc, ax_loss, ax_lr = fig.subplots(1, 3)
+    colors = {"train": "C0", "test": "C1"}
+    for ax, metric in ((ax_acc, "acc"), (ax_loss, "loss")):
+        for split, color in colors.items():
+            key = f"{split}_{metric}"
+            if all(key in h for h in history):
+                ax.plot(epochs, [h[key] for h in history], marker=marker, color=color)
+    handles = [Line2D([], [], color=c, marker=marker) for c in colors.values()]
+    labels = list(colors)
+    if all("lr" in h for h in history):
+        ax_lr.plot(epochs, [h["lr"] for h in history], marker=marker, color="C2")
+        handles.append(Line2D([], [], color="C2", marker=marker))
+        labels.append("learning rate")
+    if history and all("drop_path_prob" in h for h in history):
+        ax_dp = ax_lr.twinx()
+        ax_dp.plot(epochs, [h["drop_path_prob"] for h in history], marker=marker, color="C4", ls="--")
+        ax_dp.set_ylabel("drop-path probability", color="C4")
+        ax_dp.set_ylim(bottom=0.0)
+        handles.append(Line2D([], [], color="C4", ls="--", marker=marker))
+        labels.append("drop-path probability")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    for ax in (ax_acc, ax_loss):
+    ax_lr.set(xlabel="epoch", ylabel="learning rate", title="schedule")
+    ax_lr.set_ylim(bottom=0.0)
+    for ax in (ax_acc, ax_loss, ax_lr):
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False, fontsize=9)
+    return fig
