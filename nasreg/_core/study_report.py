@@ -552,6 +552,11 @@ def _draw_accuracy(path: Path, report: dict) -> None:
 
 
 def _draw_ops(path: Path, report: dict) -> None:
+    ops_figure(report).savefig(path, dpi=100)
+
+
+def ops_figure(report: dict) -> Any:
+    """The figure of the op-frequency heatmap: per cell type, arms x ops, % of edges per op."""
     arms = report["arms"]
     cell_types = list(dict.fromkeys(ct for arm in arms.values() for ct in arm["op_frequency"]))
     if not cell_types:
@@ -572,13 +577,20 @@ def _draw_ops(path: Path, report: dict) -> None:
                 ax.text(c, r, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if value < 0.6 else "black")
         ax.set_xticks(range(len(ops)), ops, rotation=45, ha="right", fontsize=7)
+        for tick, op in zip(ax.get_xticklabels(), ops):  # each op in its colour of every figure
+            tick.set_color(_op_color(op))
         ax.set_yticks(range(len(labels)), [_short(label) for label in labels], fontsize=8)
         ax.set_title(f"{ct} cells: % of edges per op", fontsize=9)
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.savefig(path, dpi=100)
+    return fig
 
 
 def _draw_time(path: Path, report: dict, trials: Sequence[dict]) -> None:
+    time_figure(report, trials).savefig(path, dpi=100)
+
+
+def time_figure(report: dict, trials: Sequence[dict]) -> Any:
+    """The figure of accuracy against search time: one dot per finished seed, one colour per arm."""
     labels = list(report["arms"])
     fig = _figure(6.0, 4.2)
     ax = fig.subplots()
@@ -597,8 +609,10 @@ def _draw_time(path: Path, report: dict, trials: Sequence[dict]) -> None:
     ax.set_ylabel("search_val_acc (%)")
     ax.set_title("accuracy against search time, one dot per seed", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.savefig(path, dpi=100)
+    from .figures import legend_outside
+
+    legend_outside(fig, *ax.get_legend_handles_labels(), ncol=min(len(labels), 3), fontsize=7)
+    return fig
 
 
 def _figure(width: float, height: float) -> Any:
@@ -608,11 +622,19 @@ def _figure(width: float, height: float) -> Any:
     return make(width, height)
 
 
+def _op_color(op: str) -> str:
+    """An op's colour in every figure (:func:`nasreg._core.figures.op_color`)."""
+    from .figures import op_color
+
+    return op_color(op)
+
+
 def plot_report(report: dict, trials: Sequence[dict], out_dir: Path,
                 warn: Callable[[str], None] | None = None) -> list[str]:
     """Write :data:`PLOT_FILES` into ``out_dir``: the accuracy per arm and metric (mean with 95 %
     CI error bars, the seeds as dots), the op frequencies as a heatmap (arms x ops, one panel per
-    cell type) and the search validation accuracy against search seconds (one colour per arm).
+    cell type, each op's name in its colour of every figure) and the search validation accuracy
+    against search seconds (one colour per arm, the legend below the axes).
     A figure that cannot be drawn costs one line ``warning: study report: could not write ...``
     given to ``warn`` (default: stderr) and never raises. Returns the names of the files written."""
     from .figures import draw_guarded
