@@ -152,11 +152,12 @@ class EdgeGrid:
     page: int
     pages: int
     shown: str
+    per_page: int = EDGES_PER_PAGE
 
     def title(self, what: str) -> str:
         """``what``, then which edges this page shows (and ``page i of n`` when there are more)."""
         paged = f"page {self.page} of {self.pages}, " if self.pages > 1 else ""
-        return f"{what}\n{paged}{self.shown}" + (f" ({EDGES_PER_PAGE} edges a page)" if self.pages > 1 else "")
+        return f"{what}\n{paged}{self.shown}" + (f" (at most {self.per_page} edges a page)" if self.pages > 1 else "")
 
 
 def _paginate(edges: Mapping[str, Sequence[Any]], per_page: int) -> list[list[tuple[str, list[int]]]]:
@@ -175,12 +176,13 @@ def _paginate(edges: Mapping[str, Sequence[Any]], per_page: int) -> list[list[tu
     return pages
 
 
-def edge_grids(edges: Mapping[str, Sequence[Any]], *, per_page: int = EDGES_PER_PAGE, max_cols: int = 7,
+def edge_grids(edges: Mapping[str, Sequence[Any]], *, per_page: int | None = None, max_cols: int = 7,
                panel: tuple[float, float] = (2.6, 2.0), extra_height: float = 1.5,
                sharey: bool = True, totals: Mapping[str, int] | None = None) -> list[EdgeGrid]:
     """Empty small multiples for ``edges`` (per cell type, its edges as ``(input, node)`` in alpha
     order; ``None`` for an edge whose nodes are unknown: titled ``<type>: edge <i>``): one panel
-    per edge, every cell type starting a new row, at most ``per_page`` panels a figure, the
+    per edge, every cell type starting a new row, at most ``per_page`` panels a figure (default
+    :data:`EDGES_PER_PAGE`, read when called), the
     y-axis shared by all panels of a figure (``sharey``). ``extra_height`` inches are left for
     the title and a :func:`legend_outside`. ``totals``: how many edges each cell type has when
     ``edges`` holds only its first ones (said in :attr:`EdgeGrid.shown`). Draw into
@@ -188,7 +190,7 @@ def edge_grids(edges: Mapping[str, Sequence[Any]], *, per_page: int = EDGES_PER_
     edges = {ct: list(es) for ct, es in edges.items() if len(es)}
     if not edges:
         raise ValueError("no edges to draw")
-    per_page = max(1, per_page)
+    per_page = max(1, EDGES_PER_PAGE if per_page is None else per_page)
     pages = _paginate(edges, per_page)
     ncols = min(max_cols, max(len(ix) for page in pages for _, ix in page))
     grids = []
@@ -214,7 +216,7 @@ def edge_grids(edges: Mapping[str, Sequence[Any]], *, per_page: int = EDGES_PER_
         total = {ct: max(len(es), (totals or {}).get(ct, 0)) for ct, es in edges.items()}
         shown = "; ".join(f"{ct}: edges {ix[0] + 1}-{ix[-1] + 1} of {total[ct]}" if len(ix) > 1
                           else f"{ct}: edge {ix[0] + 1} of {total[ct]}" for ct, ix in page)
-        grids.append(EdgeGrid(fig, axes, number, len(pages), shown))
+        grids.append(EdgeGrid(fig, axes, number, len(pages), shown, per_page))
     return grids
 
 

@@ -5,7 +5,7 @@ Each panel is titled with the edge as the genotype names it (``normal: node 2 <-
 rule that decided it and its groups' weights; the y-axis is shared. An op has its colour of every
 figure (``nasreg.op_color``); its group is the marker (o = g0, the heaviest group, s = g1, ...);
 a kept op is a thick solid line, a dropped one dashed, a zero op's dotted. One legend, below the
-panels. More than ``nasreg.EDGES_PER_PAGE`` edges make more pages
+panels. More than 40 edges make more pages (at most 40 panels each)
 (``gradients_stage{N}_page2.png``, ...), each saying which edges it shows.
 """
 
@@ -69,7 +69,7 @@ def gradient_figures(result: Any, history: dict[str, list[list[list[float]]]], d
             chosen = set(d.chosen)
             for op, traj in zip(result.candidates[ct][e], history[ct][e]):
                 r, g = rank[op]
-                ax.plot(range(1, len(traj) + 1), traj, **_style(op, r, g, chosen))
+                ax.plot(range(1, len(traj) + 1), traj, gid=op, **_style(op, r, g, chosen))
                 ops.append(op)
             ranks = max(ranks, len(d.groups))
             groups = " ".join(f"g{r} {g.weight:.2f}" for r, g in enumerate(d.groups))

@@ -6,7 +6,7 @@ holds:
 * ``alphas.png``: the softmax weight of every candidate op over the epochs of all stages, one
   panel per edge of every cell type (small multiples titled as the genotype names the edge,
   ``normal: node 2 <- input 0``; a shared y-axis; from ``metrics.jsonl``, ``stages.json`` and the
-  space's edges). A space with more than ``nasreg.EDGES_PER_PAGE`` (40) edges gets more pages,
+  space's edges). A space with more than 40 edges gets more pages (at most 40 panels each),
   ``alphas_page2.png``, ..., each saying which edges it shows;
 * ``cell_<type>.png``: a diagram of every cell of the genotype, its nodes numbered as the
   genotype text numbers them (inputs 0 = c_{k-2}, 1 = c_{k-1}, intermediate nodes 2, 3, ..., the
@@ -168,7 +168,7 @@ def alpha_figures(metrics: Path, stages: Path, edges: dict[str, list[tuple[int, 
         for (ct, e), ax in grid.axes.items():
             for op, by_stage in series.get((ct, e), {}).items():
                 for xs, ws in by_stage.values():
-                    ax.plot(xs, ws, color=color(op), marker="." if len(xs) < 3 else None, lw=1.3)
+                    ax.plot(xs, ws, color=color(op), marker="." if len(xs) < 3 else None, lw=1.3, gid=op)
             for b in boundaries:
                 ax.axvline(b, color="0.5", ls="--", lw=0.8)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
