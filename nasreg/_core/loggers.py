@@ -65,7 +65,7 @@ def validate_loggers(raw: dict[str, Any], path: Path, registries: Any, names: Se
         components.append(P.component("loggers", {"name": name, **table}, twhere, registries))
     for key in tables:
         if key not in used:
-            listed = ", ".join(repr(n) for n in names) or "none"
+            listed = ", ".join(repr(n) for n in names) or "nothing"
             close = difflib.get_close_matches(str(key), list(names), n=1, cutoff=0.6)
             hint = f"; did you mean [{TABLE}.{close[0]}]?" if close else ""
             raise SpecError(f"{path}: [{TABLE}.{key}]: logger {key!r} is not listed in [run] loggers "
