@@ -129,6 +129,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 def main(debug: bool) -> None:
     """nasreg: declarative, plugin-based neural architecture search."""
+    # OpenMP threads that find no work sleep instead of spinning (before torch is imported):
+    # spinning threads fight other work for the cores (set OMP_WAIT_POLICY to choose otherwise).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if debug:
         os.environ["NASREG_DEBUG"] = "1"
     else:

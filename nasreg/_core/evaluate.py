@@ -59,6 +59,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import params as P
 from . import spec as spec_mod
+from .executor import run_threads
 from .data import DatasetBundle
 from .device_loader import DeviceLoader, build_device_loader, choose
 from .errors import DataError, GenotypeError, Interrupted, RegistryError, SpecError
@@ -362,8 +363,7 @@ def _run(prepared: PreparedEval, genotype: Genotype, run_dir: Path, reporter: An
          notice: str | None) -> dict[str, Any]:
     espec, device = prepared.spec, prepared.device
     t_start = time.perf_counter()
-    if espec.run.threads:
-        torch.set_num_threads(espec.run.threads)
+    torch.set_num_threads(run_threads(espec.run.threads))  # 0: the free cores
     configure_determinism(espec.run.deterministic, device)
     seed_everything(espec.run.seed)
 

@@ -138,6 +138,14 @@ def free_cores() -> int:
     return max(1, cores - int(math.floor(load + 0.5)))
 
 
+def run_threads(threads: int) -> int:
+    """The torch threads of a run whose ``[run] threads`` is ``threads``: that number, or for
+    ``0`` (the default) the free cores when the run starts. More threads than free cores make
+    OpenMP's threads wait on each other behind the other work: on a busy 2-core machine a
+    quickstart with 2 threads ran many times slower than with 1."""
+    return int(threads) if threads and threads > 0 else free_cores()
+
+
 def split_cores(workers: int, threads: int, cores: int | None = None) -> tuple[int, int]:
     """``(workers, threads)`` such that workers x threads never exceeds ``cores`` (default: the
     free cores): ``threads = 0`` divides the cores among the workers; a larger product lowers

@@ -26,6 +26,7 @@ from . import resumecheck
 from . import rundir as rd
 from .data import DatasetBundle, check_split, drop_single_last, split_train_val
 from .device_loader import DeviceLoader, build_device_loader, choose as choose_loader
+from .executor import run_threads
 from .errors import (DivergenceError, GenotypeError, Interrupted, NasregError, RunDirError,
                      SpecError)
 from .genotype import Genotype
@@ -292,8 +293,7 @@ class SearchJob:
 
 def _start_run(spec: Spec, p: Prepared, run_dir: Path) -> Run:
     """Threads, determinism and seeds as the spec says; the :class:`Run` handed to plugins."""
-    if spec.run.threads:
-        torch.set_num_threads(spec.run.threads)
+    torch.set_num_threads(run_threads(spec.run.threads))  # 0: the free cores
     configure_determinism(spec.run.deterministic, p.device)
     seed_everything(spec.run.seed)
     return Run(spec=spec, plugins=p.plugins, run_dir=run_dir, device=p.device, space=p.space)
