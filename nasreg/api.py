@@ -449,6 +449,21 @@ def _eval_spec(spec: Any, overrides: Iterable[str], plugins: PluginRefs) -> tupl
     return load_eval_spec(Path(spec) if spec is not None else None, overrides, refs)
 
 
+def _searched_data(espec: Any, genotype: Genotype, spec: Any, overrides: Iterable[str]) -> str | None:
+    """Without a spec, train on the data the genotype was searched on (its provenance's ``data``)
+    in place of the space's default dataset; the line saying so, or None when nothing changed.
+    ``--set evaluate.data...`` still wins (it is the spec's ``[evaluate.data]``)."""
+    data = genotype.provenance.get("data")
+    if spec is not None or not isinstance(data, dict) or not isinstance(data.get("dataset"), str):
+        return None
+    if isinstance(espec.table.get("data"), dict) and "dataset" in espec.table["data"]:
+        return None
+    espec.default_data, espec.space = dict(data), None  # bound again with the searched data
+    return (f"no --spec: training on {data['dataset']!r}, the dataset the genotype was searched on "
+            f"(its provenance), with its space's evaluation recipe; --spec or --set evaluate.data.dataset=... "
+            f"chooses otherwise")
+
+
 def _genotype(genotype: Genotype | str | Path, registries: Any) -> tuple[Genotype, str]:
     if isinstance(genotype, Genotype):
         genotype.validate(registries)
@@ -477,6 +492,7 @@ def build_network(genotype: Genotype | str | Path, *, spec: Any = None, override
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     regs = plugins_.registries
     genotype, source = _genotype(genotype, regs)
+    _searched_data(espec, genotype, spec, overrides)
     space = space_for(genotype, regs, espec.search_space, source)
     if network:  # on top of the spec's [evaluate] keys, resolved again for the genotype's space
         espec = dataclasses.replace(espec, table={**espec.table, **network}, space=None)
@@ -500,6 +516,7 @@ def describe_network(genotype: Genotype | str | Path, *, spec: Any = None, overr
 
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     genotype, source = _genotype(genotype, plugins_.registries)
+    _searched_data(espec, genotype, spec, overrides)
     return _describe(espec, plugins_, genotype, source)
 
 
@@ -510,13 +527,15 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
 
     ``spec`` is an evaluation spec (``[run]``, ``[evaluate]``), a search spec (its ``[evaluate]``
     on its dataset), a path to either, or None: the defaults the genotype's space supplies (for
-    ``darts-cell``: DARTS's CIFAR-10 recipe).
+    ``darts-cell``: DARTS's recipe) on the dataset the genotype was searched on (its provenance's
+    ``data``; a genotype without one: the recipe's dataset, CIFAR-10 for ``darts-cell``).
     The run directory is ``out`` or ``[run] out_dir / ([run] name or train-GENOTYPE)``."""
     from ._core.evaluate import prepare_evaluation, run_evaluation, space_for
     from ._core.rundir import create_run_dir, release_run_dir
 
     espec, plugins_ = _eval_spec(spec, overrides, plugins)
     genotype, source = _genotype(genotype, plugins_.registries)
+    chose = _searched_data(espec, genotype, spec, overrides)
     space = space_for(genotype, plugins_.registries, espec.search_space, source)
     prepared = prepare_evaluation(espec, plugins_, space, space_name=genotype.space, genotype=genotype)
     stem = Path(source).stem if source != "genotype" else "genotype"
@@ -524,6 +543,8 @@ def train(genotype: Genotype | str | Path, *, spec: Any = None, overrides: Itera
     run_dir = create_run_dir(espec.run.out_dir, name, out, force)  # locked
     espec.run = dataclasses.replace(espec.run, name=name)
     reporter, own = _reporter(progress)
+    if chose:
+        reporter.message(chose)
     try:
         results = run_evaluation(prepared, genotype, run_dir, reporter, source=source,
                                  continue_with=f"nasreg resume {run_dir}")

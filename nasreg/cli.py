@@ -297,8 +297,8 @@ def list_plugins(as_json: bool, extra_plugins: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("genotype_path", metavar="GENOTYPE.json", type=click.Path(path_type=Path, readable=False))
 @click.option("--spec", "spec_path", type=click.Path(path_type=Path, readable=False), default=None,
-              help="Evaluation spec ([run], [evaluate]) or a search spec (default: the genotype's space's recipe; "
-                   "darts-cell: DARTS's CIFAR-10 recipe).")
+              help="Evaluation spec ([run], [evaluate]) or a search spec (default: the genotype's space's recipe "
+                   "on the dataset the genotype was searched on).")
 @_set_option
 @_plugin_option
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
@@ -312,9 +312,9 @@ def train(genotype_path: Path, spec_path: Path | None, overrides: tuple[str, ...
           out: Path | None, force: bool, dry_run: bool, quiet: bool) -> None:
     """Train the network a saved genotype describes from scratch and test it.
 
-    Without --spec, the recipe the genotype's space supplies (darts-cell: DARTS's CIFAR-10 recipe,
-    specs/eval-darts.toml); --set overrides
-    its keys (e.g. --set evaluate.epochs=10 --set evaluate.data.dataset=digits)."""
+    Without --spec, the recipe the genotype's space supplies (darts-cell: DARTS's recipe,
+    specs/eval-darts.toml) on the dataset the genotype was searched on (its provenance; it says
+    which); --set overrides its keys (e.g. --set evaluate.epochs=10 --set evaluate.data.dataset=cifar10)."""
     from .api import describe_network, train as train_genotype
 
     if dry_run:

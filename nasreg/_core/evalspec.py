@@ -106,12 +106,19 @@ def is_eval_spec(raw: dict[str, Any]) -> bool:
     return "evaluate" in raw and "data" not in raw and "search_space" not in raw
 
 
+def search_data(spec: spec_mod.Spec) -> dict[str, Any]:
+    """A search spec's dataset and its keys (``[data] dataset`` and the keys the dataset owns):
+    what its evaluation trains on unless ``[evaluate.data]`` says otherwise, and what a genotype
+    records as the data it was searched on (its provenance's ``data``)."""
+    data_raw = spec_mod._table(spec.raw, "data", spec.path)
+    core = {f.name for f in dataclasses.fields(spec_mod.DataSection)}
+    return {"dataset": spec.data.dataset, **{k: v for k, v in data_raw.items() if k not in core}}
+
+
 def from_search_spec(spec: spec_mod.Spec, registries: Any) -> EvalSpec:
     """The evaluation a search spec describes (its ``[evaluate]``, or the defaults of its space,
     on its data), bound to its search space."""
-    data_raw = spec_mod._table(spec.raw, "data", spec.path)
-    core = {f.name for f in dataclasses.fields(spec_mod.DataSection)}
-    default = {"dataset": spec.data.dataset, **{k: v for k, v in data_raw.items() if k not in core}}
+    default = search_data(spec)
     table = spec.raw.get("evaluate") if spec.evaluate is not None else {}
     espec = EvalSpec(path=spec.path, run=spec.run, table=copy.deepcopy(table or {}), default_data=default,
                      search_space=spec.search_space, loggers=list(spec.loggers))

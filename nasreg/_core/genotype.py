@@ -203,10 +203,12 @@ def genotype_from_edges(edges: dict[str, list[GenotypeEdge]], run: Any, *, selec
     The genotype's space is ``[search_space] name`` (``run.spec.search_space.name``); each cell
     concatenates ``run.space.concat(cell_type)``. The provenance holds, in this order,
     ``spec_hash`` (``run.spec.digest()``), ``nasreg_version``, ``seed`` (``run.seed``),
-    ``selector``, ``stages`` (how many search stages the run had), then the ``provenance``
+    ``selector``, ``stages`` (how many search stages the run had), ``data`` (the searched
+    dataset and its keys, as ``[data]`` gave them), then the ``provenance``
     keywords as given (JSON values: a selector's own settings, say).
     """
     from .. import __version__
+    from .evalspec import search_data
 
     cells = {ct: CellGenotype(edges=list(kept), concat=list(run.space.concat(ct))) for ct, kept in edges.items()}
     return Genotype(space=run.spec.search_space.name, cells=cells, provenance={
@@ -215,5 +217,7 @@ def genotype_from_edges(edges: dict[str, list[GenotypeEdge]], run: Any, *, selec
         "seed": run.seed,
         "selector": selector,
         "stages": stages,
+        # what `nasreg train GENOTYPE` trains on without --spec (a stand-in spec has none)
+        **({"data": search_data(run.spec)} if hasattr(run.spec, "raw") else {}),
         **provenance,
     })
