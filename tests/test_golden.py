@@ -31,7 +31,10 @@ REL = 1e-6  # a different CPU may round differently; same machine: equal
 #: Second order's finite-difference Hessian-vector product amplifies rounding: with the packages a
 #: fresh install resolved on 2026-12-02 (same torch), the pre-change commit bb663a9 already differs
 #: from the recording (2.4e-6 relative in an alpha, 3.2e-5 in a train loss), so the code is not the cause.
-REL_BY_CASE = {"darts-2nd": 1e-4}
+#: The quickstart: with the packages of the 2026-12-02 evening install (the optional extras added),
+#: the commit before that session's work (a2e1543) already gives 2.5e-4 relative in a validation
+#: loss at epoch 1 (same edges, same genotype), so the environment, not the code, moved it.
+REL_BY_CASE = {"darts-2nd": 1e-4, "quickstart": 1e-3}
 
 
 def _close(a, b, where, rel=REL):
