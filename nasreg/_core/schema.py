@@ -17,7 +17,7 @@ import types
 import typing
 from typing import Annotated, Any, Callable
 
-from .params import Range, Ref, describe, show, signature_params, to_spec_value
+from .params import Range, Ref, _unwrap, describe, show, signature_params, to_spec_value
 
 #: Kinds whose entries are named in a list, not a table: their factories take no spec keys
 #: (an operation is called by the search space with ``(C, stride, affine)``).
@@ -64,14 +64,6 @@ def _sentence_naming(doc: str, key: str) -> str:
         if f"``{key}``" in sentence:
             return sentence.strip()
     return ""
-
-
-def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
-    extras: list[Any] = []
-    while typing.get_origin(annotation) is Annotated:
-        args = typing.get_args(annotation)
-        annotation, extras = args[0], extras + list(args[1:])
-    return annotation, extras
 
 
 def _ranges(annotation: Any) -> list[str]:
