@@ -107,12 +107,12 @@ def is_eval_spec(raw: dict[str, Any]) -> bool:
 
 
 def search_data(spec: spec_mod.Spec) -> dict[str, Any]:
-    """A search spec's dataset and its keys (``[data] dataset`` and the keys the dataset owns):
-    what its evaluation trains on unless ``[evaluate.data]`` says otherwise, and what a genotype
-    records as the data it was searched on (its provenance's ``data``)."""
-    data_raw = spec_mod._table(spec.raw, "data", spec.path)
-    core = {f.name for f in dataclasses.fields(spec_mod.DataSection)}
-    return {"dataset": spec.data.dataset, **{k: v for k, v in data_raw.items() if k not in core}}
+    """A search spec's dataset and its keys, defaults filled in (``[data] dataset`` and the keys
+    the dataset owns, as the resolved spec writes them): what its evaluation trains on unless
+    ``[evaluate.data]`` says otherwise, and what a genotype records as the data it was searched on
+    (its provenance's ``data``). Resolved, so a run and its resume (which reads the resolved
+    ``spec.toml`` back) record the same."""
+    return spec_mod.dataset_table(spec.data.dataset, spec.dataset)
 
 
 def from_search_spec(spec: spec_mod.Spec, registries: Any) -> EvalSpec:

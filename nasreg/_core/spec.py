@@ -537,7 +537,13 @@ def _validate_data(raw: dict[str, Any], path: Path, registries: Any
     own = {k: v for k, v in data_raw.items() if k not in core_keys}
     dataset = P.component("datasets", {"name": data.dataset, **own}, f"{path}: [data]", registries,
                           name_key="dataset")
-    return data, dataset, {"dataset": data.dataset, **own}
+    return data, dataset, dataset_table(data.dataset, dataset)
+
+
+def dataset_table(name: str, dataset: Component) -> dict[str, Any]:
+    """A dataset as a resolved ``[data]`` table names it: ``dataset`` and its own keys with every
+    default filled in (unset ones left out)."""
+    return _drop_none({"dataset": name, **P.to_spec_value(dataset.params)})
 
 
 def _check_operations(search_space: Component, where: str, registries: Any) -> None:
