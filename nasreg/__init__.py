@@ -60,7 +60,7 @@ from ._core.spec import Spec
 _LAZY_BY_MODULE: dict[str, tuple[str, ...]] = {
     # plugin contracts: the supernet, the base both strategy kinds share and what its
     # run_search receives
-    "supernet": ("Supernet", "MixedOp"),
+    "supernet": ("Supernet", "MixedOp", "EdgeWeighting"),
     "strategy": ("Strategy",),
     "search": ("SearchJob",),
     # SDK helpers: distributed training, genotypes, components, artifacts (see CONTRIBUTING)
@@ -132,7 +132,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._core.rundir import CheckpointError, RunDir, write_json
     from ._core.search import SearchJob
     from ._core.strategy import Strategy
-    from ._core.supernet import MixedOp, Supernet
+    from ._core.supernet import EdgeWeighting, MixedOp, Supernet
     from ._core.trainer import EpochStats, FitResult, TrainCallback, Trainer, TrainRecipe, seed_everything
     from ._core.worker import SpecSnapshot
     from ._core.study import StudyReporter, StudyResult

@@ -11,7 +11,7 @@ supernet from its own candidates: stage 1 of DG-DARTS is this same code over sma
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -61,6 +61,15 @@ class MixedOp(nn.Module):
         self.relu_input = any(getattr(m, "relu_input", False) and hasattr(m, "fused_forward")
                               for m in self.ops.values())
 
+    def plan(self, active: list[int] | None = None) -> list[tuple[int, nn.Module]]:
+        """(candidate index, module) of every op to compute: every non-zero op, or those of them
+        whose index is in ``active``."""
+        pairs = list(zip(self._active, self.ops.values()))
+        if active is None:
+            return pairs
+        wanted = set(active)
+        return [(i, m) for i, m in pairs if i in wanted]
+
     @staticmethod
     def op_term(module: nn.Module, x: torch.Tensor, scale: torch.Tensor | None,
                 x_relu: torch.Tensor | None) -> torch.Tensor:
@@ -72,13 +81,17 @@ class MixedOp(nn.Module):
         return y if scale is None else y * scale
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | None = None,
-                x_relu: torch.Tensor | None = None) -> torch.Tensor:
+                x_relu: torch.Tensor | None = None, active: list[int] | None = None) -> torch.Tensor:
         """``sum_i weights[i] * op_i(x)``; with ``out`` (a tensor this edge's caller owns, e.g. the
         partial sum of a cell node) the sum is added to ``out`` in place and ``out`` returned.
-        ``x_relu`` is ``relu(x)`` when the caller has it (computed here when some op needs it)."""
-        if x_relu is None and self.relu_input:
+        ``x_relu`` is ``relu(x)`` when the caller has it (computed here when some op needs it).
+        ``active`` (candidate indices, see :meth:`Supernet.edge_mixing`) limits the sum to those
+        ops: the others are not computed at all (their weights are taken as zero)."""
+        plan = self.plan(active)
+        needs_relu = self.relu_input if active is None else any(getattr(m, "relu_input", False) for _i, m in plan)
+        if x_relu is None and needs_relu:
             x_relu = torch.relu(x)
-        for i, module in zip(self._active, self.ops.values()):
+        for i, module in plan:
             term = self.op_term(module, x, weights[i], x_relu)
             out = term if out is None else out.add_(term)
         if out is None:  # only zero ops on this edge
@@ -86,6 +99,19 @@ class MixedOp(nn.Module):
             s = self.stride
             return x.new_zeros(n, c, (h + s - 1) // s, (w + s - 1) // s)
         return out
+
+
+class EdgeWeighting(Protocol):
+    """How a supernet's edges weight their ops, set by a strategy as :attr:`Supernet.weighting`
+    (not an ``nn.Module``: it holds no weights and is not saved with the model).
+
+    Called once per forward pass and cell type with the cell type, its per-edge alphas and
+    whether the model is training; returns per edge the op weights (a tensor over the edge's
+    candidates, differentiable in the alphas) and the candidate indices to compute (``None`` for
+    all; the list itself may be ``None``)."""
+
+    def __call__(self, cell_type: str, alphas: list[torch.Tensor], training: bool
+                 ) -> tuple[list[torch.Tensor], list[list[int] | None] | None]: ...
 
 
 class Supernet(nn.Module, ABC):
@@ -108,6 +134,8 @@ class Supernet(nn.Module, ABC):
         #: (:meth:`arch_parameters` lists them after the alphas); :meth:`alpha_softmax`,
         #: :meth:`alpha_grads` and the recorded gradient statistics are about the alphas only.
         self.extra_arch = nn.ParameterDict()
+        #: How edges mix their ops (see :meth:`edge_mixing`); None: the softmax of every op.
+        self.weighting: EdgeWeighting | None = None
 
     def alpha_parameters(self) -> list[nn.Parameter]:
         """The per-edge op alphas, cell type by cell type, edge by edge."""
@@ -128,6 +156,20 @@ class Supernet(nn.Module, ABC):
     def edge_weights(self, cell_type: str) -> list[torch.Tensor]:
         """softmax(alpha) for every edge of ``cell_type``."""
         return [torch.softmax(a, dim=-1) for a in self.alphas[cell_type]]
+
+    def edge_mixing(self, cell_type: str) -> tuple[list[torch.Tensor], list[list[int] | None] | None]:
+        """What the forward pass of ``cell_type``'s edges uses: per edge, the op weights, and the
+        candidate indices of the ops to compute (``None``: all of them; a per-edge ``None``: all
+        of that edge's).
+
+        By default the weights are :meth:`edge_weights` (softmax) and every op runs. A strategy
+        that samples ops (GDAS: a hard Gumbel-softmax sample, one op per edge) sets
+        :attr:`weighting` to an :class:`EdgeWeighting`; a space's network calls this once per
+        forward pass and cell type, and hands each edge its weights and ``active`` indices
+        (:meth:`MixedOp.forward`). Recorded alphas (:meth:`alpha_softmax`) stay the softmax."""
+        if self.weighting is None:
+            return self.edge_weights(cell_type), None
+        return self.weighting(cell_type, list(self.alphas[cell_type]), self.training)
 
     @torch.no_grad()
     def alpha_softmax(self) -> dict[str, list[list[float]]]:

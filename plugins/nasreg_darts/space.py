@@ -48,14 +48,16 @@ class DropPathMixedOp(nasreg.MixedOp):
                       for name, module in self.ops.items()]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | None = None,
-                x_relu: torch.Tensor | None = None) -> torch.Tensor:
+                x_relu: torch.Tensor | None = None, active: list[int] | None = None) -> torch.Tensor:
         p = self.drop_prob
         if not self.training or p <= 0.0 or not self._plan:
-            return super().forward(x, weights, out=out, x_relu=x_relu)
-        if x_relu is None and self.relu_input:
+            return super().forward(x, weights, out=out, x_relu=x_relu, active=active)
+        plan = self._plan if active is None else [t for t in self._plan if t[0] in set(active)]
+        needs_relu = self.relu_input if active is None else any(getattr(m, "relu_input", False) for *_, m in plan)
+        if x_relu is None and needs_relu:
             x_relu = torch.relu(x)
         keep = 1.0 - p
-        for i, droppable, module in self._plan:
+        for i, droppable, module in plan:
             if droppable:
                 # weight / keep goes into the op (e.g. its BN), the 0/1 sample mask multiplies after
                 y = self.op_term(module, x, weights[i] / keep, x_relu)
@@ -66,6 +68,8 @@ class DropPathMixedOp(nasreg.MixedOp):
             else:
                 y = self.op_term(module, x, weights[i], x_relu)
             out = y if out is None else out.add_(y)
+        if out is None:  # only zero ops active on this edge
+            return nasreg.MixedOp.forward(self, x, weights, active=[])
         return out
 
 
@@ -90,11 +94,12 @@ class PartialChannelMixedOp(DropPathMixedOp):
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else None
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | None = None,
-                x_relu: torch.Tensor | None = None, edge_scale: torch.Tensor | None = None) -> torch.Tensor:
+                x_relu: torch.Tensor | None = None, edge_scale: torch.Tensor | None = None,
+                active: list[int] | None = None) -> torch.Tensor:
         c = self.C // self.k
         if edge_scale is not None:
             weights = weights * edge_scale
-        y = super().forward(x[:, :c], weights, x_relu=None if x_relu is None else x_relu[:, :c])
+        y = super().forward(x[:, :c], weights, x_relu=None if x_relu is None else x_relu[:, :c], active=active)
         rest = x[:, c:]
         if self.bypass_pool is not None:
             rest = self.bypass_pool(rest)
@@ -152,9 +157,11 @@ class SearchCell(nn.Module):
         self._nodes = sorted(self._inputs)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: list[torch.Tensor],
-                edge_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+                edge_scales: list[torch.Tensor] | None = None,
+                active: list[list[int] | None] | None = None) -> torch.Tensor:
         """``weights[e]``: edge ``e``'s op weights; ``edge_scales[e]`` (optional): a 0-d weight of
-        the whole edge output (PC-DARTS edge normalization)."""
+        the whole edge output (PC-DARTS edge normalization); ``active[e]`` (optional): the
+        candidate indices edge ``e`` computes (:meth:`nasreg.Supernet.edge_mixing`)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         relus: dict[int, torch.Tensor] = {}  # relu(node) once per node, shared by all its edges' ops
         for node in self._nodes:
@@ -162,16 +169,17 @@ class SearchCell(nn.Module):
             for idx, src in self._inputs[node]:
                 edge = self.edges[idx]
                 x_relu = None
-                if edge.relu_input:
+                act = None if active is None else active[idx]
+                if edge.relu_input and act is None:
                     x_relu = relus.get(src)
                     if x_relu is None:
                         x_relu = relus[src] = torch.relu(states[src])
                 if self.partial:
                     total = edge(states[src], weights[idx], out=total, x_relu=x_relu,
-                                 edge_scale=None if edge_scales is None else edge_scales[idx])
+                                 edge_scale=None if edge_scales is None else edge_scales[idx], active=act)
                 else:
                     w = weights[idx] if edge_scales is None else weights[idx] * edge_scales[idx]
-                    total = edge(states[src], w, out=total, x_relu=x_relu)
+                    total = edge(states[src], w, out=total, x_relu=x_relu, active=act)
             states.append(total)
         return torch.cat(states[2:], dim=1)
 
@@ -260,11 +268,12 @@ class DartsSupernet(nasreg.Supernet):
             # inherits the format. On 8x8 images (digits) plain NCHW is faster (1.15x).
             # Other devices: [strategy] channels_last.
             x = x.contiguous(memory_format=torch.channels_last)
-        weights = {ct: self.edge_weights(ct) for ct in self._used_types}  # one softmax per forward
+        mixing = {ct: self.edge_mixing(ct) for ct in self._used_types}  # one softmax (or sample) per forward
         scales = {ct: self.edge_scales(ct) for ct in self._used_types}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights[cell.cell_type], scales[cell.cell_type])
+            weights, active = mixing[cell.cell_type]
+            s0, s1 = s1, cell(s0, s1, weights, scales[cell.cell_type], active)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
 
