@@ -72,6 +72,74 @@ class DartsCellSpace(nasreg.SearchSpace):
             raise KeyError(f"unknown cell type {cell_type!r} (expected one of {CELL_TYPES})")
         return list(range(2, self.nodes + 2))
 
+    # -- discrete decisions (sampling strategies: reinforce, random, enas) ---------------------------
+    @property
+    def sampled_operations(self) -> list[str]:
+        """The ops a sampled cell may put on an edge: ``operations`` without the zero ops (those
+        the ``darts`` plugin's op table declares ``is_zero``, e.g. ``none``), in spec order."""
+        from .factories import OPERATIONS  # torch-free
+
+        meta = OPERATIONS.metadata()
+
+        def zero(name: str) -> bool:
+            plugin, _, bare = name.rpartition(":")
+            return plugin in ("", "darts") and bool(meta.get(bare, {}).get("is_zero", False))
+
+        return [op for op in self.operations if not zero(op)]
+
+    def _all_decisions(self) -> list[tuple[str, int]]:
+        """Every decision of a cell pair, single-choice ones included: per cell type and node
+        ``j``, its first input (``j`` choices: nodes 0 .. j-1), its second input (``j - 1``: the
+        other nodes, in order), then an op for each (ENAS's micro order: index 1, index 2, op 1,
+        op 2)."""
+        n_ops = len(self.sampled_operations)
+        out = []
+        for ct in CELL_TYPES:
+            for j in range(2, self.nodes + 2):
+                out += [(f"{ct} node {j} input 1", j), (f"{ct} node {j} input 2", j - 1),
+                        (f"{ct} node {j} op 1", n_ops), (f"{ct} node {j} op 2", n_ops)]
+        return out
+
+    def decisions(self) -> list[tuple[str, int]]:
+        """The decisions a controller emits for one architecture (name, number of choices), in
+        order; decisions with a single choice (node 2's second input) are left out."""
+        if not self.sampled_operations:
+            raise ValueError("operations: every operation is a zero op: a sampled cell has nothing to put on its edges")
+        return [(name, n) for name, n in self._all_decisions() if n > 1]
+
+    def genotype_from_choices(self, choices) -> nasreg.Genotype:
+        """The genotype of one choice per decision of :meth:`decisions` (``ValueError`` for a list
+        of the wrong length or a choice out of range): per node two distinct inputs, an op each."""
+        every = self._all_decisions()
+        asked = [i for i, (_name, n) in enumerate(every) if n > 1]
+        choices = [int(c) for c in choices]
+        if len(choices) != len(asked):
+            raise ValueError(f"expected {len(asked)} choices (one per decision), got {len(choices)}")
+        full = [0] * len(every)
+        for i, c in zip(asked, choices):
+            name, n = every[i]
+            if not 0 <= c < n:
+                raise ValueError(f"decision {name!r}: choice {c} is out of range (0..{n - 1})")
+            full[i] = c
+        ops, cells, k = self.sampled_operations, {}, 0
+        for ct in CELL_TYPES:
+            edges = []
+            for j in range(2, self.nodes + 2):
+                a, b, op_a, op_b = full[k:k + 4]
+                k += 4
+                others = [i for i in range(j) if i != a]
+                edges += [nasreg.GenotypeEdge(node=j, input=a, op=ops[op_a]),
+                          nasreg.GenotypeEdge(node=j, input=others[b], op=ops[op_b])]
+            cells[ct] = nasreg.CellGenotype(edges=edges, concat=self.concat(ct))
+        return nasreg.Genotype(space="darts-cell", cells=cells)
+
+    def search_space_size(self) -> int:
+        """How many distinct choice sequences there are (the product of the choice counts)."""
+        size = 1
+        for _name, n in self.decisions():
+            size *= n
+        return size
+
     def derive(self, result: nasreg.StageResult, zero_ops: set[str]) -> dict[str, list[nasreg.GenotypeEdge]]:
         """The DARTS derivation of ``result``: per node the ``inputs_per_node`` (2) strongest edges,
         stronger first, on each its strongest op not in ``zero_ops`` (:func:`nasreg_darts.derive.derive_topk`)."""

@@ -161,7 +161,8 @@ class SearchCell(nn.Module):
                 active: list[list[int] | None] | None = None) -> torch.Tensor:
         """``weights[e]``: edge ``e``'s op weights; ``edge_scales[e]`` (optional): a 0-d weight of
         the whole edge output (PC-DARTS edge normalization); ``active[e]`` (optional): the
-        candidate indices edge ``e`` computes (:meth:`nasreg.Supernet.edge_mixing`)."""
+        candidate indices edge ``e`` computes (:meth:`nasreg.Supernet.edge_mixing`; an empty list:
+        the edge is skipped, as if absent)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         relus: dict[int, torch.Tensor] = {}  # relu(node) once per node, shared by all its edges' ops
         for node in self._nodes:
@@ -170,6 +171,8 @@ class SearchCell(nn.Module):
                 edge = self.edges[idx]
                 x_relu = None
                 act = None if active is None else active[idx]
+                if act is not None and not act:  # no op active: the edge adds nothing (PC bypass included)
+                    continue
                 if edge.relu_input and act is None:
                     x_relu = relus.get(src)
                     if x_relu is None:
@@ -180,6 +183,9 @@ class SearchCell(nn.Module):
                 else:
                     w = weights[idx] if edge_scales is None else weights[idx] * edge_scales[idx]
                     total = edge(states[src], w, out=total, x_relu=x_relu, active=act)
+            if total is None:  # no edge of the node active: zeros of the node's shape
+                idx, src = self._inputs[node][0]
+                total = nasreg.MixedOp.forward(self.edges[idx], states[src], weights[idx], active=[])
             states.append(total)
         return torch.cat(states[2:], dim=1)
 

@@ -29,11 +29,24 @@ __all__ = ["Controller", "reinforce_update"]
 class Controller(nn.Module):
     """An LSTM policy over a sequence of categorical decisions of the given sizes."""
 
-    def __init__(self, sizes: Sequence[int], hidden_size: int = 64, init_range: float = 0.1):
+    def __init__(self, sizes: Sequence[int], hidden_size: int = 64, init_range: float = 0.1,
+                 temperature: float = 1.0, tanh_constant: float | Sequence[float | None] | None = None):
+        """``temperature`` and ``tanh_constant`` shape the logits as ENAS does (Pham et al., 2018):
+        ``logits / temperature``, then ``c * tanh(.)`` with ``c`` the tanh constant (one value, or
+        one per decision; None: no tanh), so no choice's probability can run away early."""
         super().__init__()
         self.sizes = [int(n) for n in sizes]
         if not self.sizes or any(n < 1 for n in self.sizes):
             raise ValueError(f"expected at least one decision, each with >= 1 choice, got {self.sizes}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        if tanh_constant is None or isinstance(tanh_constant, (int, float)):
+            tanh_constant = [tanh_constant] * len(self.sizes)
+        self.tanh_constants = [None if c is None else float(c) for c in tanh_constant]
+        if len(self.tanh_constants) != len(self.sizes):
+            raise ValueError(f"expected one tanh constant per decision ({len(self.sizes)}), "
+                             f"got {len(self.tanh_constants)}")
         self.hidden_size = hidden_size
         self.start = nn.Parameter(torch.zeros(1, hidden_size))
         self.lstm = nn.LSTMCell(hidden_size, hidden_size)
@@ -41,6 +54,14 @@ class Controller(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in self.sizes)
         for p in self.parameters():  # NAS/ENAS: uniform in [-0.1, 0.1]
             nn.init.uniform_(p, -init_range, init_range)
+
+    def logits(self, t: int, h: torch.Tensor) -> torch.Tensor:
+        """Step ``t``'s logits from the LSTM state ``h``: the head, the temperature, the tanh."""
+        z = self.heads[t](h)
+        if self.temperature != 1.0:
+            z = z / self.temperature
+        c = self.tanh_constants[t]
+        return z if c is None else c * torch.tanh(z)
 
     def _unroll(self, batch: int, actions: torch.Tensor | None, generator: torch.Generator | None,
                 greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -50,7 +71,7 @@ class Controller(nn.Module):
         chosen, log_probs, entropies = [], [], []
         for t in range(len(self.sizes)):
             h, c = self.lstm(x, (h, c))
-            logp = F.log_softmax(self.heads[t](h), dim=-1)
+            logp = F.log_softmax(self.logits(t, h), dim=-1)
             if actions is not None:
                 a = actions[:, t]
             elif greedy:
@@ -92,7 +113,7 @@ class Controller(nn.Module):
         out = []
         for t in range(len(self.sizes)):
             h, c = self.lstm(x, (h, c))
-            out.append(F.softmax(self.heads[t](h), dim=-1)[0].tolist())
+            out.append(F.softmax(self.logits(t, h), dim=-1)[0].tolist())
             x = self.embeddings[t](a[:, t])
         return out
 
