@@ -115,6 +115,12 @@ class ChildSearch(nasreg.SamplingStrategy):
         """How many trainable weights the policy has (for the progress display)."""
         return 0
 
+    def round_sizes(self) -> list[int]:
+        """How many children each round proposes (``propose(m)``, then ``learn``): by default
+        ``updates`` rounds of ``children_per_update``; a strategy whose rounds differ in size (an
+        initial population, then smaller rounds) overrides it. Child indices run on across rounds."""
+        return [self.children_per_update] * self.updates
+
     # -- the loop --------------------------------------------------------------------------------
     def check_spec(self, spec: Any) -> None:
         """Refuse ``workers > 1`` beside an ``[executor]`` table: the table says where children
@@ -146,22 +152,23 @@ class ChildSearch(nasreg.SamplingStrategy):
         decisions = space_decisions(space, run.spec.search_space.name, str(run.spec.path))
         self.start(run, decisions)
         journal = _Journal(nasreg.RunDir(run.run_dir), CHILDREN_FILE, run.spec.digest())
-        m = self.children_per_update
+        sizes = self.round_sizes()
         children: list[dict[str, Any]] = []
         rounds: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         t_start = time.perf_counter()
         # The core's progress display, read as: "epochs" are updates, "steps" children, "weights"
         # the policy's (the controller's; none for random search), "val acc" a round's mean reward.
-        reporter.stage_start(0, self.updates, m, self.policy_weights())
+        reporter.stage_start(0, len(sizes), max(sizes), self.policy_weights())
+        first = 0
         with ChildTrainer(run, bundle, self.child_config(run), self.workers, self.executor(run.spec)) as trainer:
-            for update in range(self.updates):
+            for update, m in enumerate(sizes):
                 t_round = time.perf_counter()
                 choices = [list(map(int, c)) for c in self.propose(m)]
                 results: list[dict[str, Any] | None] = [None] * m
                 tasks, where = [], []
                 for k, c in enumerate(choices):
-                    index = update * m + k
+                    index = first + k
                     genotype = space.genotype_from_choices(c)
                     seed = child_seed(run.seed, index)
                     old = journal.get(index, c, seed)
@@ -184,9 +191,10 @@ class ChildSearch(nasreg.SamplingStrategy):
                     if best is None or r["reward"] > best["reward"]:
                         best = r
                 assert best is not None
-                rounds.append({"update": update, "first_child": update * m, "last_child": update * m + m - 1,
+                rounds.append({"update": update, "first_child": first, "last_child": first + m - 1,
                                "rewards": rewards, "mean_reward": _mean(rewards), "max_reward": max(rewards),
                                "best_so_far": best["reward"], "seconds": time.perf_counter() - t_round, **stats})
+                first += m
                 self._write_rewards(run, children, rounds)
                 reporter.epoch_end({"train_acc": _mean([r.get("train_acc") for r in done]),
                                     "val_acc": _mean(rewards), "val_loss": _mean([r.get("val_loss") for r in done])})
@@ -205,7 +213,7 @@ class ChildSearch(nasreg.SamplingStrategy):
         size = getattr(space, "search_space_size", None)
         return {
             "genotype": genotype, "strategy": self.strategy_name, "children": len(children),
-            "updates": self.updates, "children_per_update": m, "best_reward": best["reward"],
+            "updates": len(sizes), "children_per_update": self.children_per_update, "best_reward": best["reward"],
             "best_child": best["index"], "final_val_acc": best["reward"],
             "mean_reward_last_update": rounds[-1]["mean_reward"],
             "search_space_log10_size": math.log10(size()) if callable(size) else None,
