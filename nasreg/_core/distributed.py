@@ -34,6 +34,7 @@ The ``[evaluate]`` retraining after a search runs on rank 0 alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import os
@@ -396,6 +397,22 @@ def sync_batch_norm_(module: nn.Module) -> int:
             m.__class__ = cls
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def local_batch_norm(module: nn.Module) -> Iterator[None]:
+    """For the block, the synchronized BatchNorms of ``module`` (:func:`sync_batch_norm_`) are plain
+    ones again: no collective inside, so one rank may run (and differentiate twice through) a
+    forward pass the others do not (the collapse monitor's Hessian-vector products)."""
+    plain = {sync: base for base, sync in _SYNC.items()}
+    swapped = [m for m in module.modules() if type(m) in plain]
+    for m in swapped:
+        m.__class__ = plain[type(m)]
+    try:
+        yield
+    finally:
+        for m in swapped:
+            m.__class__ = _SYNC[type(m)]
 
 
 #: The names ``nasreg`` exports them under (for strategies and spaces, see CONTRIBUTING).

@@ -355,7 +355,9 @@ _HISTORY = MapOf(ListOf(ListOf(ListOf(_NUM_OR_NULL))))
 _STAGE = Obj(
     required={"stage": _COUNT, "epochs": _COUNT, "num_weights": _COUNT, "num_candidate_ops": _COUNT,
               "epoch_seconds": ListOf(_NUM)},
-    optional={"candidates": _CANDIDATES, "warmup_epochs": _COUNT, "step_seconds": _NUM},
+    optional={"candidates": _CANDIDATES, "warmup_epochs": _COUNT, "step_seconds": _NUM,
+              # [search] monitor_early_stop fired (nasreg._core.monitor)
+              "stopped_early": Obj(required={"epoch": _COUNT, "reason": Str()}, optional={"alphas_epoch": Int()})},
 )
 
 
@@ -405,9 +407,11 @@ GRADIENTS = Obj(
 METRICS_LINE = Obj(
     required={"epoch": _COUNT},
     optional={"stage": _COUNT, "joint": Bool(), "alphas": MapOf(ListOf(ListOf(_NUM))),
+              "skip_connects": MapOf(_COUNT), "monitor_iterations_run": _COUNT,  # [search] monitor
               **{k: _NUM_OR_NULL for k in (
                   "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_error",
-                  "lr", "drop_path_prob", "epoch_seconds", "wall_seconds", "peak_memory_mb")}},
+                  "lr", "drop_path_prob", "epoch_seconds", "wall_seconds", "peak_memory_mb",
+                  "hessian_max_eig", "monitor_seconds")}},
 )
 
 #: The schema of each core file, by file name (a path's last part).

@@ -31,6 +31,7 @@ from .errors import (DivergenceError, GenotypeError, Interrupted, NasregError, R
                      SpecError)
 from .genotype import Genotype
 from .loggers import attached as attached_loggers
+from .monitor import CollapseMonitor, early_stop_fires, fixed_batch
 from .plugins import Plugins
 from .progress import QuietReporter
 from .rundir import RunDir
@@ -359,14 +360,20 @@ class _StageState:
     alpha_history: dict[str, Any] = field(default_factory=dict)  # same shape: softmax per joint epoch
     epoch_seconds: list[float] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
+    #: [search] monitor: the joint epochs' eigenvalues ("eigenvalues") and, once the early stop
+    #: fired, "stopped" ({"epoch", "reason", "alphas_epoch"}: stages.json's stopped_early).
+    monitor: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"grad_history": self.grad_history, "alpha_history": self.alpha_history,
-                "epoch_seconds": self.epoch_seconds, "step_times": self.step_times}
+                "epoch_seconds": self.epoch_seconds, "step_times": self.step_times, "monitor": self.monitor}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "_StageState":
-        return cls(d["grad_history"], d["alpha_history"], d["epoch_seconds"], d["step_times"])
+        return cls(d["grad_history"], d["alpha_history"], d["epoch_seconds"], d["step_times"], d.get("monitor") or {})
+
+    def stopped_early(self) -> dict[str, Any] | None:
+        return self.monitor.get("stopped")
 
 
 @dataclass
@@ -419,6 +426,7 @@ class _Stage:
     model: Supernet
     strategy: SearchStrategy
     recorder: _Recorder
+    monitor: CollapseMonitor | None = None   # [search] monitor
 
 
 def _report(reporter: Any, event: str, *args: Any, **kwargs: Any) -> None:
@@ -522,10 +530,11 @@ class _Search:
     def _run_stage(self, state: SearchState) -> None:
         """Build the stage's supernet and strategy, train its remaining epochs, finish it."""
         stage = self._build_stage(state)
+        stage.monitor = self._monitor(stage)
         self.reporter.stage_start(stage.index, stage.epochs, self.steps, stage.model.num_weights())
         if self.p.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.p.device)
-        while state.epoch < stage.epochs:
+        while state.epoch < stage.epochs and not state.records.stopped_early():
             self._run_epoch(state, stage)
         self._finish_stage(state, stage)
 
@@ -548,6 +557,41 @@ class _Search:
         if state.resume is not None:
             self._restore(state, stage)
         return stage
+
+    def _monitor(self, stage: _Stage) -> CollapseMonitor | None:
+        """``[search] monitor``: the stage's collapse monitor over its fixed validation batch."""
+        search = self.spec.search
+        if not search.monitor:
+            return None
+        CollapseMonitor.check(stage.model, f"{self.spec.path}: [search] monitor")
+        _train, val = split_train_val(self.p.bundle, self.spec.data.train_portion, self.spec.run.seed, self.spec.data.limit)
+        batch = fixed_batch(val, self.spec.data.batch_size, self.spec.run.seed + 3 + stage.index)
+        return CollapseMonitor(batch, iterations=search.monitor_iterations, tol=search.monitor_tol,
+                               batch_norm_stats=search.eval_batch_norm == "batch", space=self.p.space,
+                               operations=self.p.plugins.registries.operations, zero_ops=self.run_ctx.zero_ops(),
+                               seed=self.spec.run.seed)
+
+    def _monitor_epoch(self, state: SearchState, stage: _Stage, joint: bool) -> dict[str, Any]:
+        """The monitor's figures of the epoch; on a joint epoch with ``monitor_early_stop``, the
+        DARTS-ES rule (:func:`nasreg._core.monitor.early_stop_fires`), recorded when it fires."""
+        if stage.monitor is None:
+            return {}
+        t = time.perf_counter()
+        figures = stage.monitor.measure(stage.model, self.p.device)
+        figures["monitor_seconds"] = time.perf_counter() - t
+        search, mon = self.spec.search, state.records.monitor
+        if joint:
+            mon.setdefault("eigenvalues", []).append(figures["hessian_max_eig"])
+            eig = mon["eigenvalues"]
+            if search.monitor_early_stop and early_stop_fires(eig, search.monitor_window, search.monitor_ratio):
+                w = search.monitor_window
+                recent, before = sum(eig[-w:]) / w, sum(eig[-2 * w:-w]) / w
+                mon["stopped"] = {
+                    "epoch": state.epoch, "alphas_epoch": state.epoch - w,
+                    "reason": f"dominant Hessian eigenvalue: mean {recent:.4g} over the last {w} joint epochs is "
+                              f"{recent / before:.3g} x the mean {before:.4g} of the {w} before "
+                              f"(monitor_ratio {search.monitor_ratio:g})"}
+        return figures
 
     def _finish_stage(self, state: SearchState, stage: _Stage) -> None:
         """Record the stage (stages.json, gradients.json, hooks), ask the selector for the next
@@ -579,10 +623,20 @@ class _Search:
         """What the selector gets from a finished stage."""
         rec, step_times = state.records, state.records.step_times
         return StageResult(stage=stage.index, candidates=state.candidates, edges=self.p.space.edges(),
-                           alphas=stage.model.alpha_softmax(), grad_history=rec.grad_history,
+                           alphas=self._stage_alphas(state, stage), grad_history=rec.grad_history,
                            alpha_history=rec.alpha_history, num_weights=stage.model.num_weights(),
                            epoch_seconds=rec.epoch_seconds,
                            step_seconds=float(np.median(step_times)) if step_times else 0.0)
+
+    def _stage_alphas(self, state: SearchState, stage: _Stage) -> dict[str, list[list[float]]]:
+        """The stage's final alphas; after an early stop, those recorded ``monitor_window`` joint
+        epochs before the stop (the alpha history's entry of that epoch)."""
+        stopped = state.records.stopped_early()
+        if not stopped:
+            return stage.model.alpha_softmax()
+        back = self.spec.search.monitor_window + 1  # the stop epoch is the history's last entry
+        return {ct: [[ops[-back] for ops in edge] for edge in edges]
+                for ct, edges in state.records.alpha_history.items()}
 
     def _record_stage(self, state: SearchState, stage: _Stage, result: StageResult) -> None:
         """The stage's entries in ``stages.json`` and ``gradients.json`` (replacing a resumed one's)."""
@@ -591,7 +645,8 @@ class _Search:
             "stage": i, "candidates": cands, "num_weights": result.num_weights,
             "num_candidate_ops": sum(len(c) for e in cands.values() for c in e),
             "warmup_epochs": stage.warmup, "epochs": stage.epochs,
-            "epoch_seconds": rec.epoch_seconds, "step_seconds": result.step_seconds}]
+            "epoch_seconds": rec.epoch_seconds, "step_seconds": result.step_seconds,
+            **({"stopped_early": rec.stopped_early()} if rec.stopped_early() else {})}]
         state.gradients = [*state.gradients[:i], {"stage": i, "candidates": cands, "grad_history": rec.grad_history,
                                                   "alpha_history": rec.alpha_history}]
         self.files.write_json(rd.STAGES_FILE, state.stage_infos)
@@ -660,7 +715,7 @@ class _Search:
         if self.main:
             notify(self.p.plugins, "on_epoch_end", self.reporter, run=self.run_ctx, stage=stage.index,
                    epoch=epoch, metrics=metrics)
-        last_epoch = epoch + 1 == stage.epochs
+        last_epoch = epoch + 1 == stage.epochs or bool(state.records.stopped_early())
         stop_now = ddp.agree(self.stop.requested)
         state.epoch, state.running = epoch + 1, None
         if (epoch + 1) % self.spec.run.checkpoint_every == 0 or last_epoch or stop_now:
@@ -692,6 +747,7 @@ class _Search:
             "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
             "epoch_seconds": epoch_time, "wall_seconds": time.perf_counter() - state.t_start,
             "peak_memory_mb": peak_memory_mb(self.p.device), "alphas": alphas,
+            **self._monitor_epoch(state, stage, joint),
         }
 
     # -- the end ----------------------------------------------------------------------------------

@@ -99,6 +99,22 @@ class SearchSection:
     grad_stat: Literal["mean", "abs_mean", "sum", "last"] = "mean"
     #: How the per-epoch validation pass normalizes: "batch" statistics or "running" averages.
     eval_batch_norm: Literal["batch", "running"] = "batch"
+    #: The collapse monitor (nasreg._core.monitor): per epoch, the dominant eigenvalue of the validation
+    #: loss's Hessian w.r.t. the architecture parameters (power iteration, at most monitor_iterations
+    #: Hessian-vector products, relative tolerance monitor_tol) and the skip connections of the cell
+    #: derived now, in metrics.jsonl. monitor_early_stop: end a stage when the mean eigenvalue of the
+    #: last monitor_window joint epochs exceeds monitor_ratio times that of the window before, and
+    #: keep the alphas of monitor_window epochs before (DARTS-ES, Zela et al. 2020: k = 5, 1.3).
+    monitor: bool = False
+    monitor_iterations: Annotated[int, Range(ge=1, le=10_000)] = 20
+    monitor_tol: Annotated[float, Range(gt=0, lt=1)] = 1e-3
+    monitor_early_stop: bool = False
+    monitor_window: Annotated[int, Range(ge=1, le=10_000)] = 5
+    monitor_ratio: Annotated[float, Range(gt=1)] = 1.3
+
+    def __post_init__(self) -> None:
+        if self.monitor_early_stop and not self.monitor:
+            raise ValueError("monitor_early_stop: true needs monitor = true (the rule reads the monitor's eigenvalues)")
 
     def per_stage(self, stages: int, where: str = "[search]") -> list[tuple[int, int]]:
         """(warmup, total) epochs for each of ``stages`` stages."""
@@ -227,6 +243,8 @@ class Spec:
         ``[evaluate]``: it identifies the search; an evaluation records its own hash)."""
         data = self.resolved()
         data["run"] = {k: v for k, v in data["run"].items() if k not in ("name", "out_dir", "loggers")}
+        if not self.search.monitor:  # the monitor off: its keys change nothing (digests of older runs hold)
+            data["search"] = {k: v for k, v in data["search"].items() if not k.startswith("monitor")}
         data.pop("evaluate", None)
         data.pop("executor", None)
         data.pop("loggers", None)
@@ -474,6 +492,15 @@ class Parts:
     strategy: Any
     #: (warm-up, epochs) of every stage.
     stages: list[tuple[int, int]]
+    #: The search space of every stage (:meth:`nasreg.Selector.stage_space_keys`): ``space`` itself
+    #: where the selector changes no key (empty for strategies without a selector).
+    stage_spaces: list[Any] = field(default_factory=list)
+    #: The ``[search_space]`` keys each stage's space overrides (``{}``: none), as a spec writes them.
+    stage_space_keys: list[dict[str, Any]] = field(default_factory=list)
+
+    def stage_space(self, stage: int) -> Any:
+        """The search space stage ``stage`` builds its supernet from."""
+        return self.stage_spaces[stage] if stage < len(self.stage_spaces) else self.space
 
 
 def build_strategy(spec: Spec) -> Any:
@@ -509,8 +536,45 @@ def build_parts(spec: Spec, registries: Any) -> Parts:
                         "search it with a sampling strategy")
     if strategy.trains_supernet:
         _check_some_op_is_not_zero(spec, space, registries)
+    elif spec.search.monitor:
+        raise SpecError(f"{spec.path}: [search] monitor: strategy {spec.strategy.name!r} trains no supernet (it "
+                        "samples discrete architectures), so it has no architecture parameters to monitor; "
+                        "set monitor = false")
     stages = check_stages(spec, selector)
-    return Parts(space, selector, strategy, stages)
+    stage_spaces, stage_keys = (_stage_spaces(spec, space, selector, len(stages), registries)
+                                if strategy.trains_supernet and selector is not None else ([], []))
+    return Parts(space, selector, strategy, stages, stage_spaces, stage_keys)
+
+
+def _stage_spaces(spec: Spec, space: Any, selector: Any, stages: int, registries: Any
+                  ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Every stage's search space: the spec's ``[search_space]`` with the selector's
+    :meth:`~nasreg.Selector.stage_space_keys` for that stage on top, checked as the spec's keys are
+    (errors name ``[selector] stage N [search_space] KEY``); the spec's space where none change."""
+    spaces, keys = [], []
+    for i in range(stages):
+        where = f"{spec.path}: [selector] stage {i} [search_space]"
+        get = getattr(selector, "stage_space_keys", None)
+        overrides = get(i) if get is not None else {}
+        if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+            raise SpecError(f"{where}: selector {spec.selector.name!r} returned {P.show(overrides)} from "
+                            "stage_space_keys, not a table of keys")
+        if "name" in overrides:
+            raise SpecError(f"{where} name: a stage cannot change the search space, only its keys")
+        overrides = P.to_spec_value(dict(overrides))
+        if not overrides:
+            spaces.append(space)
+            keys.append({})
+            continue
+        table = {**spec.search_space.to_spec(), **overrides}
+        stage_space = P.component("search_spaces", table, where, registries).build()
+        changed = [k for k in overrides if k in ("operations",)]
+        if changed or stage_space.edges() != space.edges():
+            raise SpecError(f"{where} {', '.join(sorted(overrides))}: the stage's space has other cell "
+                            "edges or operations than the spec's; a stage may change its network, not its cells")
+        spaces.append(stage_space)
+        keys.append(overrides)
+    return spaces, keys
 
 
 def _check_some_op_is_not_zero(spec: Spec, space: Any, registries: Any) -> None:
