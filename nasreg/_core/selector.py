@@ -48,6 +48,15 @@ class Selector(ABC):
         :class:`nasreg.SpecError` or ``ValueError``. Called at validation, before any
         training."""
 
+    def stage_space_keys(self, stage: int) -> dict[str, Any]:
+        """``[search_space]`` keys that stage ``stage`` (from 0) sets to other values than the spec's
+        (``{"cells": 11}``: a deeper supernet for that stage); ``{}`` (the default) keeps the spec's
+        space. The engine builds each stage's space from the spec's keys with these on top, checked
+        like the spec's own keys when the spec is validated (an error names ``[selector]``). A
+        stage's space must have the same cell edges as the spec's (the candidate sets carry over).
+        It must depend on ``stage`` and the selector's keys only: a resumed run asks again."""
+        return {}
+
     def next_candidates(self, result: StageResult, run: Any) -> Candidates:
         raise NotImplementedError(f"{type(self).__name__} has one stage")
 

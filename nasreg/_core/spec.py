@@ -568,8 +568,7 @@ def _stage_spaces(spec: Spec, space: Any, selector: Any, stages: int, registries
             continue
         table = {**spec.search_space.to_spec(), **overrides}
         stage_space = P.component("search_spaces", table, where, registries).build()
-        changed = [k for k in overrides if k in ("operations",)]
-        if changed or stage_space.edges() != space.edges():
+        if "operations" in overrides or stage_space.edges() != space.edges():
             raise SpecError(f"{where} {', '.join(sorted(overrides))}: the stage's space has other cell "
                             "edges or operations than the spec's; a stage may change its network, not its cells")
         spaces.append(stage_space)
