@@ -1,6 +1,6 @@
 """nasreg's built-in sampling-strategy plugin: NAS with reinforcement learning, and random search.
 
-Registers, through the public plugin API only, two :class:`nasreg.SamplingStrategy` strategies
+Registers, through the public plugin API only, three :class:`nasreg.SamplingStrategy` strategies
 (``[strategy] name``; no ``[selector]``: each returns the best child's genotype itself):
 
 * ``reinforce``: an LSTM controller emits a space's decisions step by step and is trained with
@@ -8,6 +8,9 @@ Registers, through the public plugin API only, two :class:`nasreg.SamplingStrate
   rewarded with its validation accuracy (Zoph and Le, 2017), see :mod:`nasreg_rl.strategy` and
   :mod:`nasreg_rl.controller`;
 * ``random``: uniform sampling of the same decisions with the same child budget, the baseline.
+* ``enas``: ENAS (Pham et al., 2018): the controller's children share the weights of one
+  supernet (``darts-cell``), trained alternately with the controller; the best sampled cells are
+  trained from scratch as children and the best of them wins, see :mod:`nasreg_rl.enas`.
 
 Children are independent trials, trained in-process or in parallel processes
 (``workers``), see :mod:`nasreg_rl.children`. The spaces they search are the ``nasnet`` plugin's
@@ -28,3 +31,9 @@ def register_strategies(register):
              description="NAS: LSTM controller trained with REINFORCE on the validation accuracy of sampled children")
     register("random", RandomStrategy,
              description="Random search: uniformly sampled children, reinforce's child budget (the baseline)")
+
+    from .enas import EnasStrategy
+
+    register("enas", EnasStrategy,
+             description="ENAS: a controller samples cells sharing one supernet's weights (darts-cell); "
+                         "the best finalists trained from scratch")

@@ -60,6 +60,9 @@ class ChildConfig:
     grad_clip: float
     eval_batch_norm: str = "batch"
     threads: int = 0
+    #: Keys of the space's ``build_network`` for every child, as (key, value) pairs (e.g.
+    #: ``(("cells", 5), ("channels", 8))``); empty: the space's defaults.
+    network: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def train_child(task: ChildTask, ctx: ChildContext, cfg: ChildConfig) -> dict[st
     device = torch.device(task.device)
     genotype = nasreg.Genotype.from_dict(task.genotype, source=f"child {task.index}")
     model: nn.Module = ctx.space.build_network(genotype, ops=ctx.ops, in_channels=ctx.in_channels,
-                                               num_classes=ctx.num_classes)
+                                               num_classes=ctx.num_classes, **dict(cfg.network))
     params = sum(p.numel() for p in model.parameters())
     model = model.to(device)
     train_loader, val_loader = _loaders(task, ctx, cfg)
