@@ -9,6 +9,10 @@ A space that a sampling strategy (``reinforce``, ``random``) can search implemen
     more inputs the later it comes).
 ``genotype_from_choices(choices: Sequence[int]) -> nasreg.Genotype``
     The genotype of one choice per decision (``0 <= choices[i] < decisions()[i][1]``).
+``decision_kinds() -> list[str]`` (optional)
+    One kind per decision of ``decisions()``, for strategies that mutate one decision of a kind
+    (``evolution``): ``input`` for a decision choosing which earlier state a node reads, ``op`` for
+    one choosing an operation, any other name for the rest. Without it every decision is alike.
 
 :class:`DiscreteSpace` implements both from one method, :meth:`DiscreteSpace.all_decisions`
 (every decision, single-choice ones included) and :meth:`DiscreteSpace.build_genotype` (which

@@ -61,6 +61,12 @@ class NasLayersSpace(DiscreteSpace, nasreg.SearchSpace):
                 out += [(f"layer{i}.input_from_layer{j}", 2) for j in range(i)]
         return out
 
+    def decision_kinds(self) -> list[str]:
+        """The kind of each decision of :meth:`decisions` (for mutation-based strategies such as
+        ``evolution``): ``filter_height``, ``filter_width``, ``filters``, ``stride`` or ``input``
+        (an anchor: whether a layer reads an earlier one)."""
+        return ["input" if ".input_from_" in name else name.rsplit(".", 1)[1] for name, _n in self.decisions()]
+
     def build_genotype(self, choices: list[int]) -> nasreg.Genotype:
         it = iter(choices)
         edges, consumed = [], set()

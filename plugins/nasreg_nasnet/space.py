@@ -70,6 +70,12 @@ class NasnetCellSpace(DiscreteSpace, nasreg.SearchSpace):
                         (f"{ct}.block{b}.combine", len(self.combine))]
         return out
 
+    def decision_kinds(self) -> list[str]:
+        """The kind of each decision of :meth:`decisions`, for mutation-based strategies such as
+        ``evolution``: ``input`` (which earlier state a block reads), ``op`` or ``combine``."""
+        kinds = {"input_a": "input", "input_b": "input", "op_a": "op", "op_b": "op", "combine": "combine"}
+        return [kinds[name.rsplit(".", 1)[1]] for name, _n in self.decisions()]
+
     def build_genotype(self, choices: list[int]) -> nasreg.Genotype:
         cells = {}
         it = iter(choices)

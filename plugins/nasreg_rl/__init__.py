@@ -32,6 +32,12 @@ def register_strategies(register):
     register("random", RandomStrategy,
              description="Random search: uniformly sampled children, reinforce's child budget (the baseline)")
 
+    from .evolution import EvolutionStrategy
+
+    register("evolution", EvolutionStrategy,
+             description="Regularized (aging) evolution: tournament-chosen parents, one mutation per child, "
+                         "the oldest member dies (Real et al., 2019)")
+
     from .enas import EnasStrategy
 
     register("enas", EnasStrategy,

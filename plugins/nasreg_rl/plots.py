@@ -10,23 +10,28 @@ from typing import Any, Callable, Sequence
 
 import nasreg
 
-__all__ = ["plot_rewards", "rewards_figure"]
+__all__ = ["AVERAGE_LABEL", "plot_rewards", "rewards_figure"]
+
+#: The legend entry of the rounds' ``moving_average`` (a strategy may say what its average is).
+AVERAGE_LABEL = "moving average (after each update)"
 
 
 def plot_rewards(children: Sequence[dict[str, Any]], updates: Sequence[dict[str, Any]], path: Path,
-                 title: str = "", warn: Callable[[str], Any] = print) -> bool:
-    """Reward per child (dots), each round's mean, the moving average after each update and the
-    best reward so far against the child index; returns whether the file was written."""
+                 title: str = "", warn: Callable[[str], Any] = print, average_label: str = AVERAGE_LABEL) -> bool:
+    """Reward per child (dots), each round's mean, the moving average after each update (its
+    legend entry: ``average_label``) and the best reward so far against the child index; returns
+    whether the file was written."""
     return nasreg.draw_guarded(Path(path).name, _draw_rewards, children, updates, Path(path), title,
-                               warn_with=warn)
+                               average_label, warn_with=warn)
 
 
 def _draw_rewards(children: Sequence[dict[str, Any]], updates: Sequence[dict[str, Any]], path: Path,
-                  title: str) -> None:
-    rewards_figure(children, updates, title).savefig(path, dpi=100)
+                  title: str, average_label: str) -> None:
+    rewards_figure(children, updates, title, average_label).savefig(path, dpi=100)
 
 
-def rewards_figure(children: Sequence[dict[str, Any]], updates: Sequence[dict[str, Any]], title: str = "") -> Any:
+def rewards_figure(children: Sequence[dict[str, Any]], updates: Sequence[dict[str, Any]], title: str = "",
+                   average_label: str = AVERAGE_LABEL) -> Any:
     """The figure of ``rewards.png`` (see :func:`plot_rewards`), one legend below the axes."""
     fig = nasreg.new_figure(8, 4.4)
     ax = fig.subplots()
@@ -37,7 +42,7 @@ def rewards_figure(children: Sequence[dict[str, Any]], updates: Sequence[dict[st
     ax.plot(centers, [u["mean_reward"] for u in updates], marker="o", ms=4, lw=1.0, color="C4",
             label="round mean")
     ax.step(ends, [u["moving_average"] for u in updates], where="post", lw=1.8, color="C1",
-            label="moving average (after each update)")
+            label=average_label)
     ax.step(ends, [u["best_so_far"] for u in updates], where="post", lw=1.2, ls="--", color="C2",
             label="best so far")
     ax.set(xlabel="child", ylabel="reward (validation accuracy)", title=title or "rewards")

@@ -82,6 +82,8 @@ class ChildSearch(nasreg.SamplingStrategy):
 
     #: The registry name, recorded in the provenance.
     strategy_name = "child-search"
+    #: What the rounds' ``moving_average`` is, as ``rewards.png``'s legend names it.
+    average_label = "moving average (after each update)"
 
     def __init__(self, *, updates: int, children_per_update: int, child_epochs: int, child_batch_size: int,
                  child_lr: float, child_momentum: float, child_weight_decay: float, child_grad_clip: float,
@@ -203,7 +205,7 @@ class ChildSearch(nasreg.SamplingStrategy):
         self.finish(run, space)
         plot_rewards(children, rounds, run.run_dir / REWARDS_PLOT,
                      title=f"{self.strategy_name} on {run.spec.search_space.name}",
-                     warn=getattr(reporter, "message", print))
+                     warn=getattr(reporter, "message", print), average_label=self.average_label)
         genotype = space.genotype_from_choices(best["choices"])
         genotype.provenance = {
             "spec_hash": run.spec.digest(), "nasreg_version": nasreg.__version__, "seed": run.seed,
