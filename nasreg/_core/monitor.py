@@ -66,7 +66,7 @@ def hessian_vector_product(grads: Sequence[torch.Tensor], params: Sequence[torch
                            vector: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``H v`` for the Hessian of the loss whose gradient ``grads`` (w.r.t. ``params``, computed
     with ``create_graph=True``) is: the gradient of ``grads . v`` (double backward)."""
-    dot = sum((g * v).sum() for g, v in zip(grads, vector))
+    dot = sum((g * v).sum() for g, v in zip(grads, vector) if g.requires_grad)
     hv = torch.autograd.grad(dot, list(params), retain_graph=True, allow_unused=True)
     return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params)]
 
@@ -83,7 +83,14 @@ def dominant_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[to
     ``iterations``)."""
     params = list(params)
     loss = loss_fn()
-    grads = torch.autograd.grad(loss, params, create_graph=True)
+    # An unused parameter (a cell type the network never builds) has a zero row and column.
+    used = [(i, g) for i, g in enumerate(torch.autograd.grad(loss, params, create_graph=True, allow_unused=True))
+            if g is not None and g.requires_grad]
+    if not used:
+        return 0.0, 0
+    grads = [torch.zeros_like(p) for p in params]
+    for i, g in used:
+        grads[i] = g
     g = torch.Generator().manual_seed(seed)
     v = [torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for p in params]
     v = _normalized(v)
@@ -157,7 +164,7 @@ def measurement_mode(model: nn.Module, batch_norm_stats: bool) -> Iterator[None]
     with ``batch_norm_stats``) for the block, then restore every module's training flag, every
     buffer and the torch RNG states exactly (see the module docstring)."""
     flags = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     devices = sorted({b.device.index or 0 for b in [*model.parameters(), *model.buffers()]
                       if b.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), ddp.local_batch_norm(model):
@@ -170,8 +177,9 @@ def measurement_mode(model: nn.Module, batch_norm_stats: bool) -> Iterator[None]
             yield
         finally:
             with torch.no_grad():
-                for b, saved in buffers:
-                    b.copy_(saved)
+                for name, b in model.named_buffers():  # by name: a module may rebind a buffer
+                    if name in buffers:
+                        b.copy_(buffers[name])
             for m, training in flags:
                 m.training = training
 
