@@ -198,14 +198,14 @@ def test_a_gradient_strategy_on_a_sampling_space_and_the_reverse_fail_on_one_lin
         threads = 1
         device = "cpu"
         [data]
-        dataset = "digits"
-        limit = 100
+        dataset = "toy-data"
         [search_space]
-        name = "darts-cell"
-        operations = ["skip_connect", "sep_conv_3x3"]
+        name = "toy-space"
+        operations = ["toy_skip", "toy_conv"]
         [strategy]
         name = "random"
         """)
-    line = one_line_error(invoke("run", spec, "--out", tmp_path / "b", "-q"))
-    assert "[search_space] name: search space 'darts-cell' lists no discrete decisions" in line
+    toycore = ROOT / "tests" / "fixtures" / "toycore" / "nasreg_toycore.py"
+    line = one_line_error(invoke("run", spec, "--out", tmp_path / "b", "-q", "--plugin", toycore))
+    assert "[search_space] name: search space 'toy-space' lists no discrete decisions" in line
     assert str(spec) in line

@@ -64,7 +64,7 @@ def space_decisions(space: Any, name: str, where: str = "") -> list[tuple[str, i
     if not (callable(getattr(space, "decisions", None)) and callable(getattr(space, "genotype_from_choices", None))):
         raise SpecError(f"{where}[search_space] name: search space {name!r} lists no discrete decisions "
                         "(decisions() and genotype_from_choices()), so a sampling strategy cannot search it; "
-                        "use 'nasnet-cell' or 'nas-layers', or a gradient strategy such as 'darts'")
+                        "use 'nasnet-cell', 'nas-layers' or 'darts-cell', or a gradient strategy such as 'darts'")
     decisions = [(str(n), int(k)) for n, k in space.decisions()]
     if not decisions:
         raise SpecError(f"{where}[search_space]: search space {name!r} has nothing to decide with these keys "
