@@ -320,3 +320,27 @@ def test_resume_with_the_monitor_on_matches_the_uninterrupted_run(early_run, tmp
         return lines, stages, json.loads((run_dir / "genotype.json").read_text())["cells"]
 
     assert comparable(out) == comparable(early_run)
+
+
+def test_the_plots_plugin_draws_the_monitor(early_run, tmp_path):
+    import shutil
+    from types import SimpleNamespace
+
+    import nasreg_plots
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(early_run, run_dir)
+    lines = _lines(run_dir)
+    fig = nasreg_plots.monitor_figure(run_dir / "metrics.jsonl", run_dir / "stages.json")
+    eig_ax, skip_ax = [a for a in fig.axes if a.get_visible()]
+    (eig_line,) = [ln for ln in eig_ax.get_lines() if len(ln.get_xdata()) == len(lines)]
+    assert list(eig_line.get_ydata()) == [m["hessian_max_eig"] for m in lines]
+    skip_lines = [ln for ln in skip_ax.get_lines() if len(ln.get_xdata()) == len(lines)]
+    assert sorted(list(ln.get_ydata()) for ln in skip_lines) == sorted(
+        [m["skip_connects"][ct] for m in lines] for ct in ("normal", "reduce"))
+    stop = json.loads((run_dir / "stages.json").read_text())[0]["stopped_early"]["epoch"]
+    assert any(list(ln.get_xdata()) == [stop + 1, stop + 1] for ln in eig_ax.get_lines())  # the stop, x from 1
+    assert fig.legends and not eig_ax.get_legend()  # the legend lies outside the axes
+    nasreg_plots.on_run_end(run=SimpleNamespace(run_dir=run_dir, space=darts_space(cells=3, channels=4, nodes=2)),
+                            genotype=nasreg.load_genotype(run_dir / "genotype.json"))
+    assert (run_dir / "monitor.png").stat().st_size > 0 and (run_dir / "alphas.png").exists()

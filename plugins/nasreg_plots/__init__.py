@@ -8,6 +8,10 @@ holds:
   ``normal: node 2 <- input 0``; a shared y-axis; from ``metrics.jsonl``, ``stages.json`` and the
   space's edges). A space with more than 40 edges gets more pages (at most 40 panels each),
   ``alphas_page2.png``, ..., each saying which edges it shows;
+* ``monitor.png`` (``[search] monitor = true``): the dominant Hessian eigenvalue of the validation
+  loss w.r.t. the architecture per epoch, and per cell type the skip connections of the cell
+  derived at each epoch (``hessian_max_eig``, ``skip_connects`` in ``metrics.jsonl``), with the
+  stage boundaries and an early stop (``stopped_early`` in ``stages.json``) marked;
 * ``cell_<type>.png``: a diagram of every cell of the genotype, its nodes numbered as the
   genotype text numbers them (inputs 0 = c_{k-2}, 1 = c_{k-1}, intermediate nodes 2, 3, ..., the
   output c_{k}; edges labelled with their op).
@@ -30,7 +34,7 @@ from typing import Any, Callable
 import nasreg
 from nasreg import RunDir, RunDirError, hookimpl
 
-__all__ = ["on_run_end", "alpha_figures", "plot_alphas", "cell_figure", "plot_cell", "new_figure",
+__all__ = ["on_run_end", "alpha_figures", "plot_alphas", "monitor_figure", "plot_monitor", "cell_figure", "plot_cell", "new_figure",
            "guarded", "warn"]
 
 
@@ -59,6 +63,8 @@ def on_run_end(run, genotype):
     if files.metrics.exists() or files.stages.exists():  # a sampling search has no alphas to show
         guarded("alphas.png", plot_alphas, files.metrics, files.stages, files / "alphas.png",
                 edges=_space_edges(run))
+    if files.metrics.exists() and any("hessian_max_eig" in r for r in _read_epochs(files.metrics)):
+        guarded("monitor.png", plot_monitor, files.metrics, files.stages, files / "monitor.png")
     cells = getattr(genotype, "cells", None) or {}
     for cell_type, cell in cells.items():
         name = f"cell_{re.sub(r'[^A-Za-z0-9_.-]', '_', str(cell_type))}.png"
@@ -197,6 +203,77 @@ def plot_alphas(metrics: Path, stages: Path, out: Path, edges: dict[str, list[tu
     for fig, path in zip(figures, paths):
         fig.savefig(path, dpi=100)
     return paths
+
+
+# -- monitor.png ---------------------------------------------------------------------------------
+
+def _stops(stages: Path) -> dict[int, dict[str, Any]]:
+    """``stopped_early`` of every stage that ended early, by stage."""
+    stages = Path(stages)
+    if not stages.is_file():
+        return {}
+    data = RunDir(stages.parent).read_json(stages.name, expect=list)
+    return {s["stage"]: s["stopped_early"] for s in data
+            if isinstance(s, dict) and isinstance(s.get("stage"), int) and isinstance(s.get("stopped_early"), dict)}
+
+
+def monitor_figure(metrics: Path, stages: Path) -> Any:
+    """The collapse monitor's figure: the dominant eigenvalue per epoch (all stages in a row, a
+    dashed line at each stage boundary, a dotted one at an early stop and a marker at the epoch
+    whose alphas it kept), and below it the identity-op edges of each cell type's derived cell."""
+    records = [r for r in _read_epochs(Path(metrics)) if isinstance(r.get("hessian_max_eig"), (int, float))]
+    if not records:
+        raise ValueError(f"{Path(metrics).name} has no epoch with hessian_max_eig")
+    from matplotlib.ticker import MaxNLocator
+
+    xs = list(range(1, len(records) + 1))
+    where = {(r["stage"], r["epoch"]): x for x, r in zip(xs, records)}
+    boundaries = [x - 0.5 for x, r, prev in zip(xs[1:], records[1:], records) if r["stage"] != prev["stage"]]
+    cell_types = list(dict.fromkeys(ct for r in records for ct in (r.get("skip_connects") or {})))
+    fig = new_figure(7, 5.5 if cell_types else 3.2)
+    axes = fig.subplots(2 if cell_types else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
+    ax.plot(xs, [r["hessian_max_eig"] for r in records], color="C3", marker=".", lw=1.5,
+            label="dominant eigenvalue")
+    ax.set_ylabel("max eigenvalue of\nHessian (val loss, alpha)", fontsize=8)
+    if cell_types:
+        for i, ct in enumerate(cell_types):
+            axes[1].plot(xs, [(r.get("skip_connects") or {}).get(ct) for r in records], color=f"C{i}",
+                         marker=".", lw=1.5, drawstyle="steps-mid", label=f"{ct} cell")
+        axes[1].set_ylabel("identity-op edges\nof the derived cell", fontsize=8)
+        axes[1].yaxis.set_major_locator(MaxNLocator(integer=True))
+    for a in axes:
+        for b in boundaries:
+            a.axvline(b, color="0.5", ls="--", lw=0.8)
+        a.grid(alpha=0.3)
+    for stage, stop in _stops(Path(stages)).items():
+        x_stop, x_kept = where.get((stage, stop.get("epoch"))), where.get((stage, stop.get("alphas_epoch")))
+        for a in axes:
+            if x_stop is not None:
+                a.axvline(x_stop, color="k", ls=":", lw=1.2)
+        if x_kept is not None:
+            ax.plot([x_kept], [records[x_kept - 1]["hessian_max_eig"]], "o", mfc="none", mec="k", ms=9)
+    axes[-1].set_xlabel("epoch (all stages)", fontsize=8)
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="C3", lw=2)] + [Line2D([], [], color=f"C{i}", lw=2) for i in range(len(cell_types))]
+    labels = ["dominant eigenvalue"] + [f"{ct} cell: identity-op edges" for ct in cell_types]
+    if boundaries:
+        handles.append(Line2D([], [], color="0.5", ls="--", lw=0.8))
+        labels.append("stage boundary")
+    if _stops(Path(stages)):
+        handles += [Line2D([], [], color="k", ls=":", lw=1.2), Line2D([], [], ls="", marker="o", mfc="none", mec="k")]
+        labels += ["early stop", "alphas kept"]
+    nasreg.legend_outside(fig, handles, labels, ncol=3)
+    fig.suptitle("collapse monitor: curvature of the validation loss in the architecture", fontsize=10)
+    return fig
+
+
+def plot_monitor(metrics: Path, stages: Path, out: Path) -> Path:
+    """Write :func:`monitor_figure` to ``out``."""
+    monitor_figure(metrics, stages).savefig(out, dpi=100)
+    return Path(out)
 
 
 # -- cell_<type>.png -----------------------------------------------------------------------------
