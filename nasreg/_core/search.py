@@ -212,6 +212,18 @@ class Prepared:
     bundle: DatasetBundle
     #: The strategy built when the spec was prepared: what the engine reads (never trained).
     strategy: Strategy
+    #: Every stage's search space and the ``[search_space]`` keys it overrides
+    #: (:meth:`nasreg.Selector.stage_space_keys`; ``space`` and ``{}`` where the selector changes none).
+    stage_spaces: list[SearchSpace] = field(default_factory=list)
+    stage_space_keys: list[dict[str, Any]] = field(default_factory=list)
+
+    def stage_space(self, stage: int) -> SearchSpace:
+        """The search space stage ``stage`` builds its supernet from."""
+        return self.stage_spaces[stage] if stage < len(self.stage_spaces) else self.space
+
+    def space_keys(self, stage: int) -> dict[str, Any]:
+        """The ``[search_space]`` keys stage ``stage`` overrides (``{}``: none)."""
+        return self.stage_space_keys[stage] if stage < len(self.stage_space_keys) else {}
 
 
 def prepare(spec: Spec, plugins: Plugins) -> Prepared:
@@ -230,7 +242,8 @@ def prepare(spec: Spec, plugins: Plugins) -> Prepared:
                 (bundle.in_channels, bundle.image_size, bundle.image_size))
     if spec.data.loader == "device":  # a dataset that cannot be held in memory: say so now
         choose_loader("device", bundle.train, device, where=f"{spec.path}: [data] loader", name=spec.data.dataset)
-    return Prepared(spec, plugins, device, space, selector, stages, bundle, strategy)
+    return Prepared(spec, plugins, device, space, selector, stages, bundle, strategy,
+                    parts.stage_spaces, parts.stage_space_keys)
 
 
 def run_search(prepared: Prepared, run_dir: Path, reporter: Any = None, resume: bool = False) -> dict[str, Any]:
@@ -539,12 +552,14 @@ class _Search:
         self._finish_stage(state, stage)
 
     def _build_stage(self, state: SearchState) -> _Stage:
-        """A fresh supernet over the stage's candidates (weights inherited when the selector asks),
-        the same on every rank, and a fresh strategy set up on it; a resume point restored."""
+        """A fresh supernet of the stage's search space (:meth:`Prepared.stage_space`) over the
+        stage's candidates (weights inherited when the selector asks), the same on every rank, and
+        a fresh strategy set up on it; a resume point restored."""
         p, index = self.p, state.stage
         warmup, epochs = p.stages[index]
-        model = p.space.build_supernet(state.candidates, ops=p.plugins.registries.operations,
-                                       in_channels=p.bundle.in_channels, num_classes=p.bundle.num_classes)
+        model = p.stage_space(index).build_supernet(state.candidates, ops=p.plugins.registries.operations,
+                                                    in_channels=p.bundle.in_channels,
+                                                    num_classes=p.bundle.num_classes)
         if state.previous is not None and getattr(p.selector, "inherit_weights", False):
             inherit(model, state.previous)
         model = model.to(p.device)
@@ -642,7 +657,7 @@ class _Search:
         """The stage's entries in ``stages.json`` and ``gradients.json`` (replacing a resumed one's)."""
         i, cands, rec = stage.index, state.candidates, state.records
         state.stage_infos = [*state.stage_infos[:i], {
-            "stage": i, "candidates": cands, "num_weights": result.num_weights,
+            "stage": i, "candidates": cands, "space_keys": self.p.space_keys(i), "num_weights": result.num_weights,
             "num_candidate_ops": sum(len(c) for e in cands.values() for c in e),
             "warmup_epochs": stage.warmup, "epochs": stage.epochs,
             "epoch_seconds": rec.epoch_seconds, "step_seconds": result.step_seconds,
@@ -662,6 +677,7 @@ class _Search:
         if state.running is None:
             state.running = (0.0, 0, 0)
         batches = self._batches(state)
+        stage.model.start_epoch(state.epoch, stage.epochs, stage.warmup)
         stage.model.train()
         for i, (train_batch, val_batch) in enumerate(batches, start=state.step):
             self._step(state, stage, i, train_batch, val_batch, joint=joint, loader_states=loader_states)

@@ -183,6 +183,12 @@ class Supernet(nn.Module, ABC):
     def num_weights(self) -> int:
         return sum(p.numel() for p in self.weight_parameters())
 
+    def start_epoch(self, epoch: int, epochs: int, warmup: int = 0) -> None:
+        """Called by the search engine before every epoch of a stage (again for the epoch a
+        resumed run continues): ``epoch`` from 0, the stage's ``epochs`` and its ``warmup``
+        epochs. A supernet with a per-epoch schedule of its own (the darts-cell space's skip
+        dropout) sets it here; it must depend on these arguments only. Default: nothing."""
+
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images."""

@@ -8,6 +8,7 @@ as ``nasreg run``'s) without paying for torch.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 
     from .space import DartsSupernet
 
-__all__ = ["CELL_TYPES", "DartsCellSpace"]
+__all__ = ["CELL_TYPES", "DartsCellSpace", "skip_dropout_rate"]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -32,7 +33,7 @@ class DartsCellSpace(nasreg.SearchSpace):
     def __init__(self, operations: list[str], nodes: int = 4, cells: int = 8, channels: int = 16,
                  stem_multiplier: int = 3, reductions: list[int] | None = None, drop_path: float = 0.0,
                  affine: bool = False, alpha_init_std: float = 1e-3, partial_channels: int = 1,
-                 edge_normalization: bool = False):
+                 edge_normalization: bool = False, skip_dropout: float = 0.0, skip_dropout_decay: float = 0.0):
         operations = nasreg.operation_names(operations)
         if reductions is None:
             reductions = sorted({cells // 3, 2 * cells // 3})  # nasreg.default_reductions (torch-free)
@@ -57,6 +58,12 @@ class DartsCellSpace(nasreg.SearchSpace):
         self.alpha_init_std = alpha_init_std
         self.partial_channels = int(partial_channels)
         self.edge_normalization = bool(edge_normalization)
+        if not 0.0 <= skip_dropout < 1.0:
+            raise ValueError(f"skip_dropout: expected a rate in [0, 1), got {skip_dropout}")
+        if skip_dropout_decay < 0:
+            raise ValueError(f"skip_dropout_decay: expected a number >= 0, got {skip_dropout_decay}")
+        self.skip_dropout = float(skip_dropout)
+        self.skip_dropout_decay = float(skip_dropout_decay)
         missing = [ct for ct, n in (("normal", cells - len(self.reductions)), ("reduce", len(self.reductions)))
                    if n == 0]
         if missing:
@@ -190,11 +197,25 @@ class DartsCellSpace(nasreg.SearchSpace):
     def __repr__(self) -> str:
         pc = f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else ""
         en = ", edge_normalization=True" if self.edge_normalization else ""
+        sd = f", skip_dropout={self.skip_dropout:g}" if self.skip_dropout else ""
         return (f"DartsCellSpace(nodes={self.nodes}, cells={self.cells}, channels={self.channels}, "
-                f"reductions={self.reductions}, ops={len(self.operations)}{pc}{en})")
+                f"reductions={self.reductions}, ops={len(self.operations)}{pc}{en}{sd})")
 
     def memory_knobs(self) -> list[str]:
         """Spec settings that shrink a search step's memory (the pre-flight names them when it does
         not fit): partial channels (PC-DARTS), unless already at 1/4 or less."""
         return ["[search_space] partial_channels = 4"] if self.partial_channels < 4 else []
 
+
+def skip_dropout_rate(rate: float, decay: float, epoch: int, epochs: int, warmup: int) -> float:
+    """The skip-connection dropout rate of ``epoch`` (from 0) of a stage of ``epochs`` epochs, the
+    first ``warmup`` of them warm-up epochs (P-DARTS, ``train_search.py``).
+
+    ``decay`` = 0: ``rate`` in every epoch. ``decay`` > 0: P-DARTS's schedule, ``rate * (epochs -
+    epoch - 1) / epochs`` in warm-up epochs and ``rate * exp(-(epoch - warmup) * decay)`` in joint
+    epochs (the reference code's decay is 0.2)."""
+    if decay <= 0 or rate <= 0:
+        return rate
+    if epoch < warmup:
+        return rate * (epochs - epoch - 1) / epochs
+    return rate * math.exp(-(epoch - warmup) * decay)

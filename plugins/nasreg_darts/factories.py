@@ -121,6 +121,8 @@ def darts_cell(
     alpha_init_std: Annotated[float, Range(ge=0, le=10)] = 1e-3,
     partial_channels: Annotated[int, Range(ge=1)] = 1,
     edge_normalization: bool = False,
+    skip_dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
+    skip_dropout_decay: Annotated[float, Range(ge=0)] = 0.0,
 ) -> nasreg.SearchSpace:
     """The DARTS cell: 2 input nodes, `nodes` intermediate nodes, normal and reduction cells.
 
@@ -136,13 +138,21 @@ def darts_cell(
     beta per edge: a node is the softmax(beta)-weighted sum of its incoming edges, and the
     derivation ranks edges by op weight x edge weight (PC-DARTS's rule). PC-DARTS uses K = 4 with
     edge normalization.
+
+    P-DARTS (Chen et al., ICCV 2019): ``skip_dropout`` is the rate of a dropout on the output of
+    every identity op (registry metadata ``kind = "identity"``: ``skip_connect``) on a stride-1
+    edge while the supernet trains, as P-DARTS's ``nn.Dropout`` after ``Identity``.
+    ``skip_dropout_decay`` = 0 keeps the rate constant; > 0 decays it per epoch as P-DARTS does:
+    ``rate * (E - e - 1) / E`` in the stage's warm-up epochs, ``rate * exp(-(e - warmup) * decay)``
+    in its joint epochs (P-DARTS: 0.2).
     """
     from .cellspace import DartsCellSpace
 
     return DartsCellSpace(operations, nodes=nodes, cells=cells, channels=channels,
                           stem_multiplier=stem_multiplier, reductions=reductions, drop_path=drop_path,
                           affine=affine, alpha_init_std=alpha_init_std, partial_channels=partial_channels,
-                          edge_normalization=edge_normalization)
+                          edge_normalization=edge_normalization, skip_dropout=skip_dropout,
+                          skip_dropout_decay=skip_dropout_decay)
 
 
 # --- the evaluation of a darts-cell genotype: its network's keys and DARTS's recipe ----------------

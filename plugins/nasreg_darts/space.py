@@ -224,8 +224,18 @@ class DartsSupernet(nasreg.Supernet):
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, space.nodes * C_curr
         self._used_types = sorted({cell.cell_type for cell in self.cells})
+        self._skip_dropout = _SkipDropout(space, self.cells, ops)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
+
+    def start_epoch(self, epoch: int, epochs: int, warmup: int = 0) -> None:
+        """Set the epoch's skip dropout rate (``skip_dropout``, decayed by ``skip_dropout_decay``)."""
+        self._skip_dropout.start_epoch(epoch, epochs, warmup)
+
+    @property
+    def skip_dropout_rate(self) -> float:
+        """The skip dropout rate the supernet trains with now (0 without ``skip_dropout``)."""
+        return self._skip_dropout.p
 
     @property
     def drop_prob(self) -> float:
@@ -281,6 +291,38 @@ class DartsSupernet(nasreg.Supernet):
             weights, active = mixing[cell.cell_type]
             s0, s1 = s1, cell(s0, s1, weights, scales[cell.cell_type], active)
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+class _SkipDropout:
+    """P-DARTS's dropout after skip connections: a forward hook on every identity-kind op
+    (registry metadata ``kind == "identity"``) of a stride-1 edge, dropping elements of its
+    output at rate :attr:`p` while training (``F.dropout``: kept ones scaled by 1 / (1 - p)),
+    before the op's mixing weight multiplies it. Without ``skip_dropout`` no hook is attached."""
+
+    def __init__(self, space: DartsCellSpace, cells: nn.ModuleList, ops: nasreg.Registry):
+        self.rate, self.decay = space.skip_dropout, space.skip_dropout_decay
+        self.p = self.rate
+        self.hooked: list[nn.Module] = []
+        if self.rate <= 0:
+            return
+        for cell in cells:
+            for edge in cell.edges:
+                if edge.stride != 1:  # a stride-2 skip is a FactorizedReduce, not an identity
+                    continue
+                for name, module in edge.ops.items():
+                    if ops.get(name).get("kind") == "identity":
+                        module.register_forward_hook(self)
+                        self.hooked.append(module)
+
+    def start_epoch(self, epoch: int, epochs: int, warmup: int) -> None:
+        from .cellspace import skip_dropout_rate
+
+        self.p = skip_dropout_rate(self.rate, self.decay, epoch, epochs, warmup)
+
+    def __call__(self, module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if module.training and self.p > 0:
+            return torch.nn.functional.dropout(output, self.p, training=True)
+        return None
 
 
 def _node_groups(edges: list[tuple[int, int]]) -> list[list[int]]:
