@@ -1,6 +1,6 @@
 """nasreg's built-in sampling-strategy plugin: NAS with reinforcement learning, and random search.
 
-Registers, through the public plugin API only, three :class:`nasreg.SamplingStrategy` strategies
+Registers, through the public plugin API only, four :class:`nasreg.SamplingStrategy` strategies
 (``[strategy] name``; no ``[selector]``: each returns the best child's genotype itself):
 
 * ``reinforce``: an LSTM controller emits a space's decisions step by step and is trained with
@@ -8,6 +8,9 @@ Registers, through the public plugin API only, three :class:`nasreg.SamplingStra
   rewarded with its validation accuracy (Zoph and Le, 2017), see :mod:`nasreg_rl.strategy` and
   :mod:`nasreg_rl.controller`;
 * ``random``: uniform sampling of the same decisions with the same child budget, the baseline.
+* ``evolution``: regularized (aging) evolution (Real et al., 2019): a random population, each
+  child its tournament-chosen parent with one decision mutated, the oldest member dying, see
+  :mod:`nasreg_rl.evolution`.
 * ``enas``: ENAS (Pham et al., 2018): the controller's children share the weights of one
   supernet (``darts-cell``), trained alternately with the controller; the best sampled cells are
   trained from scratch as children and the best of them wins, see :mod:`nasreg_rl.enas`.
