@@ -17,7 +17,8 @@ Algorithm 1 of the paper, over any space that lists its decisions (``decisions()
 A mutation changes exactly one decision, to another of its choices, so a child is always valid
 (a NASNet block's input decision only offers earlier states: no loops). With probability
 ``identity_probability`` the child is the parent unchanged (it is trained again, with its own
-seed); otherwise a mutation kind is chosen uniformly among the kinds the space's decisions have,
+seed; the paper allows such an identity mutation, the default rate 0.05 is ours, the rate used
+there was not in the material we had); otherwise a mutation kind is chosen uniformly among the kinds the space's decisions have,
 then one decision of that kind uniformly. A space names its kinds with an optional
 ``decision_kinds()`` (one string per decision of ``decisions()``): ``nasnet-cell`` says
 ``input`` (the paper's hidden-state mutation), ``op`` (its op mutation) and ``combine`` (present
