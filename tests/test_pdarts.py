@@ -310,6 +310,7 @@ def searched(tmp_path_factory):
     return result, out, rates
 
 
+@pytest.mark.slow
 def test_a_shrunk_search_deepens_the_supernet_and_shrinks_the_candidates(searched):
     result, out, rates = searched
     stages = json.loads((out / "stages.json").read_text())
@@ -356,3 +357,13 @@ def test_a_stopped_search_resumes_to_the_uninterrupted_end(searched, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert comparable(out) == comparable(reference)
+
+
+def test_a_skip_limit_cell_the_space_lacks_is_an_error_at_the_first_selection():
+    sel = ProgressiveSelector(skip_limit_cells=["norml"])
+    result = stage_result([[0.2, 0.3, 0.5]] * 5, stage=0)
+    with pytest.raises(SpecError, match=r"\[selector\] skip_limit_cells: the search space has no 'norml' cell "
+                                        r"\(its cell types: normal, reduce\)"):
+        sel.next_candidates(result, run=None)
+    # keep_ops 5 of an edge's 3 ops: every op stays
+    assert ProgressiveSelector().next_candidates(result, run=None)["normal"] == result.candidates["normal"]

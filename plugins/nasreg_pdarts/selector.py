@@ -33,19 +33,22 @@ class ProgressiveSelector(nasreg.Selector):
     """P-DARTS: deeper supernets stage by stage over fewer ops per edge, skip dropout, at most
     ``max_skip_connects`` skip connections in the normal cell.
 
-    Keys (the ``[selector]`` table; defaults: the paper's CIFAR-10 search):
+    The keys of ``[selector]``; their defaults are the paper's CIFAR-10 search.
 
-    ``stages``              number of search stages (3).
-    ``cells``               per stage, the supernet's cell count (``[search_space] cells``): [5, 11, 17].
-    ``keep_ops``            per stage but the last, how many ops every edge keeps after it, strictly
-                            decreasing: [5, 3] (the last stage keeps one, by the derivation).
-    ``skip_dropout``        per stage, the initial skip-connection dropout rate
-                            (``[search_space] skip_dropout``): [0.0, 0.4, 0.7].
-    ``skip_dropout_decay``  the rate's decay (``[search_space] skip_dropout_decay``; 0: constant): 0.2.
-    ``max_skip_connects``   the most skip connections the derived cells of ``skip_limit_cells`` keep (2).
-    ``skip_limit_cells``    the cell types the limit applies to (["normal"]).
-    ``inherit_weights``     start a stage from the previous stage's weights where ops persist
-                            (false: the paper trains every stage from scratch).
+    Keys:
+        stages: number of search stages (the paper: 3).
+        cells: per stage, the supernet's cell count, its ``[search_space] cells`` (the paper: 5, 11, 17).
+        keep_ops: per stage but the last, how many ops every edge keeps after it, strictly
+            decreasing (the paper: 5, 3; the last stage keeps one, by the derivation).
+        skip_dropout: per stage, the initial skip-connection dropout rate, its ``[search_space]
+            skip_dropout`` (the paper: 0.0, 0.4, 0.7).
+        skip_dropout_decay: the rate's decay over a stage, ``[search_space] skip_dropout_decay``
+            (0: constant; P-DARTS's code: 0.2).
+        max_skip_connects: the most skip connections (identity-kind ops) a derived cell of
+            ``skip_limit_cells`` keeps (the paper: 2).
+        skip_limit_cells: the cell types the skip limit applies to (the paper: the normal cell).
+        inherit_weights: start a stage from the previous stage's weights where ops persist (the
+            paper trains every stage from scratch).
     """
 
     def __init__(self, stages: Annotated[int, Range(ge=1, le=10)] = 3,
