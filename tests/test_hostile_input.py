@@ -179,7 +179,7 @@ def test_a_table_replaced_by_a_value(user, table, value):
     ("search_space.operations=[]", "expected at least one operation"),
     ("data.dataset=imagenet-22k", "[data] dataset: unknown dataset 'imagenet-22k'"),
     ("search_space.name=nasbench-201", "[search_space] name: unknown search space 'nasbench-201'"),
-    ("strategy.name=enas", "[strategy] name: unknown search strategy 'enas'"),
+    ("strategy.name=no-such-strategy", "[strategy] name: unknown search strategy 'no-such-strategy'"),
     ("selector.name=random", "[selector] name: unknown selector 'random'"),
     ("selector.clusterer.name=dbscan", "[selector.clusterer] name: unknown clusterer 'dbscan'"),
     ('strategy.name=""', "[strategy] name: unknown search strategy ''"),
