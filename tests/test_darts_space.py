@@ -175,7 +175,7 @@ def test_spec_schema_defaults_and_errors():
     assert comp.params == {"operations": DARTS_OPS, "nodes": 4, "cells": 8, "channels": 16,
                            "stem_multiplier": 3, "reductions": None, "drop_path": 0.0, "affine": False,
                            "alpha_init_std": 1e-3, "partial_channels": 1, "edge_normalization": False,
-                           "skip_dropout": 0.0, "skip_dropout_decay": 0.0}
+                           "skip_dropout": 0.0, "skip_dropout_decay": 0.0, "batched_edges": True}
     assert isinstance(comp.build(), nasreg.SearchSpace)
     with pytest.raises(SpecError, match="operations: missing required key"):
         spec_component({})

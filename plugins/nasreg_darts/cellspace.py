@@ -33,7 +33,8 @@ class DartsCellSpace(nasreg.SearchSpace):
     def __init__(self, operations: list[str], nodes: int = 4, cells: int = 8, channels: int = 16,
                  stem_multiplier: int = 3, reductions: list[int] | None = None, drop_path: float = 0.0,
                  affine: bool = False, alpha_init_std: float = 1e-3, partial_channels: int = 1,
-                 edge_normalization: bool = False, skip_dropout: float = 0.0, skip_dropout_decay: float = 0.0):
+                 edge_normalization: bool = False, skip_dropout: float = 0.0, skip_dropout_decay: float = 0.0,
+                 batched_edges: bool = True):
         operations = nasreg.operation_names(operations)
         if reductions is None:
             reductions = sorted({cells // 3, 2 * cells // 3})  # nasreg.default_reductions (torch-free)
@@ -58,6 +59,7 @@ class DartsCellSpace(nasreg.SearchSpace):
         self.alpha_init_std = alpha_init_std
         self.partial_channels = int(partial_channels)
         self.edge_normalization = bool(edge_normalization)
+        self.batched_edges = bool(batched_edges)
         if not 0.0 <= skip_dropout < 1.0:
             raise ValueError(f"skip_dropout: expected a rate in [0, 1), got {skip_dropout}")
         if skip_dropout_decay < 0:

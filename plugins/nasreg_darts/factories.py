@@ -54,9 +54,9 @@ def avg_pool_3x3(C: int, stride: int, affine: bool, *, bn: bool = True) -> nn.Mo
 @OPERATIONS.add(is_zero=False, parameter_free=True, kind="identity")
 def skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
     """Identity at stride 1; FactorizedReduce at stride 2."""
-    from torch import nn
+    from .ops import FactorizedReduceOp, Identity
 
-    return nn.Identity() if stride == 1 else nasreg.FactorizedReduce(C, C, affine=affine)
+    return Identity() if stride == 1 else FactorizedReduceOp(C, C, affine=affine)
 
 
 @OPERATIONS.add(**_CONV)
@@ -123,6 +123,7 @@ def darts_cell(
     edge_normalization: bool = False,
     skip_dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
     skip_dropout_decay: Annotated[float, Range(ge=0)] = 0.0,
+    batched_edges: bool = True,
 ) -> nasreg.SearchSpace:
     """The DARTS cell: 2 input nodes, `nodes` intermediate nodes, normal and reduction cells.
 
@@ -145,6 +146,11 @@ def darts_cell(
     ``skip_dropout_decay`` = 0 keeps the rate constant; > 0 decays it per epoch as P-DARTS does:
     ``rate * (E - e - 1) / E`` in the stage's warm-up epochs, ``rate * exp(-(e - warmup) * decay)``
     in its joint epochs (P-DARTS: 0.2).
+
+    ``batched_edges`` (default true) runs the ops of all edges leaving one node together (one
+    grouped conv for every ``sep_conv_3x3`` leaving it, ...; :mod:`nasreg_darts.batched`), where
+    the ops implement the batched-op protocol and no strategy sets active ops; the same values
+    as false, the per-edge mixed ops, in far fewer kernel calls.
     """
     from .cellspace import DartsCellSpace
 
@@ -152,7 +158,7 @@ def darts_cell(
                           stem_multiplier=stem_multiplier, reductions=reductions, drop_path=drop_path,
                           affine=affine, alpha_init_std=alpha_init_std, partial_channels=partial_channels,
                           edge_normalization=edge_normalization, skip_dropout=skip_dropout,
-                          skip_dropout_decay=skip_dropout_decay)
+                          skip_dropout_decay=skip_dropout_decay, batched_edges=batched_edges)
 
 
 # --- the evaluation of a darts-cell genotype: its network's keys and DARTS's recipe ----------------

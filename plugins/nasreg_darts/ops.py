@@ -72,7 +72,7 @@ from nasreg import FactorizedReduce, ReLUConvBN, batch_norm_scaled
 
 __all__ = [
     "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Zero", "PoolBN", "Conv7x1x7", "OPS",
-    "OP_METADATA", "OPERATIONS", "DepthwiseConv2d", "batch_norm_scaled",
+    "OP_METADATA", "OPERATIONS", "DepthwiseConv2d", "batch_norm_scaled", "Identity", "FactorizedReduceOp",
     "register_all",
 ]
 
@@ -102,6 +102,42 @@ class _ReLUFirstSequential(nn.Module):
                       x_relu: torch.Tensor | None = None) -> torch.Tensor:
         """``scale * self(x)``, with ``x_relu = relu(x)`` when the caller has it."""
         return _sequential_fused(self.op, x, scale, x_relu)
+
+    def batch_key(self):
+        """The batched-op protocol (:mod:`nasreg_darts.batched`): ops of this class with equal
+        layer settings run as one call; ``None`` for a layer sequence it does not know."""
+        kinds = tuple(type(m) for m in self.op)
+        if (type(self).forward is not _ReLUFirstSequential.forward or not set(kinds) <= _BATCHABLE_LAYERS
+                or kinds[0] is not nn.ReLU or kinds[-1] is not nn.BatchNorm2d):
+            return None
+        return tuple((type(m).__name__, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                      m.dilation, m.groups, m.bias is None) if isinstance(m, nn.Conv2d)
+                     else (type(m).__name__, getattr(m, "num_features", None), getattr(m, "affine", None))
+                     for m in self.op)
+
+    @classmethod
+    def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
+                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
+        """``cat([scales[e] * modules[e](x)])``: each layer once for all E modules (depthwise convs
+        as one grouped conv over E * C channels, pointwise ones with ``groups = E``, BNs over E * C)."""
+        from .batched import batch_norm_stacked, depthwise_stacked, pointwise_stacked, repeat_channels
+
+        E = len(modules)
+        seqs = [list(m.op) for m in modules]
+        h = repeat_channels(x_relu if x_relu is not None else torch.relu(x), E, shared)
+        last = len(seqs[0]) - 1
+        for j in range(1, len(seqs[0])):
+            layers = [s[j] for s in seqs]
+            m = layers[0]
+            if isinstance(m, nn.ReLU):
+                h = torch.relu_(h) if m.inplace else torch.relu(h)
+            elif isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels:
+                h = depthwise_stacked(h, layers)
+            elif isinstance(m, nn.Conv2d):
+                h = pointwise_stacked(h, layers)
+            else:
+                h = batch_norm_stacked(layers, h, scales if j == last else None)
+        return h
 
 
 def _phase_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
@@ -157,6 +193,9 @@ class DepthwiseConv2d(nn.Conv2d):
         if self._phase and x.device.type == "cpu" and x.dim() == 4:
             return _phase_depthwise(x, self.weight, self.bias, self.stride[0], self.dilation[0], self.padding[0])
         return super().forward(x)
+
+
+_BATCHABLE_LAYERS = {nn.ReLU, nn.Conv2d, DepthwiseConv2d, nn.BatchNorm2d}
 
 
 class DilConv(_ReLUFirstSequential):
@@ -228,6 +267,68 @@ class PoolBN(nn.Module):
         if isinstance(self.bn, nn.BatchNorm2d):
             return batch_norm_scaled(self.bn, y, scale)
         return y if scale is None else y * scale
+
+    def batch_key(self):
+        """The batched-op protocol (:mod:`nasreg_darts.batched`): the pool is computed once for
+        all E edges, the E BNs as one over E * C channels."""
+        if type(self).forward is not PoolBN.forward or type(self.bn) not in (nn.BatchNorm2d, nn.Identity):
+            return None
+        p = self.pool
+        return (type(p).__name__, p.kernel_size, p.stride, p.padding, getattr(p, "count_include_pad", None),
+                getattr(p, "dilation", None), getattr(p, "ceil_mode", None), type(self.bn).__name__,
+                getattr(self.bn, "num_features", None), getattr(self.bn, "affine", None))
+
+    @classmethod
+    def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
+                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
+        from .batched import batch_norm_stacked, repeat_channels
+
+        E = len(modules)
+        y = repeat_channels(modules[0].pool(x), E)
+        if isinstance(modules[0].bn, nn.BatchNorm2d):
+            return batch_norm_stacked([m.bn for m in modules], y, scales)
+        return y * scales.repeat_interleave(x.shape[1]).view(1, -1, 1, 1)
+
+
+class Identity(nn.Identity):
+    """``skip_connect`` at stride 1: ``nn.Identity`` with the batched-op protocol."""
+
+    def batch_key(self):
+        return () if type(self).forward is nn.Identity.forward else None
+
+    @classmethod
+    def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
+                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
+        from .batched import repeat_channels
+
+        return repeat_channels(x, len(modules), shared) * scales.repeat_interleave(x.shape[1]).view(1, -1, 1, 1)
+
+
+class FactorizedReduceOp(FactorizedReduce):
+    """``skip_connect`` at stride 2: :class:`nasreg.FactorizedReduce` (same parameters) with the
+    batched-op protocol."""
+
+    def batch_key(self):
+        if type(self).fused_forward is not FactorizedReduce.fused_forward or type(self.bn) is not nn.BatchNorm2d:
+            return None
+        return (self.conv_1.in_channels, self.conv_1.out_channels, self.conv_2.out_channels, self.bn.affine)
+
+    @classmethod
+    def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
+                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
+        from .batched import batch_norm_stacked, pointwise_stacked, repeat_channels
+
+        E = len(modules)
+        h = repeat_channels(x_relu if x_relu is not None else torch.relu(x), E, shared)
+        hh, ww = h.shape[-2:]
+        shifted = h if not (hh % 2 or ww % 2) else F.pad(h, (0, ww % 2, 0, hh % 2))
+        h1 = h
+        if h.device.type == "cpu" and 2 <= x.shape[1] < 8 and _is_channels_last(h):
+            h1 = h.contiguous()  # see nasreg.FactorizedReduce: a oneDNN bug with 2 to 7 channels
+        a = pointwise_stacked(h1, [m.conv_1 for m in modules])
+        b = pointwise_stacked(shifted[:, :, 1:, 1:], [m.conv_2 for m in modules])
+        out = torch.cat([a.unflatten(1, (E, -1)), b.unflatten(1, (E, -1))], dim=2).flatten(1, 2)
+        return batch_norm_stacked([m.bn for m in modules], out, scales)
 
 
 class Conv7x1x7(_ReLUFirstSequential):

@@ -137,8 +137,13 @@ class SearchCell(nn.Module):
 
     def __init__(self, cell_type: str, edges: list[tuple[int, int]], candidates: list[list[str]],
                  C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool, *,
-                 ops: nasreg.Registry, affine: bool, drop_prob: float, partial_channels: int = 1):
+                 ops: nasreg.Registry, affine: bool, drop_prob: float, partial_channels: int = 1,
+                 batched: bool = True):
         super().__init__()
+        #: Run the edges leaving each node together (:mod:`nasreg_darts.batched`) when no edge has
+        #: an ``active`` set; False: every edge's mixed op on its own (the per-edge path).
+        self.batched = bool(batched)
+        self._groups = None  # the batched plan, built at the first batched forward
         self.cell_type = cell_type
         self.reduction = cell_type == "reduce"
         self.preprocess0, self.preprocess1 = nasreg.cell_inputs(C_prev_prev, C_prev, C, reduction_prev, affine)
@@ -155,6 +160,7 @@ class SearchCell(nn.Module):
             self.edges.append(edge)
             self._inputs.setdefault(dst, []).append((idx, src))
         self._nodes = sorted(self._inputs)
+        self._offsets = [sum(len(c) for c in candidates[:i]) for i in range(len(candidates))]
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: list[torch.Tensor],
                 edge_scales: list[torch.Tensor] | None = None,
@@ -164,6 +170,10 @@ class SearchCell(nn.Module):
         candidate indices edge ``e`` computes (:meth:`nasreg.Supernet.edge_mixing`; an empty list:
         the edge is skipped, as if absent)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.batched and (active is None or all(a is None for a in active)):
+            from .batched import forward_cell
+
+            return forward_cell(self, states, weights, edge_scales)
         relus: dict[int, torch.Tensor] = {}  # relu(node) once per node, shared by all its edges' ops
         for node in self._nodes:
             total = None
@@ -220,13 +230,28 @@ class DartsSupernet(nasreg.Supernet):
             ct = "reduce" if reduction else "normal"
             self.cells.append(SearchCell(ct, edges[ct], self.candidates[ct], C_prev_prev, C_prev, C_curr,
                                          reduction_prev, ops=ops, affine=space.affine,
-                                         drop_prob=space.drop_path, partial_channels=space.partial_channels))
+                                         drop_prob=space.drop_path, partial_channels=space.partial_channels,
+                                         batched=getattr(space, "batched_edges", True)))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, space.nodes * C_curr
         self._used_types = sorted({cell.cell_type for cell in self.cells})
         self._skip_dropout = _SkipDropout(space, self.cells, ops)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
+        self._relayout()
+
+    def _relayout(self) -> None:
+        """Batched edges: each batched op kind's BN statistics as views of one tensor."""
+        from .batched import relayout_cell
+
+        for cell in self.cells:
+            if cell.batched:
+                relayout_cell(cell)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .double(), ...: buffers replaced, lay them out again
+        out = super()._apply(fn, *args, **kwargs)
+        self._relayout()
+        return out
 
     def start_epoch(self, epoch: int, epochs: int, warmup: int = 0) -> None:
         """Set the epoch's skip dropout rate (``skip_dropout``, decayed by ``skip_dropout_decay``)."""

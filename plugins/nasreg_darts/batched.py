@@ -1,0 +1,359 @@
+"""Batched edges: the ops of all edges that leave one cell node, run together.
+
+**The op protocol (optional).** An op module may implement
+
+``batch_key() -> Hashable | None``
+    Modules of the same class with equal keys (same shapes and settings) can run as one batched
+    call; ``None``: this module cannot (it runs per edge).
+``batched_forward(modules, x, scales, x_relu, shared) -> Tensor`` (a classmethod)
+    ``x``: the common input (N, C, H, W) of the E ``modules`` (one per edge, same key);
+    ``scales``: a 1-d tensor of their E mixing weights; ``x_relu``: ``relu(x)`` or ``None``
+    (as in :class:`nasreg.MixedOp`'s ``fused_forward``); ``shared``: a dict the ops of one group
+    share for one forward pass (e.g. :func:`repeat_channels`'s copy of the input). Returns
+    (N, E * C_out, H', W'): channels ``[e * C_out, (e + 1) * C_out)`` are
+    ``scales[e] * modules[e](x)``. The result must be a new tensor its own backward does not need
+    (the group sums into it in place). Running statistics of the modules (BatchNorm) must move
+    exactly as ``modules[e](x)`` moves them.
+
+The parameters stay the per-edge modules' own (names, state_dict, weight inheritance between
+stages, checkpoints are those of the per-edge path); a batched call concatenates them
+(:func:`cat_weights`: one ``cat`` per layer, whose backward is a split). The BatchNorms of a
+batched kind get their running statistics laid out as consecutive views of one tensor
+(:func:`stacked_buffer`), so one ``batch_norm`` over E * C channels updates every edge's in place.
+
+:func:`forward_cell` runs a :class:`~nasreg_darts.space.SearchCell` this way: per input node (the
+edges leaving it share input and stride), per kind (class and key), one ``batched_forward``;
+modules without the protocol run per edge (``MixedOp.op_term``) into the same group output; node
+sums add narrow views of the group outputs. Drop path draws its masks in the per-edge path's order
+(same random numbers), PC-DARTS partial channels batch the sliced input and shuffle per edge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nasreg
+from nasreg import rank_sample_rows as sample_rows
+
+__all__ = ["batch_norm_stacked", "cat_weights", "depthwise_stacked", "forward_cell", "has_protocol",
+           "pointwise_stacked", "relayout_cell", "repeat_channels", "stacked_buffer"]
+
+
+# --- helpers for ops implementing the protocol ----------------------------------------------------
+
+def has_protocol(module: nn.Module) -> bool:
+    """Does ``module`` implement the batched-op protocol (and say it can batch)?"""
+    key = getattr(module, "batch_key", None)
+    if module._forward_hooks or module._forward_pre_hooks:  # e.g. P-DARTS's skip dropout: its own forward
+        return False
+    return callable(key) and callable(getattr(type(module), "batched_forward", None)) and key() is not None
+
+
+def repeat_channels(x: torch.Tensor, E: int, shared: dict | None = None) -> torch.Tensor:
+    """``cat([x] * E, dim=1)`` (memory format kept), computed once per ``shared`` dict."""
+    if E == 1:
+        return x
+    key = ("repeat", id(x), E)
+    if shared is not None and key in shared:
+        return shared[key][1]
+    y = torch.cat([x] * E, dim=1)
+    if shared is not None:
+        shared[key] = (x, y)  # x kept alive: its id stays unique while the entry lives
+    return y
+
+
+def cat_weights(layers: list[nn.Module], name: str = "weight") -> torch.Tensor:
+    """The ``name`` parameters of ``layers`` concatenated along dim 0."""
+    ts = [getattr(m, name) for m in layers]
+    return ts[0] if len(ts) == 1 else torch.cat(ts, dim=0)
+
+
+def depthwise_stacked(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
+    """E depthwise convs of C channels (same settings) on E * C stacked channels: one grouped conv
+    (on CPU a dilated one through the phase decomposition of :class:`nasreg_darts.ops.DepthwiseConv2d`)."""
+    from .ops import _phase_depthwise
+
+    c = convs[0]
+    w = cat_weights(convs)
+    if getattr(c, "_phase", False) and x.device.type == "cpu" and x.dim() == 4:
+        return _phase_depthwise(x, w, None, c.stride[0], c.dilation[0], c.padding[0])
+    return F.conv2d(x, w, None, c.stride, c.padding, c.dilation, groups=x.shape[1])
+
+
+def pointwise_stacked(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
+    """E convs (same settings, ``groups == 1``) of E stacked inputs: one conv with ``groups = E``."""
+    c = convs[0]
+    return F.conv2d(x, cat_weights(convs), None, c.stride, c.padding, c.dilation, groups=len(convs))
+
+
+def stacked_buffer(modules: list[nn.Module], name: str, relayout: bool = False) -> torch.Tensor | None:
+    """The tensor whose consecutive slices are the ``name`` buffers of ``modules``, when they are
+    laid out that way (then an in-place update of it updates every module's buffer); else ``None``,
+    or with ``relayout`` the buffers are made views of a new such tensor (values kept).
+
+    Lay buffers out only where nothing holds the old tensors (:meth:`DartsSupernet._apply` does it
+    after ``.to()`` and at construction): a snapshot of ``model.buffers()`` taken before would
+    restore into the replaced tensors."""
+    ts = [getattr(m, name) for m in modules]
+    if len(ts) == 1:
+        return ts[0]
+    base = ts[0]._base
+    if base is not None and base.dim() == 1 and base.numel() == sum(t.numel() for t in ts):
+        ptr, size = base.data_ptr(), base.element_size()
+        off = 0
+        ok = True
+        for t in ts:
+            if t._base is not base or t.data_ptr() != ptr + off * size or not t.is_contiguous():
+                ok = False
+                break
+            off += t.numel()
+        if ok:
+            return base
+    if not relayout:
+        return None
+    with torch.no_grad():
+        base = torch.cat([t.detach().reshape(-1) for t in ts])
+    for m, part in zip(modules, base.split([t.numel() for t in ts])):
+        setattr(m, name, part.view(getattr(m, name).shape))  # a registered buffer stays registered
+    return base
+
+
+def relayout_cell(cell: nn.Module) -> None:
+    """Lay out the BatchNorm statistics of every batched kind of ``cell`` as views of one tensor
+    (see :func:`stacked_buffer`); the modules of one kind have the same structure."""
+    for g in build_groups(cell):
+        for kind in g.kinds:
+            if not kind.batched or len(kind.modules) < 2:
+                continue
+            subs = [dict(m.named_modules()) for m in kind.modules]
+            for sub_name, sub in subs[0].items():
+                if type(sub) is nn.BatchNorm2d and sub.running_mean is not None:
+                    bns = [d[sub_name] for d in subs]
+                    stacked_buffer(bns, "running_mean", relayout=True)
+                    stacked_buffer(bns, "running_var", relayout=True)
+    cell._groups = None  # rebuilt at the next forward (hooks added meanwhile are seen)
+
+
+def batch_norm_stacked(bns: list[nn.Module], x: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+    """``cat([scales[e] * bns[e](x_e)])`` for E BatchNorms of C channels on E * C stacked channels,
+    one ``batch_norm`` call; running statistics and ``num_batches_tracked`` move exactly as the E
+    separate calls move them (``nasreg.batch_norm_scaled`` per edge when a BN is not a plain
+    ``BatchNorm2d`` or has hooks)."""
+    E = len(bns)
+    C = x.shape[1] // E
+    plain = all(type(b) is nn.BatchNorm2d and not b._forward_hooks and not b._forward_pre_hooks for b in bns)
+    if not plain or E == 1:
+        parts = [nasreg.batch_norm_scaled(b, x.narrow(1, e * C, C), None if scales is None else scales[e])
+                 for e, b in enumerate(bns)]
+        return parts[0] if E == 1 else torch.cat(parts, dim=1)
+    bn = bns[0]
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep = (not bn.training or bn.track_running_stats) and bn.running_mean is not None
+    mean = stacked_buffer(bns, "running_mean") if keep else None
+    var = stacked_buffer(bns, "running_var") if keep else None
+    write_back = keep and (mean is None or var is None)
+    if write_back:  # not laid out as one tensor: update copies, then copy them back
+        mean = torch.cat([b.running_mean for b in bns])
+        var = torch.cat([b.running_var for b in bns])
+    weight = None if bn.weight is None else cat_weights(bns, "weight")
+    bias = None if bn.bias is None else cat_weights(bns, "bias")
+    if scales is not None:
+        s = scales.repeat_interleave(C)
+        weight = s if weight is None else weight * s
+        bias = None if bias is None else bias * s
+    out = F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, bn.eps)
+    if write_back and bn.training:
+        with torch.no_grad():
+            torch._foreach_copy_([b.running_mean for b in bns] + [b.running_var for b in bns],
+                                 list(mean.split(C)) + list(var.split(C)))
+    return out
+
+
+# --- the cell -------------------------------------------------------------------------------------
+
+class _Kind:
+    """Ops of one group (same class and batch key, or one module without the protocol)."""
+
+    __slots__ = ("batched", "modules", "positions", "cand", "edges", "droppable", "_idx")
+
+    def __init__(self, batched: bool):
+        self.batched = batched
+        self.modules: list[nn.Module] = []
+        self.positions: list[int] = []  # position of the edge in its group
+        self.cand: list[int] = []  # candidate index of the op on its edge
+        self.edges: list[int] = []  # cell edge index
+        self.droppable = True
+        self._idx: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def index(self, offsets: list[int], C: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat weight index of every op, output channel index) on ``device``, cached."""
+        key = (device, C)
+        got = self._idx.get(key)
+        if got is None:
+            w = torch.tensor([offsets[e] + i for e, i in zip(self.edges, self.cand)], device=device)
+            ch = torch.tensor([p * C + j for p in self.positions for j in range(C)], device=device)
+            got = self._idx[key] = (w, ch)
+        return got
+
+
+class _Group:
+    """The edges leaving one node of a cell (same input and stride) and their op kinds."""
+
+    def __init__(self, src: int, edges: list[int], cell: nn.Module):
+        self.src = src
+        self.edges = edges
+        self.kinds: list[_Kind] = []
+        by_key: dict[Any, _Kind] = {}
+        for pos, e in enumerate(edges):
+            mixed = cell.edges[e]
+            for i, module in mixed.plan():
+                if has_protocol(module):
+                    key = (type(module), module.batch_key())
+                    kind = by_key.get(key)
+                    if kind is None:
+                        kind = by_key[key] = _Kind(True)
+                        self.kinds.append(kind)
+                else:
+                    kind = _Kind(False)
+                    self.kinds.append(kind)
+                kind.modules.append(module)
+                kind.positions.append(pos)
+                kind.cand.append(i)
+                kind.edges.append(e)
+                kind.droppable = not isinstance(module, nn.Identity)
+        self.relu_input = any(getattr(m, "relu_input", False) for k in self.kinds for m in k.modules)
+
+
+def build_groups(cell: nn.Module) -> list[_Group]:
+    """The groups of a cell: its edges by input node (every edge from a node has the same stride)."""
+    by_src: dict[int, list[int]] = {}
+    for node in cell._nodes:
+        for idx, src in cell._inputs[node]:
+            by_src.setdefault(src, []).append(idx)
+    return [_Group(src, sorted(es), cell) for src, es in sorted(by_src.items())]
+
+
+def _drop_masks(cell: nn.Module, x_dtype: torch.dtype, n_local: int, device: torch.device
+                ) -> dict[tuple[int, int], torch.Tensor]:
+    """Drop-path masks for every droppable op, drawn in the per-edge path's order (same numbers)."""
+    masks: dict[tuple[int, int], torch.Tensor] = {}
+    keep = None
+    for node in cell._nodes:
+        for idx, _src in cell._inputs[node]:
+            mixed = cell.edges[idx]
+            keep = 1.0 - mixed.drop_prob
+            for i, droppable, _m in mixed._plan:
+                if droppable:
+                    n, rows = sample_rows(n_local)
+                    mask = torch.empty(n, 1, 1, 1, device=device, dtype=x_dtype).bernoulli_(keep)
+                    masks[(idx, i)] = mask[rows]
+    return masks
+
+
+def forward_cell(cell: nn.Module, states: list[torch.Tensor], weights: list[torch.Tensor],
+                 edge_scales: list[torch.Tensor] | None) -> torch.Tensor:
+    """The cell's nodes from its two preprocessed inputs ``states``, edges batched per group
+    (the same values as the per-edge path, up to float rounding)."""
+    groups = cell._groups
+    if groups is None:
+        groups = cell._groups = build_groups(cell)
+    partial = cell.partial
+    first = cell.edges[0]
+    drop = first.training and first.drop_prob > 0.0
+    k = first.k if partial else 1
+    mix = weights if edge_scales is None else [w * s for w, s in zip(weights, edge_scales)]
+    flat = torch.cat(mix) if len(mix) > 1 else mix[0]
+    offsets = cell._offsets
+    masks = _drop_masks(cell, states[0].dtype, states[0].shape[0], states[0].device) if drop else None
+    keep = 1.0 - first.drop_prob if drop else 1.0
+    outputs: dict[int, tuple[_Group, list[torch.Tensor]]] = {}
+    for node in cell._nodes:
+        # every group whose source is ready and not yet run: run it now (sources run in order)
+        for g in groups:
+            if g.src < len(states) and g.src not in outputs:
+                outputs[g.src] = (g, _run_group(cell, g, states[g.src], flat, offsets, masks, keep, partial, k,
+                                                edge_scales))
+        total = None
+        for idx, src in cell._inputs[node]:
+            g, out = outputs[src]
+            pos = g.edges.index(idx)
+            term = out[pos]
+            total = term if total is None else total + term
+        states.append(total)
+    return torch.cat(states[2:], dim=1)
+
+
+def _run_group(cell, g: _Group, x: torch.Tensor, flat: torch.Tensor, offsets: list[int],
+               masks: dict | None, keep: float, partial: bool, k: int,
+               edge_scales: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    E = len(g.edges)
+    x_full = x
+    if partial:
+        c = x.shape[1] // k
+        x = x[:, :c]
+    C = x.shape[1]
+    x_relu = torch.relu(x) if g.relu_input else None
+    shared: dict = {}
+    acc = None
+    for kind in g.kinds:
+        widx, chidx = kind.index(offsets, C, x.device)
+        scales = flat[widx]
+        if masks is not None and kind.droppable:
+            scales = scales / keep
+        if kind.batched:
+            y = type(kind.modules[0]).batched_forward(kind.modules, x, scales, x_relu, shared)
+            if masks is not None and kind.droppable:
+                m = torch.cat([masks[(e, i)] for e, i in zip(kind.edges, kind.cand)], dim=1)
+                y = y * m.to(y.dtype).repeat_interleave(C, dim=1)
+            if acc is None and kind.positions == list(range(E)):
+                acc = y
+                continue
+            if acc is None:
+                acc = _zeros(y, E, C)
+            if kind.positions == list(range(E)):
+                acc.add_(y)
+            else:
+                acc.index_add_(1, chidx, y)
+        else:
+            (module,), (pos,) = kind.modules, kind.positions
+            y = nasreg.MixedOp.op_term(module, x, scales[0], x_relu)
+            if masks is not None and kind.droppable:
+                y = y * masks[(kind.edges[0], kind.cand[0])].to(y.dtype)
+            if acc is None:
+                acc = _zeros(y, E, C)
+            acc.narrow(1, pos * C, C).add_(y)
+    if acc is None:  # only zero ops leave this node
+        n, _, h, w = x.shape
+        s = cell.edges[g.edges[0]].stride
+        acc = x.new_zeros(n, E * C, (h + s - 1) // s, (w + s - 1) // s)
+    # split, not narrow views: their backward is one cat that keeps the memory format (the sum of
+    # zero-padded narrow gradients is NCHW, which sends a channels-last BN backward down a slow path)
+    parts = list(acc.split(C, dim=1)) if E > 1 else [acc]
+    if not partial:
+        return parts
+    from .space import shuffle_concat
+
+    rest = x_full[:, C:]
+    pool = cell.edges[g.edges[0]].bypass_pool
+    if pool is not None:
+        rest = pool(rest)
+    outs = []
+    for pos, e in enumerate(g.edges):
+        r = rest if edge_scales is None else rest * edge_scales[e]
+        outs.append(shuffle_concat(parts[pos], r, k))
+    return outs
+
+
+def _zeros(like: torch.Tensor, E: int, C: int) -> torch.Tensor:
+    n, _, h, w = like.shape
+    fmt = torch.channels_last if (like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
+                                  and not like.is_contiguous()) else torch.contiguous_format
+    return like.new_zeros(n, E * C, h, w).contiguous(memory_format=fmt)
