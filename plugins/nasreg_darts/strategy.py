@@ -194,12 +194,18 @@ class DartsStrategy(SearchStrategy):
             raise ValueError("the supernet has no trainable weights")
         self._device = self._weights[0].device
 
+        # foreach: a few calls for all weights (CPU included: same arithmetic as the per-tensor
+        # loop, but one dispatch per operation instead of one per weight)
+        self._foreach = True if self._device.type in ("cpu", "cuda") else None
         self.w_optimizer = torch.optim.SGD(self._weights, lr=self.w_lr, momentum=self.w_momentum,
-                                           weight_decay=self.w_weight_decay)
+                                           weight_decay=self.w_weight_decay, foreach=self._foreach)
         self.w_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=epochs,
                                                                       eta_min=self.w_lr_min)
         self.alpha_optimizer = torch.optim.Adam(self._alphas, lr=self.alpha_lr, betas=self.alpha_betas,
-                                                weight_decay=self.alpha_weight_decay) if self._alphas else None
+                                                weight_decay=self.alpha_weight_decay,
+                                                foreach=self._foreach) if self._alphas else None
+        self._buffer_snapshot = _Snapshot()  # BN statistics around the architecture step
+        self._weight_snapshot = _Snapshot()  # w around the second-order step's virtual step
 
         self._amp_dtype = None
         self.w_scaler = self.alpha_scaler = None
@@ -290,7 +296,7 @@ class DartsStrategy(SearchStrategy):
         if scaler is not None:
             scaler.unscale_(self.w_optimizer)
         if self.w_grad_clip is not None:
-            nn.utils.clip_grad_norm_(self._weights, self.w_grad_clip)
+            nn.utils.clip_grad_norm_(self._weights, self.w_grad_clip, foreach=self._foreach)
         if scaler is not None:
             scaler.step(self.w_optimizer)
             scaler.update()
@@ -307,7 +313,7 @@ class DartsStrategy(SearchStrategy):
 
         from nasreg import average_across_ranks_ as average_
 
-        buffers = _Snapshot(self.model.buffers())
+        buffers = self._buffer_snapshot.take(self.model.buffers())
         scaler = self.alpha_scaler
         with self._autocast():
             loss = F.cross_entropy(self._net(xv), yv)
@@ -336,8 +342,8 @@ class DartsStrategy(SearchStrategy):
         def scaled(loss: torch.Tensor) -> torch.Tensor:
             return scaler.scale(loss) if scaler is not None else loss
 
-        buffers = _Snapshot(model.buffers())
-        w0 = _Snapshot(W)
+        buffers = self._buffer_snapshot.take(self.model.buffers())
+        w0 = self._weight_snapshot.take(W)
 
         # Virtual step w' = w - xi * (momentum * buf + grad_w L_train + wd * w), as in DARTS.
         with self._autocast():
@@ -388,7 +394,7 @@ class DartsStrategy(SearchStrategy):
         with torch.no_grad():
             w0.restore()
             buffers.restore()
-            del w0, dw
+            del dw
             # grad = dalpha - xi * (g+ - g-) / (2 eps)
             hessian = torch._foreach_sub(probes[0], probes[1])
             torch._foreach_div_(hessian, 2 * eps)
@@ -434,23 +440,31 @@ class DartsStrategy(SearchStrategy):
 
 
 class _Snapshot:
-    """An exact copy of many tensors (weights, BN buffers): one flat storage per (device, dtype),
-    so taking it is one ``cat`` per group instead of a clone per tensor, and restoring it is one
-    foreach copy. ``copies[i]`` is the saved value of ``tensors[i]`` (a view of the flat storage)."""
+    """An exact copy of many tensors (weights, BN buffers) in storage kept between steps: taking it
+    again of the same tensors is one foreach copy, restoring it another (a few thousand BN buffers
+    would otherwise cost a few thousand calls per step). ``copies[i]`` is the saved value of
+    ``tensors[i]``; new storage is made when the tensors are others or have changed shape, dtype
+    or device (``.to()`` replaces a module's tensors' data)."""
 
-    def __init__(self, tensors: Any):
+    def __init__(self) -> None:
+        self.tensors: list[Any] = []
+        self.copies: list[Any] = []
+
+    def take(self, tensors: Any) -> "_Snapshot":
         import torch
 
-        self.tensors = list(tensors)
-        self.copies: list[torch.Tensor] = [None] * len(self.tensors)  # type: ignore[list-item]
-        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for i, t in enumerate(self.tensors):
-            groups.setdefault((t.device, t.dtype), []).append(i)
+        tensors = list(tensors)
+        same = len(tensors) == len(self.tensors) and all(
+            a is b and a.shape == c.shape and a.dtype == c.dtype and a.device == c.device
+            for a, b, c in zip(tensors, self.tensors, self.copies))
         with torch.no_grad():
-            for idx in groups.values():
-                flat = torch.cat([self.tensors[i].detach().reshape(-1) for i in idx])
-                for i, part in zip(idx, flat.split([self.tensors[i].numel() for i in idx])):
-                    self.copies[i] = part.view(self.tensors[i].shape)
+            if same:
+                if tensors:
+                    torch._foreach_copy_(self.copies, tensors)
+            else:
+                self.tensors = tensors
+                self.copies = [t.detach().clone() for t in tensors]
+        return self
 
     def restore(self) -> None:
         import torch

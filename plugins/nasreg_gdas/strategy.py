@@ -232,12 +232,15 @@ class GdasStrategy(SearchStrategy):
         self.sampler = GumbelSampler(generator, self.tau)
         model.weighting = self.sampler
 
+        self._foreach = True if self._weights[0].device.type in ("cpu", "cuda") else None  # one call per operation
         self.w_optimizer = torch.optim.SGD(self._weights, lr=self.w_lr, momentum=self.w_momentum,
-                                           weight_decay=self.w_weight_decay, nesterov=self.w_nesterov)
+                                           weight_decay=self.w_weight_decay, nesterov=self.w_nesterov,
+                                           foreach=self._foreach)
         self.w_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=epochs,
                                                                       eta_min=self.w_lr_min)
         self.alpha_optimizer = torch.optim.Adam(self._alphas, lr=self.alpha_lr, betas=self.alpha_betas,
-                                                weight_decay=self.alpha_weight_decay) if self._alphas else None
+                                                weight_decay=self.alpha_weight_decay,
+                                                foreach=self._foreach) if self._alphas else None
 
     def end_epoch(self) -> None:
         self._require_setup()
@@ -306,7 +309,7 @@ class GdasStrategy(SearchStrategy):
         for p, g in zip(self._weights, grads):
             p.grad = g
         if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self._weights, self.grad_clip)
+            nn.utils.clip_grad_norm_(self._weights, self.grad_clip, foreach=self._foreach)
         self.w_optimizer.step()
         with torch.no_grad():
             correct = (logits.argmax(dim=-1) == y).sum()
