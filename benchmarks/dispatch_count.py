@@ -16,6 +16,11 @@ batched edges.
 
     python benchmarks/dispatch_count.py specs/darts.toml --order 1 --batch 16 --path per-edge
     python benchmarks/dispatch_count.py specs/darts.toml --order 2 --stage 1
+    python benchmarks/dispatch_count.py specs/darts.toml --compare   # both paths, one table
+
+``--compare`` builds both paths (same seed, same weights), counts each, times their steps
+interleaved (so that a busy machine slows both alike) and prints a table with the batched path's
+ratio to the per-edge one; the last line is the batched path's count.
 """
 
 from __future__ import annotations
@@ -44,14 +49,15 @@ def stage1_candidates(space, seed: int) -> dict[str, list[list[str]]]:
     return out
 
 
-def build(args: argparse.Namespace):
+def build(args: argparse.Namespace, path: str | None = None):
     import torch
 
     import nasreg
 
+    path = args.path if path is None else path
     overrides = [f"strategy.order={args.order}", f"data.batch_size={args.batch}", *args.set]
-    if args.path is not None:
-        overrides.append(f"search_space.batched_edges={'true' if args.path == 'batched' else 'false'}")
+    if path is not None:
+        overrides.append(f"search_space.batched_edges={'true' if path == 'batched' else 'false'}")
     spec = nasreg.load_spec(args.spec, overrides=overrides)
     space = spec.search_space.build()
     candidates = space.full_candidates() if args.stage == 0 else stage1_candidates(space, args.stage_seed)
@@ -93,11 +99,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--compare", action="store_true", help="per-edge and batched in one run, one table")
     args = p.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.compare:
+        compare(args)
+        return
     model, strategy, candidates = build(args)
     g = torch.Generator().manual_seed(1)
     b = args.batch
@@ -130,6 +140,41 @@ def main() -> None:
     print(f"{'(other ' + str(max(len(calls) - args.top, 0)) + ' ops)':<40} {rest:>8} {rest / total:>7.1%}")
     print(f"s/step: {statistics.median(times):.4f} (median of {len(times)}, min {min(times):.4f})")
     print(f"aten calls per step: {total}")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Both paths: counts, interleaved timed steps, one table."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    b = args.batch
+    batches = [((torch.randn(b, *IMAGE, generator=g), torch.randint(0, CLASSES, (b,), generator=g)),
+                (torch.randn(b, *IMAGE, generator=g), torch.randint(0, CLASSES, (b,), generator=g)))
+               for _ in range(2)]
+    paths = ("per-edge", "batched")
+    runs = {}
+    for path in paths:
+        model, strategy, candidates = build(args, path)
+        for i in range(args.warmup):
+            strategy.step(*batches[i % 2], update_alpha=True)
+        calls = count_calls(lambda s=strategy: s.step(*batches[args.warmup % 2], update_alpha=True))
+        runs[path] = (strategy, sum(calls.values()), [])
+    n_ops = sum(len(c) for e in candidates.values() for c in e)
+    for i in range(args.steps):
+        for path in (paths if i % 2 == 0 else paths[::-1]):
+            strategy, _, times = runs[path]
+            t0 = time.perf_counter()
+            strategy.step(*batches[i % 2], update_alpha=True)
+            times.append(time.perf_counter() - t0)
+    print(f"{args.spec}: order {args.order}, batch {b}, stage {args.stage} ({n_ops} candidate ops), "
+          f"{args.threads} thread(s), median of {args.steps} interleaved steps")
+    print(f"{'path':<10} {'aten calls':>11} {'ratio':>6} {'s/step':>8} {'ratio':>6}")
+    base_calls, base_t = runs["per-edge"][1], statistics.median(runs["per-edge"][2])
+    for path in paths:
+        _, n, times = runs[path]
+        t = statistics.median(times)
+        print(f"{path:<10} {n:>11} {n / base_calls:>6.2f} {t:>8.4f} {t / base_t:>6.2f}")
+    print(f"aten calls per step: {runs['batched'][1]}")
 
 
 if __name__ == "__main__":

@@ -1,31 +1,37 @@
-"""Batched edges: the ops of all edges that leave one cell node, run together.
+"""Batched edges: the ops of the edges that leave cell nodes available together, run together.
+
+A cell's edges fall into *waves*: the edges leaving its two input nodes (available when the cell
+starts, with the same shape and stride), then the edges leaving each intermediate node (available
+once that node is summed). A wave's edge inputs are stacked along the channels, ``(N, E * C, H, W)``
+with channels ``[e * C, (e + 1) * C)`` the input of its edge ``e`` (one ``cat``, whose backward is
+one sum per source node), and every op kind of the wave runs once over all its edges.
 
 **The op protocol (optional).** An op module may implement
 
 ``batch_key() -> Hashable | None``
     Modules of the same class with equal keys (same shapes and settings) can run as one batched
     call; ``None``: this module cannot (it runs per edge).
-``batched_forward(modules, x, scales, x_relu, shared) -> Tensor`` (a classmethod)
-    ``x``: the common input (N, C, H, W) of the E ``modules`` (one per edge, same key);
-    ``scales``: a 1-d tensor of their E mixing weights; ``x_relu``: ``relu(x)`` or ``None``
-    (as in :class:`nasreg.MixedOp`'s ``fused_forward``); ``shared``: a dict the ops of one group
-    share for one forward pass (e.g. :func:`repeat_channels`'s copy of the input). Returns
-    (N, E * C_out, H', W'): channels ``[e * C_out, (e + 1) * C_out)`` are
-    ``scales[e] * modules[e](x)``. The result must be a new tensor its own backward does not need
-    (the group sums into it in place). Running statistics of the modules (BatchNorm) must move
-    exactly as ``modules[e](x)`` moves them.
+``batched_forward(modules, x, scales, x_relu) -> Tensor`` (a classmethod)
+    ``x``: the inputs of the E ``modules`` (one per edge, same key) stacked along the channels,
+    (N, E * C, H, W); ``x_relu``: ``relu(x)`` or ``None`` (as in :class:`nasreg.MixedOp`'s
+    ``fused_forward``); ``scales``: the mixing weights per channel, (E * C,), block ``e`` filled
+    with the weight of ``modules[e]``. Returns (N, E * C, H', W') whose channel block ``e`` is
+    ``scale_e * modules[e](x_e)``: a new tensor its own backward does not need (the wave sums into
+    it in place). Running statistics of the modules (BatchNorm) must move exactly as
+    ``modules[e](x_e)`` moves them.
 
 The parameters stay the per-edge modules' own (names, state_dict, weight inheritance between
 stages, checkpoints are those of the per-edge path); a batched call concatenates them
-(:func:`cat_weights`: one ``cat`` per layer, whose backward is a split). The BatchNorms of a
+(:func:`cat_weights`: one ``cat`` per layer, whose backward is one ``split``). The BatchNorms of a
 batched kind get their running statistics laid out as consecutive views of one tensor
 (:func:`stacked_buffer`), so one ``batch_norm`` over E * C channels updates every edge's in place.
 
-:func:`forward_cell` runs a :class:`~nasreg_darts.space.SearchCell` this way: per input node (the
-edges leaving it share input and stride), per kind (class and key), one ``batched_forward``;
-modules without the protocol run per edge (``MixedOp.op_term``) into the same group output; node
-sums add narrow views of the group outputs. Drop path draws its masks in the per-edge path's order
-(same random numbers), PC-DARTS partial channels batch the sliced input and shuffle per edge.
+:func:`forward_cell` runs a :class:`~nasreg_darts.space.SearchCell` this way: per wave, per kind
+(class and key), one ``batched_forward``; modules without the protocol run per edge
+(``MixedOp.op_term``) into the same wave output; node sums add the wave outputs' blocks. Drop
+path draws its masks in the per-edge path's order (same random numbers); PC-DARTS partial channels
+stack the sliced inputs and shuffle per edge. The result equals the per-edge path up to float
+rounding (``tests/test_batched_edges.py``, float64).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import nasreg
 from nasreg import rank_sample_rows as sample_rows
 
 __all__ = ["batch_norm_stacked", "cat_weights", "depthwise_stacked", "forward_cell", "has_protocol",
-           "pointwise_stacked", "relayout_cell", "repeat_channels", "stacked_buffer"]
+           "pointwise_stacked", "relayout_cell", "stack_inputs", "stacked_buffer"]
 
 
 # --- helpers for ops implementing the protocol ----------------------------------------------------
@@ -53,39 +59,76 @@ def has_protocol(module: nn.Module) -> bool:
     return callable(key) and callable(getattr(type(module), "batched_forward", None)) and key() is not None
 
 
-def repeat_channels(x: torch.Tensor, E: int, shared: dict | None = None) -> torch.Tensor:
-    """``cat([x] * E, dim=1)`` (memory format kept), computed once per ``shared`` dict."""
-    if E == 1:
-        return x
-    key = ("repeat", id(x), E)
-    if shared is not None and key in shared:
-        return shared[key][1]
-    y = torch.cat([x] * E, dim=1)
-    if shared is not None:
-        shared[key] = (x, y)  # x kept alive: its id stays unique while the entry lives
-    return y
+class _CatParams(torch.autograd.Function):
+    """``cat(ts, 0)``; backward: one ``split`` (the autograd ``cat`` backward slices once per tensor)."""
+
+    @staticmethod
+    def forward(ctx, *ts: torch.Tensor) -> torch.Tensor:
+        ctx.sizes = [t.shape[0] for t in ts]
+        return torch.cat(ts, 0)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        size = ctx.sizes[0]
+        return g.split(size, 0) if all(s == size for s in ctx.sizes) else g.split(ctx.sizes, 0)
 
 
 def cat_weights(layers: list[nn.Module], name: str = "weight") -> torch.Tensor:
     """The ``name`` parameters of ``layers`` concatenated along dim 0."""
     ts = [getattr(m, name) for m in layers]
-    return ts[0] if len(ts) == 1 else torch.cat(ts, dim=0)
+    return ts[0] if len(ts) == 1 else _CatParams.apply(*ts)
+
+
+class _StackInputs(torch.autograd.Function):
+    """``cat([xs[0]] * counts[0] + [xs[1]] * counts[1] + ..., 1)``; backward: per source the sum
+    of its blocks (one view and one sum for all sources when the counts are equal)."""
+
+    @staticmethod
+    def forward(ctx, counts: tuple[int, ...], *xs: torch.Tensor) -> torch.Tensor:
+        ctx.counts = counts
+        return torch.cat([x for x, n in zip(xs, counts) for _ in range(n)], 1)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        counts = ctx.counts
+        C = g.shape[1] // sum(counts)
+        n = counts[0]
+        if all(c == n for c in counts):
+            if n == 1:
+                return (None, *g.split(C, 1))
+            return (None, *g.reshape(g.shape[0], len(counts), n, C, *g.shape[2:]).sum(2).unbind(1))
+        parts = g.split([c * C for c in counts], 1)
+        return (None, *(p if c == 1 else p.reshape(p.shape[0], c, C, *p.shape[2:]).sum(1)
+                       for p, c in zip(parts, counts)))
+
+
+def stack_inputs(xs: list[torch.Tensor], counts: list[int]) -> torch.Tensor:
+    """The wave input: ``xs[i]`` repeated ``counts[i]`` times along the channels."""
+    if len(xs) == 1 and counts[0] == 1:
+        return xs[0]
+    shape = xs[0].shape
+    if any(x.shape != shape for x in xs):
+        raise ValueError(f"batched edges: the inputs of one wave differ in shape: {[tuple(x.shape) for x in xs]}")
+    return _StackInputs.apply(tuple(counts), *xs)
 
 
 def depthwise_stacked(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
     """E depthwise convs of C channels (same settings) on E * C stacked channels: one grouped conv
     (on CPU a dilated one through the phase decomposition of :class:`nasreg_darts.ops.DepthwiseConv2d`)."""
-    from .ops import _phase_depthwise
-
     c = convs[0]
-    w = cat_weights(convs)
+    d, s, p = c.dilation[0], c.stride[0], c.padding[0]
     if getattr(c, "_phase", False) and x.device.type == "cpu" and x.dim() == 4:
-        return _phase_depthwise(x, w, None, c.stride[0], c.dilation[0], c.padding[0])
-    return F.conv2d(x, w, None, c.stride, c.padding, c.dilation, groups=x.shape[1])
+        from .ops import _phase_depthwise
+
+        # phases stacked along the batch, channels-last inside: measured faster on CPU than the
+        # phases side by side in the channels (pixel_unshuffle, a conv with 4 * E * C groups),
+        # which would make fewer calls
+        return _phase_depthwise(x, cat_weights(convs), None, s, d, p)
+    return F.conv2d(x, cat_weights(convs), None, c.stride, c.padding, c.dilation, groups=x.shape[1])
 
 
 def pointwise_stacked(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
-    """E convs (same settings, ``groups == 1``) of E stacked inputs: one conv with ``groups = E``."""
+    """E convs (same settings, ``groups == 1``, no bias) of E stacked inputs: one conv with ``groups = E``."""
     c = convs[0]
     return F.conv2d(x, cat_weights(convs), None, c.stride, c.padding, c.dilation, groups=len(convs))
 
@@ -139,21 +182,24 @@ def relayout_cell(cell: nn.Module) -> None:
 
 
 def batch_norm_stacked(bns: list[nn.Module], x: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
-    """``cat([scales[e] * bns[e](x_e)])`` for E BatchNorms of C channels on E * C stacked channels,
-    one ``batch_norm`` call; running statistics and ``num_batches_tracked`` move exactly as the E
-    separate calls move them (``nasreg.batch_norm_scaled`` per edge when a BN is not a plain
-    ``BatchNorm2d`` or has hooks)."""
+    """``cat([scale_e * bns[e](x_e)])`` for E BatchNorms of C channels on E * C stacked channels
+    (``scales``: per channel, as the protocol passes them), one ``batch_norm`` call; running
+    statistics and ``num_batches_tracked`` move exactly as the E separate calls move them
+    (``nasreg.batch_norm_scaled`` per edge when a BN is not a plain ``BatchNorm2d`` or has hooks)."""
     E = len(bns)
     C = x.shape[1] // E
     plain = all(type(b) is nn.BatchNorm2d and not b._forward_hooks and not b._forward_pre_hooks for b in bns)
-    if not plain or E == 1:
-        parts = [nasreg.batch_norm_scaled(b, x.narrow(1, e * C, C), None if scales is None else scales[e])
+    if not plain:
+        parts = [nasreg.batch_norm_scaled(b, x.narrow(1, e * C, C), None if scales is None else scales[e * C])
                  for e, b in enumerate(bns)]
         return parts[0] if E == 1 else torch.cat(parts, dim=1)
     bn = bns[0]
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
+        if E == 1:
+            bn.num_batches_tracked.add_(1)
+        else:
+            torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     keep = (not bn.training or bn.track_running_stats) and bn.running_mean is not None
@@ -166,10 +212,13 @@ def batch_norm_stacked(bns: list[nn.Module], x: torch.Tensor, scales: torch.Tens
     weight = None if bn.weight is None else cat_weights(bns, "weight")
     bias = None if bn.bias is None else cat_weights(bns, "bias")
     if scales is not None:
-        s = scales.repeat_interleave(C)
-        weight = s if weight is None else weight * s
-        bias = None if bias is None else bias * s
-    out = F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, bn.eps)
+        weight = scales if weight is None else weight * scales
+        bias = None if bias is None else bias * scales
+    if x.device.type == "cpu" and (use_batch_stats or mean is not None):
+        # what F.batch_norm calls on CPU, less its unused reserve tensor
+        out = torch.native_batch_norm(x, weight, bias, mean, var, use_batch_stats, factor, bn.eps)[0]
+    else:
+        out = F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, bn.eps)
     if write_back and bn.training:
         with torch.no_grad():
             torch._foreach_copy_([b.running_mean for b in bns] + [b.running_var for b in bns],
@@ -180,39 +229,49 @@ def batch_norm_stacked(bns: list[nn.Module], x: torch.Tensor, scales: torch.Tens
 # --- the cell -------------------------------------------------------------------------------------
 
 class _Kind:
-    """Ops of one group (same class and batch key, or one module without the protocol)."""
+    """Ops of one wave (same class and batch key, or one module without the protocol)."""
 
     __slots__ = ("batched", "modules", "positions", "cand", "edges", "droppable", "_idx")
 
     def __init__(self, batched: bool):
         self.batched = batched
         self.modules: list[nn.Module] = []
-        self.positions: list[int] = []  # position of the edge in its group
+        self.positions: list[int] = []  # position of the edge in its wave
         self.cand: list[int] = []  # candidate index of the op on its edge
         self.edges: list[int] = []  # cell edge index
         self.droppable = True
-        self._idx: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._idx: dict[Any, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    def index(self, offsets: list[int], C: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(flat weight index of every op, output channel index) on ``device``, cached."""
+    def index(self, offsets: list[int], C: int, E: int, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(flat weight index per output channel, the channels of the kind's edges in the wave
+        or ``None`` when it has every edge in order), on ``device``, cached."""
         key = (device, C)
         got = self._idx.get(key)
         if got is None:
-            w = torch.tensor([offsets[e] + i for e, i in zip(self.edges, self.cand)], device=device)
-            ch = torch.tensor([p * C + j for p in self.positions for j in range(C)], device=device)
+            w = torch.tensor([offsets[e] + i for e, i in zip(self.edges, self.cand) for _ in range(C)], device=device)
+            ch = None
+            if self.positions != list(range(E)):
+                ch = torch.tensor([p * C + j for p in self.positions for j in range(C)], device=device)
             got = self._idx[key] = (w, ch)
         return got
 
 
 class _Group:
-    """The edges leaving one node of a cell (same input and stride) and their op kinds."""
+    """A wave: the edges leaving ``sources`` (nodes available together: same shape and stride),
+    ordered by source then edge index, and their op kinds."""
 
-    def __init__(self, src: int, edges: list[int], cell: nn.Module):
-        self.src = src
-        self.edges = edges
+    def __init__(self, sources: list[int], by_src: dict[int, list[int]], cell: nn.Module):
+        self.sources = sources
+        self.edges: list[int] = []
+        self.source_of: list[int] = []  # per position: index into ``sources``
+        for k, s in enumerate(sources):
+            self.edges += by_src[s]
+            self.source_of += [k] * len(by_src[s])
+        self.counts = [len(by_src[s]) for s in sources]
         self.kinds: list[_Kind] = []
         by_key: dict[Any, _Kind] = {}
-        for pos, e in enumerate(edges):
+        for pos, e in enumerate(self.edges):
             mixed = cell.edges[e]
             for i, module in mixed.plan():
                 if has_protocol(module):
@@ -233,19 +292,28 @@ class _Group:
 
 
 def build_groups(cell: nn.Module) -> list[_Group]:
-    """The groups of a cell: its edges by input node (every edge from a node has the same stride)."""
+    """The waves of a cell: the edges leaving its input nodes (one wave when they have the same
+    stride), then those leaving each intermediate node."""
     by_src: dict[int, list[int]] = {}
     for node in cell._nodes:
         for idx, src in cell._inputs[node]:
             by_src.setdefault(src, []).append(idx)
-    return [_Group(src, sorted(es), cell) for src, es in sorted(by_src.items())]
+    for es in by_src.values():
+        es.sort()
+    srcs = sorted(by_src)
+    inputs = [s for s in srcs if s < 2]
+    waves = []
+    if inputs:
+        strides = {cell.edges[e].stride for s in inputs for e in by_src[s]}
+        waves += [inputs] if len(strides) == 1 else [[s] for s in inputs]
+    waves += [[s] for s in srcs if s >= 2]
+    return [_Group(w, by_src, cell) for w in waves]
 
 
 def _drop_masks(cell: nn.Module, x_dtype: torch.dtype, n_local: int, device: torch.device
                 ) -> dict[tuple[int, int], torch.Tensor]:
     """Drop-path masks for every droppable op, drawn in the per-edge path's order (same numbers)."""
     masks: dict[tuple[int, int], torch.Tensor] = {}
-    keep = None
     for node in cell._nodes:
         for idx, _src in cell._inputs[node]:
             mixed = cell.edges[idx]
@@ -260,7 +328,7 @@ def _drop_masks(cell: nn.Module, x_dtype: torch.dtype, n_local: int, device: tor
 
 def forward_cell(cell: nn.Module, states: list[torch.Tensor], weights: list[torch.Tensor],
                  edge_scales: list[torch.Tensor] | None) -> torch.Tensor:
-    """The cell's nodes from its two preprocessed inputs ``states``, edges batched per group
+    """The cell's nodes from its two preprocessed inputs ``states``, edges batched per wave
     (the same values as the per-edge path, up to float rounding)."""
     groups = cell._groups
     if groups is None:
@@ -274,63 +342,72 @@ def forward_cell(cell: nn.Module, states: list[torch.Tensor], weights: list[torc
     offsets = cell._offsets
     masks = _drop_masks(cell, states[0].dtype, states[0].shape[0], states[0].device) if drop else None
     keep = 1.0 - first.drop_prob if drop else 1.0
-    outputs: dict[int, tuple[_Group, list[torch.Tensor]]] = {}
+    outputs: dict[int, list[torch.Tensor]] = {}  # edge index -> its output
+    done = [False] * len(groups)
     for node in cell._nodes:
-        # every group whose source is ready and not yet run: run it now (sources run in order)
-        for g in groups:
-            if g.src < len(states) and g.src not in outputs:
-                outputs[g.src] = (g, _run_group(cell, g, states[g.src], flat, offsets, masks, keep, partial, k,
-                                                edge_scales))
+        # every wave whose sources are ready and that has not run: run it now
+        for gi, g in enumerate(groups):
+            if not done[gi] and max(g.sources) < len(states):
+                done[gi] = True
+                for e, out in zip(g.edges, _run_group(cell, g, states, flat, offsets, masks, keep, partial,
+                                                      k, edge_scales)):
+                    outputs[e] = out
         total = None
-        for idx, src in cell._inputs[node]:
-            g, out = outputs[src]
-            pos = g.edges.index(idx)
-            term = out[pos]
+        for idx, _src in cell._inputs[node]:
+            term = outputs[idx]
             total = term if total is None else total + term
         states.append(total)
     return torch.cat(states[2:], dim=1)
 
 
-def _run_group(cell, g: _Group, x: torch.Tensor, flat: torch.Tensor, offsets: list[int],
+def _run_group(cell, g: _Group, states: list[torch.Tensor], flat: torch.Tensor, offsets: list[int],
                masks: dict | None, keep: float, partial: bool, k: int,
                edge_scales: list[torch.Tensor] | None) -> list[torch.Tensor]:
     E = len(g.edges)
-    x_full = x
+    full = [states[s] for s in g.sources]
     if partial:
-        c = x.shape[1] // k
-        x = x[:, :c]
-    C = x.shape[1]
+        c = full[0].shape[1] // k
+        ins = [t[:, :c] for t in full]
+    else:
+        ins = full
+    C = ins[0].shape[1]
+    x = stack_inputs(ins, g.counts)
     x_relu = torch.relu(x) if g.relu_input else None
-    shared: dict = {}
     acc = None
     for kind in g.kinds:
-        widx, chidx = kind.index(offsets, C, x.device)
-        scales = flat[widx]
+        widx, chidx = kind.index(offsets, C, E, x.device)
+        scales = flat.index_select(0, widx)  # per output channel
         if masks is not None and kind.droppable:
             scales = scales / keep
         if kind.batched:
-            y = type(kind.modules[0]).batched_forward(kind.modules, x, scales, x_relu, shared)
+            xin, xr = x, x_relu
+            if chidx is not None:  # the kind is on some edges of the wave (per-edge candidate sets)
+                xin = x.index_select(1, chidx)
+                xr = None if x_relu is None else x_relu.index_select(1, chidx)
+            y = type(kind.modules[0]).batched_forward(kind.modules, xin, scales, xr)
             if masks is not None and kind.droppable:
                 m = torch.cat([masks[(e, i)] for e, i in zip(kind.edges, kind.cand)], dim=1)
                 y = y * m.to(y.dtype).repeat_interleave(C, dim=1)
-            if acc is None and kind.positions == list(range(E)):
+            if acc is None and chidx is None:
                 acc = y
                 continue
             if acc is None:
                 acc = _zeros(y, E, C)
-            if kind.positions == list(range(E)):
+            if chidx is None:
                 acc.add_(y)
             else:
                 acc.index_add_(1, chidx, y)
         else:
             (module,), (pos,) = kind.modules, kind.positions
-            y = nasreg.MixedOp.op_term(module, x, scales[0], x_relu)
+            xe = ins[g.source_of[pos]]
+            xr = None if x_relu is None else x_relu.narrow(1, pos * C, C)
+            y = nasreg.MixedOp.op_term(module, xe, scales[0], xr)
             if masks is not None and kind.droppable:
                 y = y * masks[(kind.edges[0], kind.cand[0])].to(y.dtype)
             if acc is None:
                 acc = _zeros(y, E, C)
             acc.narrow(1, pos * C, C).add_(y)
-    if acc is None:  # only zero ops leave this node
+    if acc is None:  # only zero ops leave these nodes
         n, _, h, w = x.shape
         s = cell.edges[g.edges[0]].stride
         acc = x.new_zeros(n, E * C, (h + s - 1) // s, (w + s - 1) // s)
@@ -341,13 +418,13 @@ def _run_group(cell, g: _Group, x: torch.Tensor, flat: torch.Tensor, offsets: li
         return parts
     from .space import shuffle_concat
 
-    rest = x_full[:, C:]
     pool = cell.edges[g.edges[0]].bypass_pool
-    if pool is not None:
-        rest = pool(rest)
+    rests = [t[:, C:] if pool is None else pool(t[:, C:]) for t in full]
     outs = []
     for pos, e in enumerate(g.edges):
-        r = rest if edge_scales is None else rest * edge_scales[e]
+        r = rests[g.source_of[pos]]
+        if edge_scales is not None:
+            r = r * edge_scales[e]
         outs.append(shuffle_concat(parts[pos], r, k))
     return outs
 

@@ -105,32 +105,39 @@ class _ReLUFirstSequential(nn.Module):
 
     def batch_key(self):
         """The batched-op protocol (:mod:`nasreg_darts.batched`): ops of this class with equal
-        layer settings run as one call; ``None`` for a layer sequence it does not know."""
-        kinds = tuple(type(m) for m in self.op)
-        if (type(self).forward is not _ReLUFirstSequential.forward or not set(kinds) <= _BATCHABLE_LAYERS
-                or kinds[0] is not nn.ReLU or kinds[-1] is not nn.BatchNorm2d):
+        layer settings run as one call; ``None`` for a layer sequence it does not know (a conv
+        with a bias or with groups other than 1 or depthwise, a layer of another type)."""
+        layers = list(self.op)
+        if (type(self).forward is not _ReLUFirstSequential.forward
+                or not {type(m) for m in layers} <= _BATCHABLE_LAYERS
+                or type(layers[0]) is not nn.ReLU or type(layers[-1]) is not nn.BatchNorm2d):
             return None
+        for m in layers:
+            if isinstance(m, nn.Conv2d) and (m.bias is not None or m.padding_mode != "zeros" or not (
+                    m.groups == 1 or m.groups == m.in_channels == m.out_channels)):
+                return None
         return tuple((type(m).__name__, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                      m.dilation, m.groups, m.bias is None) if isinstance(m, nn.Conv2d)
-                     else (type(m).__name__, getattr(m, "num_features", None), getattr(m, "affine", None))
-                     for m in self.op)
+                      m.dilation, m.groups) if isinstance(m, nn.Conv2d)
+                     else (type(m).__name__, getattr(m, "num_features", None), getattr(m, "affine", None),
+                           getattr(m, "inplace", None))
+                     for m in layers)
 
     @classmethod
     def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
-                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
-        """``cat([scales[e] * modules[e](x)])``: each layer once for all E modules (depthwise convs
-        as one grouped conv over E * C channels, pointwise ones with ``groups = E``, BNs over E * C)."""
-        from .batched import batch_norm_stacked, depthwise_stacked, pointwise_stacked, repeat_channels
+                        x_relu: torch.Tensor | None) -> torch.Tensor:
+        """Block ``e`` of the result is ``scale_e * modules[e](x_e)``: each layer once for all E
+        modules (depthwise convs as one grouped conv over E * C channels, the others with
+        ``groups = E``, BNs over E * C channels)."""
+        from .batched import batch_norm_stacked, depthwise_stacked, pointwise_stacked
 
-        E = len(modules)
         seqs = [list(m.op) for m in modules]
-        h = repeat_channels(x_relu if x_relu is not None else torch.relu(x), E, shared)
+        h = x_relu if x_relu is not None else torch.relu(x)
         last = len(seqs[0]) - 1
         for j in range(1, len(seqs[0])):
             layers = [s[j] for s in seqs]
             m = layers[0]
             if isinstance(m, nn.ReLU):
-                h = torch.relu_(h) if m.inplace else torch.relu(h)
+                h = torch.relu_(h) if m.inplace else torch.relu(h)  # h is a BN output here, the op's own
             elif isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels:
                 h = depthwise_stacked(h, layers)
             elif isinstance(m, nn.Conv2d):
@@ -280,14 +287,13 @@ class PoolBN(nn.Module):
 
     @classmethod
     def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
-                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
-        from .batched import batch_norm_stacked, repeat_channels
+                        x_relu: torch.Tensor | None) -> torch.Tensor:
+        from .batched import batch_norm_stacked
 
-        E = len(modules)
-        y = repeat_channels(modules[0].pool(x), E)
+        y = modules[0].pool(x)  # per channel: every edge's pool at once
         if isinstance(modules[0].bn, nn.BatchNorm2d):
             return batch_norm_stacked([m.bn for m in modules], y, scales)
-        return y * scales.repeat_interleave(x.shape[1]).view(1, -1, 1, 1)
+        return y * scales.view(1, -1, 1, 1)
 
 
 class Identity(nn.Identity):
@@ -298,10 +304,8 @@ class Identity(nn.Identity):
 
     @classmethod
     def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
-                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
-        from .batched import repeat_channels
-
-        return repeat_channels(x, len(modules), shared) * scales.repeat_interleave(x.shape[1]).view(1, -1, 1, 1)
+                        x_relu: torch.Tensor | None) -> torch.Tensor:
+        return x * scales.view(1, -1, 1, 1)
 
 
 class FactorizedReduceOp(FactorizedReduce):
@@ -315,15 +319,15 @@ class FactorizedReduceOp(FactorizedReduce):
 
     @classmethod
     def batched_forward(cls, modules: list[nn.Module], x: torch.Tensor, scales: torch.Tensor,
-                        x_relu: torch.Tensor | None, shared: dict) -> torch.Tensor:
-        from .batched import batch_norm_stacked, pointwise_stacked, repeat_channels
+                        x_relu: torch.Tensor | None) -> torch.Tensor:
+        from .batched import batch_norm_stacked, pointwise_stacked
 
         E = len(modules)
-        h = repeat_channels(x_relu if x_relu is not None else torch.relu(x), E, shared)
+        h = x_relu if x_relu is not None else torch.relu(x)
         hh, ww = h.shape[-2:]
         shifted = h if not (hh % 2 or ww % 2) else F.pad(h, (0, ww % 2, 0, hh % 2))
         h1 = h
-        if h.device.type == "cpu" and 2 <= x.shape[1] < 8 and _is_channels_last(h):
+        if h.device.type == "cpu" and 2 <= x.shape[1] // E < 8 and _is_channels_last(h):
             h1 = h.contiguous()  # see nasreg.FactorizedReduce: a oneDNN bug with 2 to 7 channels
         a = pointwise_stacked(h1, [m.conv_1 for m in modules])
         b = pointwise_stacked(shifted[:, :, 1:, 1:], [m.conv_2 for m in modules])
