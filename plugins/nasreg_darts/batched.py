@@ -242,19 +242,20 @@ class _Kind:
         self.droppable = True
         self._idx: dict[Any, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    def index(self, offsets: list[int], C: int, E: int, device: torch.device
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(flat weight index per output channel, the channels of the kind's edges in the wave
-        or ``None`` when it has every edge in order), on ``device``, cached."""
+    def weight_index(self, offsets: list[int], C: int) -> list[int]:
+        """The flat mixing-weight index of every output channel."""
+        return [offsets[e] + i for e, i in zip(self.edges, self.cand) for _ in range(C)]
+
+    def channels(self, C: int, E: int, device: torch.device) -> torch.Tensor | None:
+        """The channels of the kind's edges in the wave, or ``None`` when it has every edge in
+        order; on ``device``, cached."""
+        if self.positions == list(range(E)):
+            return None
         key = (device, C)
-        got = self._idx.get(key)
-        if got is None:
-            w = torch.tensor([offsets[e] + i for e, i in zip(self.edges, self.cand) for _ in range(C)], device=device)
-            ch = None
-            if self.positions != list(range(E)):
-                ch = torch.tensor([p * C + j for p in self.positions for j in range(C)], device=device)
-            got = self._idx[key] = (w, ch)
-        return got
+        ch = self._idx.get(key)
+        if ch is None:
+            ch = self._idx[key] = torch.tensor([p * C + j for p in self.positions for j in range(C)], device=device)
+        return ch
 
 
 class _Group:
@@ -289,6 +290,18 @@ class _Group:
                 kind.edges.append(e)
                 kind.droppable = not isinstance(module, nn.Identity)
         self.relu_input = any(getattr(m, "relu_input", False) for k in self.kinds for m in k.modules)
+        self._idx: dict[Any, tuple[torch.Tensor, list[int]]] = {}
+
+    def scale_index(self, offsets: list[int], C: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+        """(the flat mixing-weight index of every output channel of every kind, the kinds' sizes):
+        one ``index_select`` and one ``split`` give every kind its per-channel weights."""
+        key = (device, C)
+        got = self._idx.get(key)
+        if got is None:
+            parts = [kind.weight_index(offsets, C) for kind in self.kinds]
+            got = self._idx[key] = (torch.tensor([i for p in parts for i in p], device=device, dtype=torch.long),
+                                    [len(p) for p in parts])
+        return got
 
 
 def build_groups(cell: nn.Module) -> list[_Group]:
@@ -374,9 +387,10 @@ def _run_group(cell, g: _Group, states: list[torch.Tensor], flat: torch.Tensor, 
     x = stack_inputs(ins, g.counts)
     x_relu = torch.relu(x) if g.relu_input else None
     acc = None
-    for kind in g.kinds:
-        widx, chidx = kind.index(offsets, C, E, x.device)
-        scales = flat.index_select(0, widx)  # per output channel
+    widx, sizes = g.scale_index(offsets, C, x.device)
+    all_scales = flat.index_select(0, widx).split(sizes) if g.kinds else ()  # per output channel
+    for kind, scales in zip(g.kinds, all_scales):
+        chidx = kind.channels(C, E, x.device)
         if masks is not None and kind.droppable:
             scales = scales / keep
         if kind.batched:
