@@ -86,9 +86,20 @@ CASES = {
 }
 
 
+#: (stage, how kinds on some edges of a wave run: per edge, CPU's choice, or batched, a GPU's)
+STAGES = [(0, "per-edge"), (1, "subsets-per-edge"), (1, "subsets-batched")]
+
+
+def subsets_mode(monkeypatch, subsets: str) -> None:
+    import nasreg_darts.batched as batched
+
+    monkeypatch.setattr(batched, "CPU_SUBSETS_PER_EDGE", subsets != "subsets-batched")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("stage", [0, 1])
-def test_forward_loss_and_gradients_equal_per_edge(case, stage):
+@pytest.mark.parametrize("stage,subsets", STAGES)
+def test_forward_loss_and_gradients_equal_per_edge(case, stage, subsets, monkeypatch):
+    subsets_mode(monkeypatch, subsets)
     model, ref = pair(candidates=None if stage == 0 else stage1, **CASES[case])
     x, y = data(size=9 if case == "reduction-odd-size" else 8)
     for m in (model, ref):
@@ -108,8 +119,9 @@ def test_forward_loss_and_gradients_equal_per_edge(case, stage):
 
 
 @pytest.mark.parametrize("order", [1, 2])
-@pytest.mark.parametrize("stage", [0, 1])
-def test_darts_step_equal_per_edge(order, stage):
+@pytest.mark.parametrize("stage,subsets", STAGES)
+def test_darts_step_equal_per_edge(order, stage, subsets, monkeypatch):
+    subsets_mode(monkeypatch, subsets)
     model, ref = pair(candidates=None if stage == 0 else stage1, reductions=[1])
     strategies = []
     for m in (model, ref):
@@ -198,8 +210,10 @@ def test_waves_stack_the_two_input_nodes_then_one_wave_per_intermediate_node():
         assert sorted(e for g in waves for e in g.edges) == list(range(len(cell.edges)))
 
 
-def test_channels_last_equals_per_edge():
-    model, ref = pair(reductions=[1])
+@pytest.mark.parametrize("stage,subsets", STAGES)
+def test_channels_last_equals_per_edge(stage, subsets, monkeypatch):
+    subsets_mode(monkeypatch, subsets)
+    model, ref = pair(candidates=None if stage == 0 else stage1, reductions=[1])
     for m in (model, ref):
         m.to(memory_format=torch.channels_last)
     x, y = data()

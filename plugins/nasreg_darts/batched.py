@@ -28,7 +28,8 @@ batched kind get their running statistics laid out as consecutive views of one t
 
 :func:`forward_cell` runs a :class:`~nasreg_darts.space.SearchCell` this way: per wave, per kind
 (class and key), one ``batched_forward``; modules without the protocol run per edge
-(``MixedOp.op_term``) into the same wave output; node sums add the wave outputs' blocks. Drop
+(``MixedOp.op_term``), and on CPU so do the kinds on only some of the wave's edges
+(:data:`CPU_SUBSETS_PER_EDGE`); node sums add the wave outputs' blocks. Drop
 path draws its masks in the per-edge path's order (same random numbers); PC-DARTS partial channels
 stack the sliced inputs and shuffle per edge. The result equals the per-edge path up to float
 rounding (``tests/test_batched_edges.py``, float64).
@@ -231,7 +232,8 @@ def batch_norm_stacked(bns: list[nn.Module], x: torch.Tensor, scales: torch.Tens
 class _Kind:
     """Ops of one wave (same class and batch key, or one module without the protocol)."""
 
-    __slots__ = ("batched", "modules", "positions", "cand", "edges", "droppable", "_idx")
+    __slots__ = ("batched", "modules", "positions", "cand", "edges", "droppable", "full", "relu_input",
+                 "source_counts")
 
     def __init__(self, batched: bool):
         self.batched = batched
@@ -240,22 +242,22 @@ class _Kind:
         self.cand: list[int] = []  # candidate index of the op on its edge
         self.edges: list[int] = []  # cell edge index
         self.droppable = True
-        self._idx: dict[Any, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.full = False  # on every edge of the wave, in order (set by finish)
+        self.relu_input = False  # some module takes relu(x)
+        self.source_counts: list[tuple[int, int]] = []  # (source, edges) of its inputs, in order
 
     def weight_index(self, offsets: list[int], C: int) -> list[int]:
         """The flat mixing-weight index of every output channel."""
         return [offsets[e] + i for e, i in zip(self.edges, self.cand) for _ in range(C)]
 
-    def channels(self, C: int, E: int, device: torch.device) -> torch.Tensor | None:
-        """The channels of the kind's edges in the wave, or ``None`` when it has every edge in
-        order; on ``device``, cached."""
-        if self.positions == list(range(E)):
-            return None
-        key = (device, C)
-        ch = self._idx.get(key)
-        if ch is None:
-            ch = self._idx[key] = torch.tensor([p * C + j for p in self.positions for j in range(C)], device=device)
-        return ch
+    def finish(self, E: int, source_of: list[int]) -> None:
+        """Set the derived fields once the kind has all its modules."""
+        self.full = self.positions == list(range(E))
+        self.relu_input = any(getattr(m, "relu_input", False) for m in self.modules)
+        counts: dict[int, int] = {}
+        for p in self.positions:  # positions ascend, so each source's edges are consecutive
+            counts[source_of[p]] = counts.get(source_of[p], 0) + 1
+        self.source_counts = list(counts.items())
 
 
 class _Group:
@@ -289,7 +291,8 @@ class _Group:
                 kind.cand.append(i)
                 kind.edges.append(e)
                 kind.droppable = not isinstance(module, nn.Identity)
-        self.relu_input = any(getattr(m, "relu_input", False) for k in self.kinds for m in k.modules)
+        for kind in self.kinds:
+            kind.finish(len(self.edges), self.source_of)
         self._idx: dict[Any, tuple[torch.Tensor, list[int]]] = {}
 
     def scale_index(self, offsets: list[int], C: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
@@ -373,6 +376,12 @@ def forward_cell(cell: nn.Module, states: list[torch.Tensor], weights: list[torc
     return torch.cat(states[2:], dim=1)
 
 
+#: On CPU, a kind on some of a wave's edges only (per-edge candidate sets, DG-DARTS stage 1) runs
+#: per edge: batched, its stacked inputs and grouped convs measured 1.35x slower per step there
+#: (``benchmarks/dispatch_count.py --stage 1 --compare``); on a GPU, where launches count, batched.
+CPU_SUBSETS_PER_EDGE = True
+
+
 def _run_group(cell, g: _Group, states: list[torch.Tensor], flat: torch.Tensor, offsets: list[int],
                masks: dict | None, keep: float, partial: bool, k: int,
                edge_scales: list[torch.Tensor] | None) -> list[torch.Tensor]:
@@ -384,50 +393,64 @@ def _run_group(cell, g: _Group, states: list[torch.Tensor], flat: torch.Tensor, 
     else:
         ins = full
     C = ins[0].shape[1]
-    x = stack_inputs(ins, g.counts)
-    x_relu = torch.relu(x) if g.relu_input else None
-    acc = None
-    widx, sizes = g.scale_index(offsets, C, x.device)
+    relus: dict[int, torch.Tensor] = {}
+
+    def relu_of(src: int) -> torch.Tensor:
+        if src not in relus:
+            relus[src] = torch.relu(ins[src])
+        return relus[src]
+
+    x = x_relu = None  # the whole wave's stacked input and its relu, made when a kind needs them
+    acc = None  # the sum of the kinds on every edge
+    terms: list[list[torch.Tensor]] = [[] for _ in range(E)]  # per edge, the other kinds' outputs
+    widx, sizes = g.scale_index(offsets, C, ins[0].device)
     all_scales = flat.index_select(0, widx).split(sizes) if g.kinds else ()  # per output channel
     for kind, scales in zip(g.kinds, all_scales):
-        chidx = kind.channels(C, E, x.device)
         if masks is not None and kind.droppable:
             scales = scales / keep
-        if kind.batched:
-            xin, xr = x, x_relu
-            if chidx is not None:  # the kind is on some edges of the wave (per-edge candidate sets)
-                xin = x.index_select(1, chidx)
-                xr = None if x_relu is None else x_relu.index_select(1, chidx)
+        if kind.batched and (kind.full or not CPU_SUBSETS_PER_EDGE or ins[0].device.type != "cpu"):
+            if kind.full:
+                if x is None:
+                    x = stack_inputs(ins, g.counts)
+                if kind.relu_input and x_relu is None:
+                    x_relu = torch.relu(x)
+                xin, xr = x, x_relu if kind.relu_input else None
+            else:  # on some edges of the wave (per-edge candidate sets): its own stack of the sources
+                xin = stack_inputs([ins[src] for src, _n in kind.source_counts], [n for _s, n in kind.source_counts])
+                xr = None
+                if kind.relu_input:
+                    xr = stack_inputs([relu_of(src) for src, _n in kind.source_counts],
+                                      [n for _s, n in kind.source_counts])
             y = type(kind.modules[0]).batched_forward(kind.modules, xin, scales, xr)
             if masks is not None and kind.droppable:
                 m = torch.cat([masks[(e, i)] for e, i in zip(kind.edges, kind.cand)], dim=1)
                 y = y * m.to(y.dtype).repeat_interleave(C, dim=1)
-            if acc is None and chidx is None:
-                acc = y
-                continue
-            if acc is None:
-                acc = _zeros(y, E, C)
-            if chidx is None:
-                acc.add_(y)
+            if kind.full:
+                acc = y if acc is None else acc.add_(y)
             else:
-                acc.index_add_(1, chidx, y)
+                blocks = y.split(C, dim=1) if len(kind.modules) > 1 else (y,)
+                for pos, blk in zip(kind.positions, blocks):
+                    terms[pos].append(blk)
         else:
-            (module,), (pos,) = kind.modules, kind.positions
-            xe = ins[g.source_of[pos]]
-            xr = None if x_relu is None else x_relu.narrow(1, pos * C, C)
-            y = nasreg.MixedOp.op_term(module, xe, scales[0], xr)
-            if masks is not None and kind.droppable:
-                y = y * masks[(kind.edges[0], kind.cand[0])].to(y.dtype)
-            if acc is None:
-                acc = _zeros(y, E, C)
-            acc.narrow(1, pos * C, C).add_(y)
-    if acc is None:  # only zero ops leave these nodes
-        n, _, h, w = x.shape
-        s = cell.edges[g.edges[0]].stride
-        acc = x.new_zeros(n, E * C, (h + s - 1) // s, (w + s - 1) // s)
+            for j, (module, pos) in enumerate(zip(kind.modules, kind.positions)):
+                src = g.source_of[pos]
+                xr = relu_of(src) if getattr(module, "relu_input", False) else None
+                y = nasreg.MixedOp.op_term(module, ins[src], scales[j * C], xr)
+                if masks is not None and kind.droppable:
+                    y = y * masks[(kind.edges[j], kind.cand[j])].to(y.dtype)
+                terms[pos].append(y)
     # split, not narrow views: their backward is one cat that keeps the memory format (the sum of
     # zero-padded narrow gradients is NCHW, which sends a channels-last BN backward down a slow path)
-    parts = list(acc.split(C, dim=1)) if E > 1 else [acc]
+    parts: list[torch.Tensor | None] = [None] * E
+    if acc is not None:
+        parts = list(acc.split(C, dim=1)) if E > 1 else [acc]
+    for pos in range(E):
+        for t in terms[pos]:
+            parts[pos] = t if parts[pos] is None else parts[pos] + t
+        if parts[pos] is None:  # only zero ops on this edge
+            n, _, h, w = ins[0].shape
+            s = cell.edges[g.edges[pos]].stride
+            parts[pos] = ins[0].new_zeros(n, C, (h + s - 1) // s, (w + s - 1) // s)
     if not partial:
         return parts
     from .space import shuffle_concat
@@ -441,10 +464,3 @@ def _run_group(cell, g: _Group, states: list[torch.Tensor], flat: torch.Tensor, 
             r = r * edge_scales[e]
         outs.append(shuffle_concat(parts[pos], r, k))
     return outs
-
-
-def _zeros(like: torch.Tensor, E: int, C: int) -> torch.Tensor:
-    n, _, h, w = like.shape
-    fmt = torch.channels_last if (like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
-                                  and not like.is_contiguous()) else torch.contiguous_format
-    return like.new_zeros(n, E * C, h, w).contiguous(memory_format=fmt)
