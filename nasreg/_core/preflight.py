@@ -4,8 +4,8 @@
 builds the first stage's supernet on the CPU (the largest one: later stages only drop candidate
 ops), runs one forward pass of a probe batch of 2 images in training mode and measures, at once:
 
-* the FLOPs of that forward (convolution and linear modules, with the formulas of
-  ``torch.utils.flop_counter.FlopCounterMode``), scaled to the spec's batch size, then x 3 for forward + backward and x the number of
+* the FLOPs of that forward (``torch.utils.flop_counter.FlopCounterMode``: convolutions and
+  matrix products), scaled to the spec's batch size, then x 3 for forward + backward and x the number of
   forward/backward passes the strategy makes per step (``strategy.passes_per_step``; 2 when a
   strategy does not say; DARTS: 2 first order, 5 second order);
 * the bytes of the tensors autograd saves for backward (``saved_tensors_hooks``, each storage
@@ -114,37 +114,16 @@ def free_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def _module_flops(module: torch.nn.Module, inputs: tuple, output: Any) -> int:
-    """FLOPs of one call of a convolution or linear module, by FlopCounterMode's formulas
-    (2 x multiply-adds; bias not counted)."""
-    if not isinstance(output, torch.Tensor):
-        return 0
-    if isinstance(module, torch.nn.modules.conv._ConvNd):
-        per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-        if module.transposed:
-            x = inputs[0]
-            return 2 * x.numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
-        return 2 * output.numel() * per_output
-    if isinstance(module, torch.nn.Linear):
-        return 2 * output.numel() * module.in_features
-    return 0
-
-
 def measure_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """(FLOPs, bytes autograd saves) of one training-mode forward of ``model`` on ``x``.
 
-    FLOPs are those of the convolution and linear modules (forward hooks), computed with the
-    formulas of ``torch.utils.flop_counter.FlopCounterMode``, which gives the same total for
-    networks built from these modules at a fraction of its cost (it intercepts every aten op: a
-    few seconds for a supernet forward). Saved tensors are counted once per storage (a tensor
-    that several backward nodes keep, such as a shared ReLU output, is one allocation)."""
-    flops = [0]
+    FLOPs are ``torch.utils.flop_counter.FlopCounterMode``'s count (2 x multiply-adds of the
+    convolutions and matrix products, however the model calls them: modules, or functional calls
+    over concatenated weights as the batched edges of a darts-cell supernet make). Saved tensors
+    are counted once per storage (a tensor that several backward nodes keep, such as a shared
+    ReLU output, is one allocation)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def count(module: torch.nn.Module, inputs: tuple, output: Any) -> None:
-        flops[0] += _module_flops(module, inputs, output)
-
-    handles = [m.register_forward_hook(count) for m in model.modules()
-               if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))]
     seen: dict[tuple[int, str], int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -158,14 +137,11 @@ def measure_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
         return t
 
     model.train()
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
     del out
-    return flops[0], int(sum(seen.values()))
+    return int(counter.get_total_flops()), int(sum(seen.values()))
 
 
 def _passes_per_step(strategy: Any) -> int:
