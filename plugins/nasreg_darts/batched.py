@@ -358,7 +358,7 @@ def forward_cell(cell: nn.Module, states: list[torch.Tensor], weights: list[torc
     offsets = cell._offsets
     masks = _drop_masks(cell, states[0].dtype, states[0].shape[0], states[0].device) if drop else None
     keep = 1.0 - first.drop_prob if drop else 1.0
-    outputs: dict[int, list[torch.Tensor]] = {}  # edge index -> its output
+    outputs: dict[int, torch.Tensor] = {}  # edge index -> its output
     done = [False] * len(groups)
     for node in cell._nodes:
         # every wave whose sources are ready and that has not run: run it now
