@@ -147,10 +147,11 @@ def darts_cell(
     ``rate * (E - e - 1) / E`` in the stage's warm-up epochs, ``rate * exp(-(e - warmup) * decay)``
     in its joint epochs (P-DARTS: 0.2).
 
-    ``batched_edges`` (default true) runs the ops of all edges leaving one node together (one
-    grouped conv for every ``sep_conv_3x3`` leaving it, ...; :mod:`nasreg_darts.batched`), where
-    the ops implement the batched-op protocol and no strategy sets active ops; the same values
-    as false, the per-edge mixed ops, in far fewer kernel calls.
+    ``batched_edges`` (default true) runs the edges in waves (those leaving the two input nodes,
+    then those leaving each intermediate node), each op kind once per wave (one grouped conv for
+    every ``sep_conv_3x3`` of the wave, ...; :mod:`nasreg_darts.batched`), where the ops implement
+    the batched-op protocol and no strategy sets active ops; the same values as false, the
+    per-edge mixed ops, in far fewer kernel calls.
     """
     from .cellspace import DartsCellSpace
 

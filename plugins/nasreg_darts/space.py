@@ -140,8 +140,8 @@ class SearchCell(nn.Module):
                  ops: nasreg.Registry, affine: bool, drop_prob: float, partial_channels: int = 1,
                  batched: bool = True):
         super().__init__()
-        #: Run the edges leaving each node together (:mod:`nasreg_darts.batched`) when no edge has
-        #: an ``active`` set; False: every edge's mixed op on its own (the per-edge path).
+        #: Run the edges in waves, each op kind once per wave (:mod:`nasreg_darts.batched`), when no
+        #: edge has an ``active`` set; False: every edge's mixed op on its own (the per-edge path).
         self.batched = bool(batched)
         self._groups = None  # the batched plan, built at the first batched forward
         self.cell_type = cell_type
