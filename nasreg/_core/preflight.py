@@ -119,7 +119,7 @@ def measure_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
 
     FLOPs are ``torch.utils.flop_counter.FlopCounterMode``'s count (2 x multiply-adds of the
     convolutions and matrix products, however the model calls them: modules, or functional calls
-    over concatenated weights as the batched edges of a darts-cell supernet make). Saved tensors
+    over concatenated weights as a supernet that batches its edges makes). Saved tensors
     are counted once per storage (a tensor that several backward nodes keep, such as a shared
     ReLU output, is one allocation)."""
     from torch.utils.flop_counter import FlopCounterMode
